@@ -1,0 +1,295 @@
+//! The lattices Z^n, D_n and E8 with their Conway–Sloane closest-point decoders.
+//!
+//! Points are handled in two forms. The hot paths work on `[f32; N]` whose entries are
+//! integers or half-integers, which f32 holds exactly up to [`MAX_ABS_COORD`]. Exact integer
+//! work (membership, indexing) uses [`Point`], which stores every coordinate doubled, so that
+//! the half-integer coset of E8 is held in `i32` without loss.
+//!
+//! # Rounding and tie rules
+//! Every decoder here rounds with ties to even ([`round_ties_even`]), never half away
+//! from zero. The D_n decoder repairs an odd coordinate sum by re-rounding, the other way,
+//! the coordinate whose rounding error is largest; among equal errors the lowest index is
+//! re-rounded, and a coordinate that was exactly an integer is moved up (+1). E8 returns the
+//! D8 candidate when the two cosets are exactly equally near. These rules are part of the
+//! bit-exact contract shared with every other backend.
+
+use core::fmt::Debug;
+
+/// Largest |coordinate| for which the decoders are exact: below 2^21, `x − ½` and its
+/// rounding are exact in f32 and doubled coordinates fit `i32` with room to spare.
+pub const MAX_ABS_COORD: f32 = 2_097_152.0;
+
+/// Rounds to the nearest integer, ties to even: bit-identical to [`f32::round_ties_even`]
+/// (and to CUDA's `rintf`), but branch-free and inlined.
+///
+/// Without SSE4.1 in the baseline target, `round_ties_even` compiles to a call into libm's
+/// `rintf`, which made the decoders ten times slower. Adding and subtracting 2^23 rounds any
+/// |x| < 2^23 in the current (round-to-nearest-even) mode; larger magnitudes are already
+/// integers and pass through, as do NaN and infinities.
+#[inline(always)]
+pub fn round_ties_even(x: f32) -> f32 {
+    const TWO_POW_23: f32 = 8_388_608.0;
+    let a = x.abs();
+    let rounded = ((a + TWO_POW_23) - TWO_POW_23).copysign(x);
+    if a < TWO_POW_23 { rounded } else { x }
+}
+
+/// A lattice point with every coordinate stored doubled (`twice[i] = 2·xᵢ`), so that the
+/// half-integer points of E8 are exact integers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Point<const N: usize> {
+    /// Twice each coordinate.
+    pub twice: [i32; N],
+}
+
+impl<const N: usize> Point<N> {
+    /// Converts f32 coordinates that are integers or half-integers (as the decoders return)
+    /// to doubled integers.
+    ///
+    /// # Panics
+    /// Panics if a coordinate is not a multiple of ½ or exceeds [`MAX_ABS_COORD`].
+    pub fn from_f32(x: &[f32; N]) -> Self {
+        Self::try_from_f32(x).unwrap_or_else(|| {
+            panic!("{x:?} has a coordinate that is not a half-integer within ±{MAX_ABS_COORD}")
+        })
+    }
+
+    /// Like [`Point::from_f32`], but `None` for a coordinate that is not a multiple of ½
+    /// within ±[`MAX_ABS_COORD`] (NaN and infinities included).
+    pub fn try_from_f32(x: &[f32; N]) -> Option<Self> {
+        let mut twice = [0i32; N];
+        for (t, &v) in twice.iter_mut().zip(x) {
+            let d = v * 2.0;
+            if round_ties_even(d) != d || v.abs() > MAX_ABS_COORD {
+                return None;
+            }
+            *t = d as i32;
+        }
+        Some(Self { twice })
+    }
+
+    /// The coordinates as f32 (exact for points within [`MAX_ABS_COORD`]).
+    pub fn to_f32(&self) -> [f32; N] {
+        self.twice.map(|t| t as f32 * 0.5)
+    }
+}
+
+/// A lattice in R^N with a closest-point decoder and a lower-triangular basis.
+///
+/// Implementors are zero-sized markers; everything is an associated function so that the
+/// codec's hot loops monomorphise without indirection.
+pub trait Lattice<const N: usize>: Copy + Debug + Default + Send + Sync + 'static {
+    /// Short name used in reports and snapshots, e.g. `"E8"`.
+    const NAME: &'static str;
+
+    /// Basis vectors (rows) in doubled coordinates. The matrix is lower triangular
+    /// (`BASIS_TWICE[i][j] == 0` for `j > i`) with a non-zero diagonal, which makes
+    /// the coordinates of a point in this basis a short back-substitution.
+    const BASIS_TWICE: [[i32; N]; N];
+
+    /// The closest lattice point to `x`, as f32 coordinates.
+    ///
+    /// Exact (per the module's tie rules) for finite `|xᵢ| ≤` [`MAX_ABS_COORD`]; outside that
+    /// domain the result is a lattice point near `x` only as far as f32 allows.
+    fn closest_point(x: &[f32; N]) -> [f32; N];
+
+    /// Whether `p` belongs to the lattice.
+    fn contains(p: &Point<N>) -> bool;
+}
+
+/// The integer lattice Z^N.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Zn<const N: usize>;
+
+/// The checkerboard lattice D_N = { z ∈ Z^N : Σ zᵢ even }.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Dn<const N: usize>;
+
+/// D4, the densest lattice packing in four dimensions.
+pub type D4 = Dn<4>;
+/// D8, the integer half of E8.
+pub type D8 = Dn<8>;
+
+/// The Gosset lattice E8 = D8 ∪ (D8 + ½·1).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct E8;
+
+const fn identity_twice<const N: usize>() -> [[i32; N]; N] {
+    let mut b = [[0i32; N]; N];
+    let mut i = 0;
+    while i < N {
+        b[i][i] = 2;
+        i += 1;
+    }
+    b
+}
+
+/// D_N basis: (2, 0, …), then (−1, 1, 0, …) shifted along; determinant 2 = det D_N.
+const fn dn_basis_twice<const N: usize>() -> [[i32; N]; N] {
+    let mut b = [[0i32; N]; N];
+    b[0][0] = 4;
+    let mut i = 1;
+    while i < N {
+        b[i][i - 1] = -2;
+        b[i][i] = 2;
+        i += 1;
+    }
+    b
+}
+
+impl<const N: usize> Lattice<N> for Zn<N> {
+    const NAME: &'static str = "Z";
+    const BASIS_TWICE: [[i32; N]; N] = identity_twice::<N>();
+
+    #[inline]
+    fn closest_point(x: &[f32; N]) -> [f32; N] {
+        x.map(round_ties_even)
+    }
+
+    fn contains(p: &Point<N>) -> bool {
+        p.twice.iter().all(|t| t % 2 == 0)
+    }
+}
+
+impl<const N: usize> Lattice<N> for Dn<N> {
+    const NAME: &'static str = "D";
+    const BASIS_TWICE: [[i32; N]; N] = dn_basis_twice::<N>();
+
+    #[inline]
+    fn closest_point(x: &[f32; N]) -> [f32; N] {
+        dn_nearest_in_range(x, f32::NEG_INFINITY, f32::INFINITY)
+    }
+
+    fn contains(p: &Point<N>) -> bool {
+        p.twice.iter().all(|t| t % 2 == 0) && p.twice.iter().map(|t| t / 2).sum::<i32>() % 2 == 0
+    }
+}
+
+impl Lattice<8> for E8 {
+    const NAME: &'static str = "E8";
+    const BASIS_TWICE: [[i32; 8]; 8] = {
+        let mut b = dn_basis_twice::<8>();
+        // Replace the last D8 row by the glue vector ½·1: determinant 2·½ = 1 = det E8.
+        b[7] = [1; 8];
+        b
+    };
+
+    #[inline]
+    fn closest_point(x: &[f32; 8]) -> [f32; 8] {
+        e8_nearest_in_range(x, f32::NEG_INFINITY, f32::INFINITY)
+    }
+
+    fn contains(p: &Point<8>) -> bool {
+        let all_even = p.twice.iter().all(|t| t % 2 == 0);
+        let all_odd = p.twice.iter().all(|t| t % 2 != 0);
+        // Σ coordinates = Σ twice / 2 must be an even integer, i.e. Σ twice ≡ 0 (mod 4).
+        (all_even || all_odd) && p.twice.iter().sum::<i32>().rem_euclid(4) == 0
+    }
+}
+
+/// Nearest point of D_N ∩ [lo, hi]^N to `x`, where `lo < hi` are integers or infinite.
+///
+/// This is Conway–Sloane's D_N decoder with the box folded in: per coordinate the best
+/// integer in range is the rounded, clamped value, and the best integer of the other parity
+/// is its neighbour on `x`'s side (or the other neighbour where the box ends). If the parity
+/// is wrong, exactly one coordinate moves to that alternative: the one where it costs least.
+/// The cost is compared through the signed rounding error, which is exact in f32.
+#[inline(always)]
+pub(crate) fn dn_nearest_in_range<const N: usize>(x: &[f32; N], lo: f32, hi: f32) -> [f32; N] {
+    // Straight-line passes over fixed-size arrays so that the compiler unrolls and vectorises
+    // them; a data-dependent branch per coordinate cost more than the arithmetic.
+    let mut r = [0f32; N];
+    let mut alt = [0f32; N];
+    // Larger key = cheaper flip: +|err| when the alternative lies on x's side (cost 1 − 2|err|),
+    // −|err| when the box forces the far side (cost 1 + 2|err|).
+    let mut key = [0f32; N];
+    for i in 0..N {
+        let xi = x[i];
+        let ri = round_ties_even(xi.max(lo).min(hi));
+        let err = xi - ri;
+        let want_up = err >= 0.0;
+        let go_up = (want_up & (ri + 1.0 <= hi)) | (ri - 1.0 < lo);
+        alt[i] = if go_up { ri + 1.0 } else { ri - 1.0 };
+        key[i] = if go_up == want_up {
+            err.abs()
+        } else {
+            -err.abs()
+        };
+        r[i] = ri;
+    }
+    let mut sum = 0i32;
+    for &ri in &r {
+        sum = sum.wrapping_add(ri as i32);
+    }
+    let mut flip_at = 0;
+    for i in 1..N {
+        flip_at = if key[i] > key[flip_at] { i } else { flip_at };
+    }
+    if sum & 1 != 0 {
+        r[flip_at] = alt[flip_at];
+    }
+    r
+}
+
+/// Squared Euclidean distance, summed in index order (the fixed order every backend uses).
+#[inline(always)]
+pub(crate) fn dist2<const N: usize>(a: &[f32; N], b: &[f32; N]) -> f32 {
+    let mut s = 0f32;
+    for i in 0..N {
+        let d = a[i] - b[i];
+        s += d * d;
+    }
+    s
+}
+
+/// Nearest point of E8 ∩ [lo, hi]^8 to `x`, for integer `lo < hi` (or infinite bounds).
+///
+/// The integer coset is D8 ∩ [lo, hi]^8; the half-integer coset is (D8 ∩ [lo, hi − 1]^8) + ½,
+/// because the half-integers inside [lo, hi] run from lo + ½ to hi − ½. The nearer candidate
+/// wins and the integer one wins exact ties.
+#[inline(always)]
+pub(crate) fn e8_nearest_in_range(x: &[f32; 8], lo: f32, hi: f32) -> [f32; 8] {
+    let p0 = dn_nearest_in_range(x, lo, hi);
+    let shifted = x.map(|v| v - 0.5);
+    let mut p1 = dn_nearest_in_range(&shifted, lo, hi - 1.0);
+    for v in &mut p1 {
+        *v += 0.5;
+    }
+    if dist2(x, &p1) < dist2(x, &p0) {
+        p1
+    } else {
+        p0
+    }
+}
+
+/// Coordinates of the lattice point `p` in the basis `L::BASIS_TWICE` (exact integers).
+///
+/// # Panics
+/// Panics if `p` is not a point of the lattice (the back-substitution would not divide).
+pub fn basis_coordinates<L: Lattice<N>, const N: usize>(p: &Point<N>) -> [i64; N] {
+    let b = L::BASIS_TWICE;
+    let mut c = [0i64; N];
+    for j in (0..N).rev() {
+        let mut rest = i64::from(p.twice[j]);
+        for i in j + 1..N {
+            rest -= c[i] * i64::from(b[i][j]);
+        }
+        let d = i64::from(b[j][j]);
+        assert!(rest % d == 0, "point {p:?} is not in {}", L::NAME);
+        c[j] = rest / d;
+    }
+    c
+}
+
+/// The lattice point with basis coordinates `c`, in doubled coordinates (i64, no overflow
+/// for any coordinates a codebook produces).
+pub fn from_basis_coordinates<L: Lattice<N>, const N: usize>(c: &[i64; N]) -> [i64; N] {
+    let b = L::BASIS_TWICE;
+    let mut t = [0i64; N];
+    for i in 0..N {
+        for j in 0..=i {
+            t[j] += c[i] * i64::from(b[i][j]);
+        }
+    }
+    t
+}

@@ -1,0 +1,214 @@
+//! Joint (mixed-radix) indexing: many block indices packed into one integer.
+//!
+//! A vector of `n` blocks whose codebooks have `M₀, M₁, …` points needs ⌈log2 ∏ Mᵢ⌉ bits
+//! when its block indices are combined as one mixed-radix number, against Σ ⌈log2 Mᵢ⌉ when
+//! each block is rounded up to whole bits: the published D4 format, for example, pays up to
+//! one bit per block for that rounding. The integer is held as little-endian `u64` limbs.
+
+use crate::error::Error;
+
+/// A mixed-radix number system: digit `i` lies in `0..radices[i]`, and digit 0 is the least
+/// significant, so the value is d₀ + r₀·(d₁ + r₁·(d₂ + …)).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MixedRadix {
+    radices: Vec<u64>,
+    bits: u32,
+}
+
+/// Number of `u64` limbs that hold `bits` bits.
+pub const fn limbs_for_bits(bits: u32) -> usize {
+    bits.div_ceil(64) as usize
+}
+
+impl MixedRadix {
+    /// A system with the given radices (each ≥ 1).
+    ///
+    /// # Errors
+    /// [`Error::ParameterOutOfRange`] if a radix is 0.
+    pub fn new(radices: &[u64]) -> Result<Self, Error> {
+        if radices.contains(&0) {
+            return Err(Error::ParameterOutOfRange {
+                name: "radix",
+                value: 0,
+                min: 1,
+                max: u64::MAX,
+            });
+        }
+        // The largest value is ∏ rᵢ − 1; its bit length is the width of the joint index.
+        let mut max = vec![1u64];
+        for &r in radices {
+            mul_add(&mut max, r, 0);
+        }
+        sub_one(&mut max);
+        let bits = bit_length(&max);
+        Ok(Self {
+            radices: radices.to_vec(),
+            bits,
+        })
+    }
+
+    /// `count` digits of the same radix.
+    ///
+    /// # Errors
+    /// As [`MixedRadix::new`].
+    pub fn uniform(radix: u64, count: usize) -> Result<Self, Error> {
+        Self::new(&vec![radix; count])
+    }
+
+    /// Width of the joint index in bits: ⌈log2 ∏ rᵢ⌉.
+    pub fn bits(&self) -> u32 {
+        self.bits
+    }
+
+    /// Number of `u64` limbs [`MixedRadix::encode`] writes and [`MixedRadix::decode`] reads.
+    pub fn limbs(&self) -> usize {
+        limbs_for_bits(self.bits)
+    }
+
+    /// The radices, least significant first.
+    pub fn radices(&self) -> &[u64] {
+        &self.radices
+    }
+
+    /// Combines `digits` into the joint index, written to `limbs` (little-endian).
+    ///
+    /// # Panics
+    /// Panics if `digits.len()` differs from the number of radices, if a digit is not below
+    /// its radix, or if `limbs.len()` differs from [`MixedRadix::limbs`].
+    pub fn encode(&self, digits: &[u64], limbs: &mut [u64]) {
+        assert_eq!(digits.len(), self.radices.len(), "one digit per radix");
+        assert_eq!(limbs.len(), self.limbs(), "limb buffer length");
+        limbs.fill(0);
+        let mut used = 0;
+        for (&d, &r) in digits.iter().zip(&self.radices).rev() {
+            assert!(d < r, "digit {d} is not below its radix {r}");
+            used = mul_add_prefix(limbs, used, r, d);
+        }
+    }
+
+    /// Splits the joint index in `limbs` into `digits`, using `scratch` (same length as
+    /// `limbs`) as working space.
+    ///
+    /// # Errors
+    /// [`Error::JointIndexOutOfRange`] if the value is not below ∏ rᵢ (corrupt data).
+    ///
+    /// # Panics
+    /// Panics if the buffer lengths differ from [`MixedRadix::limbs`] and the number of radices.
+    pub fn decode(
+        &self,
+        limbs: &[u64],
+        digits: &mut [u64],
+        scratch: &mut [u64],
+    ) -> Result<(), Error> {
+        assert_eq!(digits.len(), self.radices.len(), "one digit per radix");
+        assert_eq!(limbs.len(), self.limbs(), "limb buffer length");
+        assert_eq!(scratch.len(), self.limbs(), "scratch length");
+        scratch.copy_from_slice(limbs);
+        let mut used = significant_limbs(scratch);
+        for (d, &r) in digits.iter_mut().zip(&self.radices) {
+            *d = div_rem_prefix(scratch, used, r);
+            used = significant_limbs(&scratch[..used]);
+        }
+        // Whatever is left after dividing by every radix was ≥ ∏ rᵢ.
+        if used == 0 {
+            Ok(())
+        } else {
+            Err(Error::JointIndexOutOfRange { bits: self.bits })
+        }
+    }
+}
+
+/// `value = value · r + add` over a growable limb vector.
+fn mul_add(value: &mut Vec<u64>, r: u64, add: u64) {
+    let mut carry = u128::from(add);
+    for limb in value.iter_mut() {
+        let t = u128::from(*limb) * u128::from(r) + carry;
+        *limb = t as u64;
+        carry = t >> 64;
+    }
+    if carry != 0 {
+        value.push(carry as u64);
+    }
+}
+
+/// `value = value · r + add` where only `value[..used]` may be non-zero; returns the new
+/// number of significant limbs.
+///
+/// # Panics
+/// Panics if the result does not fit `value` (the caller sized it from the radices).
+fn mul_add_prefix(value: &mut [u64], used: usize, r: u64, add: u64) -> usize {
+    let mut carry = u128::from(add);
+    for limb in &mut value[..used] {
+        let t = u128::from(*limb) * u128::from(r) + carry;
+        *limb = t as u64;
+        carry = t >> 64;
+    }
+    if carry == 0 {
+        used
+    } else {
+        value[used] = carry as u64;
+        used + 1
+    }
+}
+
+/// Divides `value[..used]` by `r` in place and returns the remainder.
+fn div_rem_prefix(value: &mut [u64], used: usize, r: u64) -> u64 {
+    let mut rem = 0u128;
+    for limb in value[..used].iter_mut().rev() {
+        let cur = (rem << 64) | u128::from(*limb);
+        *limb = (cur / u128::from(r)) as u64;
+        rem = cur % u128::from(r);
+    }
+    rem as u64
+}
+
+fn significant_limbs(value: &[u64]) -> usize {
+    value.iter().rposition(|&l| l != 0).map_or(0, |i| i + 1)
+}
+
+fn sub_one(value: &mut [u64]) {
+    for limb in value.iter_mut() {
+        let (v, borrow) = limb.overflowing_sub(1);
+        *limb = v;
+        if !borrow {
+            return;
+        }
+    }
+}
+
+fn bit_length(value: &[u64]) -> u32 {
+    match significant_limbs(value) {
+        0 => 0,
+        n => 64 * (n as u32 - 1) + (64 - value[n - 1].leading_zeros()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bits_are_the_ceiling_of_the_product_log() {
+        assert_eq!(MixedRadix::new(&[]).unwrap().bits(), 0);
+        assert_eq!(MixedRadix::new(&[1, 1]).unwrap().bits(), 0);
+        assert_eq!(MixedRadix::new(&[2]).unwrap().bits(), 1);
+        assert_eq!(MixedRadix::new(&[3]).unwrap().bits(), 2);
+        assert_eq!(MixedRadix::new(&[4, 4]).unwrap().bits(), 4);
+        assert_eq!(MixedRadix::new(&[5, 5, 5]).unwrap().bits(), 7); // 125 ≤ 128
+        assert_eq!(MixedRadix::uniform(u64::MAX, 2).unwrap().bits(), 128);
+        assert_eq!(MixedRadix::uniform(1 << 32, 3).unwrap().bits(), 96);
+    }
+
+    #[test]
+    fn out_of_range_joint_index_is_an_error() {
+        let m = MixedRadix::new(&[3, 5]).unwrap(); // 15 values in 4 bits
+        let mut digits = [0; 2];
+        let mut scratch = [0; 1];
+        m.decode(&[14], &mut digits, &mut scratch).unwrap();
+        assert_eq!(digits, [2, 4]);
+        assert_eq!(
+            m.decode(&[15], &mut digits, &mut scratch),
+            Err(Error::JointIndexOutOfRange { bits: 4 })
+        );
+    }
+}
