@@ -1,10 +1,47 @@
-//! `kv-codec`: compression of LLM key/value caches by lattice vector quantisation.
+//! `kv-codec`: compression of LLM key/value caches by lattice vector quantisation, into real
+//! packed bytes.
 //!
-//! Status: this crate is the future public entry point (codec trait, packed format, paged
-//! cache, attention on compressed pages). It holds no codec yet; the leaf crates it will
-//! build on, [`lattice_core`] and [`hadamard`], are complete.
+//! Every K or V vector (one head, one token) is coded on its own into a fixed number of
+//! bytes, so the codec streams: a token at decode time gives the same bytes as the same
+//! token inside a prefill batch.
+//!
+//! ```
+//! use kv_codec::{CodecConfig, CodecSpec, Input, Output, VectorCodec};
+//!
+//! let config = CodecConfig::new("voronoi-e8-q16-s4".parse::<CodecSpec>()?, 128);
+//! let codec = config.build()?;
+//! let x: Vec<f32> = (0..4 * 128).map(|i| (i as f32 * 0.37).sin()).collect();
+//!
+//! let mut bytes = vec![0u8; 4 * codec.bytes_per_vector()];
+//! codec.encode(Input::F32(&x), &mut bytes)?;
+//! let mut y = vec![0f32; x.len()];
+//! codec.decode(&bytes, Output::F32(&mut y))?;
+//!
+//! let err: f32 = x.iter().zip(&y).map(|(a, b)| (a - b) * (a - b)).sum();
+//! let energy: f32 = x.iter().map(|a| a * a).sum();
+//! assert!(err / energy < 1e-2);
+//! # Ok::<(), kv_codec::Error>(())
+//! ```
+//!
+//! # Determinism
+//! The bytes depend only on the input values and the [`CodecConfig`]: not on the batch
+//! split, the thread count or the CPU's SIMD tier. Rounding is ties-to-even throughout,
+//! no fused multiply-add feeds a quantisation decision, and sums run in one fixed order
+//! ([`codec::sum_of_squares`]).
+//!
+//! # Feature flags
+//! None yet; a `cuda` feature will add the GPU backend.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
-pub use hadamard;
-pub use lattice_core;
+pub mod bits;
+pub mod codec;
+pub mod codecs;
+pub mod config;
+mod error;
+pub mod spec;
+
+pub use codec::{Input, Output, Par, VectorCodec, decode_batch, encode_batch};
+pub use config::{CodecConfig, DEFAULT_SEED};
+pub use error::Error;
+pub use spec::{CodecSpec, CompatLattice};

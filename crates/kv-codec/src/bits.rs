@@ -1,0 +1,162 @@
+//! Little-endian, least-significant-bit-first bit packing within one vector's bytes.
+//!
+//! Bit `k` of the stream is bit `k % 8` of byte `k / 8`; a value of `n` bits is written
+//! least significant bit first. This is the only bit order in the format (see FORMAT.md).
+
+use crate::error::Error;
+
+/// Writes values of 1–64 bits into a byte slice.
+#[derive(Debug)]
+pub struct BitWriter<'a> {
+    out: &'a mut [u8],
+    pos: usize,
+}
+
+impl<'a> BitWriter<'a> {
+    /// A writer at bit 0 of `out`, which it zeroes first.
+    pub fn new(out: &'a mut [u8]) -> Self {
+        out.fill(0);
+        Self { out, pos: 0 }
+    }
+
+    /// Appends the low `bits` bits of `value`.
+    ///
+    /// # Panics
+    /// Panics if `bits > 64`, if `value` has bits set above `bits`, or if the slice is full:
+    /// codecs size their output exactly, so either is a bug.
+    #[inline]
+    pub fn write(&mut self, value: u64, bits: u32) {
+        assert!(
+            bits <= 64 && (bits == 64 || value >> bits == 0),
+            "value {value} does not fit {bits} bits"
+        );
+        let mut value = value;
+        let mut left = bits as usize;
+        while left > 0 {
+            let byte = self.pos / 8;
+            let offset = self.pos % 8;
+            let take = (8 - offset).min(left);
+            self.out[byte] |= ((value & ((1 << take) - 1)) as u8) << offset;
+            value >>= take;
+            left -= take;
+            self.pos += take;
+        }
+    }
+
+    /// Appends the low `bits` bits of a little-endian limb array.
+    pub fn write_limbs(&mut self, limbs: &[u64], bits: u32) {
+        let mut left = bits;
+        for &limb in limbs {
+            let take = left.min(64);
+            self.write(
+                if take == 64 {
+                    limb
+                } else {
+                    limb & ((1u64 << take) - 1)
+                },
+                take,
+            );
+            left -= take;
+        }
+        assert_eq!(left, 0, "limbs hold fewer than {bits} bits");
+    }
+
+    /// Bits written so far.
+    pub fn position(&self) -> usize {
+        self.pos
+    }
+}
+
+/// Reads values of 1–64 bits from a byte slice, with an error instead of a panic at the end.
+#[derive(Debug)]
+pub struct BitReader<'a> {
+    data: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> BitReader<'a> {
+    /// A reader at bit 0 of `data`.
+    pub fn new(data: &'a [u8]) -> Self {
+        Self { data, pos: 0 }
+    }
+
+    /// Reads `bits` (≤ 64) bits.
+    ///
+    /// # Errors
+    /// [`Error::Truncated`] if fewer than `bits` bits remain.
+    #[inline]
+    pub fn read(&mut self, bits: u32) -> Result<u64, Error> {
+        debug_assert!(bits <= 64);
+        let end = self.pos + bits as usize;
+        if end > self.data.len() * 8 {
+            return Err(Error::Truncated {
+                needed: end.div_ceil(8),
+                available: self.data.len(),
+            });
+        }
+        let mut value = 0u64;
+        let mut done = 0usize;
+        while done < bits as usize {
+            let byte = self.pos / 8;
+            let offset = self.pos % 8;
+            let take = (8 - offset).min(bits as usize - done);
+            let chunk = (u64::from(self.data[byte]) >> offset) & ((1 << take) - 1);
+            value |= chunk << done;
+            done += take;
+            self.pos += take;
+        }
+        Ok(value)
+    }
+
+    /// Reads `bits` bits into little-endian limbs (the rest of `limbs` is zeroed).
+    ///
+    /// # Errors
+    /// [`Error::Truncated`] if fewer than `bits` bits remain.
+    pub fn read_limbs(&mut self, limbs: &mut [u64], bits: u32) -> Result<(), Error> {
+        let mut left = bits;
+        for limb in limbs.iter_mut() {
+            let take = left.min(64);
+            *limb = self.read(take)?;
+            left -= take;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_of_mixed_widths() {
+        let fields = [
+            (1u64, 1u32),
+            (0x2a, 6),
+            (u64::MAX, 64),
+            (0, 3),
+            (0x0001_2345_6789, 37),
+            (5, 3),
+        ];
+        let total: u32 = fields.iter().map(|f| f.1).sum();
+        let mut buf = vec![0u8; (total as usize).div_ceil(8)];
+        let mut w = BitWriter::new(&mut buf);
+        for &(v, b) in &fields {
+            w.write(v, b);
+        }
+        assert_eq!(w.position(), total as usize);
+        let mut r = BitReader::new(&buf);
+        for &(v, b) in &fields {
+            assert_eq!(r.read(b).unwrap(), v);
+        }
+        assert!(matches!(r.read(8), Err(Error::Truncated { .. })));
+    }
+
+    #[test]
+    fn bit_order_is_lsb_first() {
+        let mut buf = [0u8; 2];
+        let mut w = BitWriter::new(&mut buf);
+        w.write(0b101, 3);
+        w.write(0xff, 8);
+        assert_eq!(buf, [0b1111_1101, 0b0000_0111]);
+    }
+}

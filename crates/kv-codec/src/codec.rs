@@ -1,0 +1,273 @@
+//! The codec trait and the batch driver shared by every codec: input conversion, checks,
+//! and rayon over vectors with per-thread scratch.
+
+use core::fmt;
+
+use half::{bf16, f16};
+use rayon::prelude::*;
+
+use crate::error::Error;
+use crate::spec::CodecSpec;
+
+/// A batch of vectors, back to back, in one of the dtypes engines hold K/V in.
+#[derive(Clone, Copy, Debug)]
+pub enum Input<'a> {
+    /// 32-bit floats.
+    F32(&'a [f32]),
+    /// IEEE half precision.
+    F16(&'a [f16]),
+    /// bfloat16.
+    Bf16(&'a [bf16]),
+}
+
+impl Input<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Self::F32(v) => v.len(),
+            Self::F16(v) => v.len(),
+            Self::Bf16(v) => v.len(),
+        }
+    }
+
+    /// Copies vector `i` (of `d` values) into `out` as f32.
+    fn load(&self, i: usize, d: usize, out: &mut [f32]) {
+        let r = i * d..(i + 1) * d;
+        match self {
+            Self::F32(v) => out.copy_from_slice(&v[r]),
+            Self::F16(v) => out.iter_mut().zip(&v[r]).for_each(|(o, x)| *o = x.to_f32()),
+            Self::Bf16(v) => out.iter_mut().zip(&v[r]).for_each(|(o, x)| *o = x.to_f32()),
+        }
+    }
+}
+
+/// Where decoded vectors go, in the dtype the engine wants.
+#[derive(Debug)]
+pub enum Output<'a> {
+    /// 32-bit floats.
+    F32(&'a mut [f32]),
+    /// IEEE half precision (rounded to nearest even).
+    F16(&'a mut [f16]),
+    /// bfloat16 (rounded to nearest even).
+    Bf16(&'a mut [bf16]),
+}
+
+impl Output<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Self::F32(v) => v.len(),
+            Self::F16(v) => v.len(),
+            Self::Bf16(v) => v.len(),
+        }
+    }
+}
+
+/// How a batch is spread over threads. The bytes are the same either way.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Par {
+    /// The calling thread only.
+    Seq,
+    /// Rayon's global pool.
+    #[default]
+    Rayon,
+}
+
+/// Vectors handed to one rayon task: large enough to amortise the scratch allocation.
+const CHUNK: usize = 256;
+
+/// A codec of fixed-size vectors into a fixed number of bytes each.
+///
+/// Every vector is coded on its own, into exactly [`VectorCodec::bytes_per_vector`] bytes,
+/// so batches can be split anywhere, appended one token at a time, and read at random.
+pub trait VectorCodec: Send + Sync + fmt::Debug {
+    /// The codec and its parameters.
+    fn spec(&self) -> CodecSpec;
+
+    /// Values per vector.
+    fn head_dim(&self) -> usize;
+
+    /// Meaningful bits per vector: indices, scales, norms and flags, all of them.
+    fn bits_per_vector(&self) -> u32;
+
+    /// Bytes each vector occupies: the bits rounded up to whole bytes.
+    fn bytes_per_vector(&self) -> usize {
+        (self.bits_per_vector() as usize).div_ceil(8)
+    }
+
+    /// Bits per value as stored (whole bytes per vector, divided by `head_dim`).
+    fn bits_per_value(&self) -> f64 {
+        (8 * self.bytes_per_vector()) as f64 / self.head_dim() as f64
+    }
+
+    /// f32 scratch a single-vector call needs.
+    fn scratch_len(&self) -> usize;
+
+    /// Encodes one finite vector of `head_dim` values into `out` (`bytes_per_vector` bytes).
+    ///
+    /// # Panics
+    /// May panic if the lengths are wrong or `x` is not finite; the batch entry points check
+    /// both and return errors instead.
+    fn encode_vector(&self, x: &[f32], out: &mut [u8], scratch: &mut [f32]);
+
+    /// Decodes one vector. On corrupt bytes it returns the reason, never panics.
+    ///
+    /// # Errors
+    /// A short static description of what is wrong with the bytes.
+    fn decode_vector(
+        &self,
+        bytes: &[u8],
+        out: &mut [f32],
+        scratch: &mut [f32],
+    ) -> Result<(), &'static str>;
+
+    /// Encodes a batch (`input.len()` a multiple of `head_dim`) into `out`
+    /// (`n · bytes_per_vector` bytes), in parallel.
+    ///
+    /// # Errors
+    /// [`Error::LengthMismatch`] for wrong lengths; [`Error::NonFinite`] naming the first
+    /// vector with a NaN or infinity, in which case `out` is left unspecified.
+    fn encode(&self, input: Input<'_>, out: &mut [u8]) -> Result<(), Error> {
+        encode_batch(self, input, out, Par::Rayon)
+    }
+
+    /// Decodes a batch written by [`VectorCodec::encode`], in parallel.
+    ///
+    /// # Errors
+    /// [`Error::LengthMismatch`] for wrong lengths; [`Error::CorruptPayload`] naming the
+    /// first vector whose bytes no encoder writes.
+    fn decode(&self, bytes: &[u8], out: Output<'_>) -> Result<(), Error> {
+        decode_batch(self, bytes, out, Par::Rayon)
+    }
+}
+
+/// Number of vectors in a buffer of `len` values, or a length error.
+fn vector_count(len: usize, d: usize, what: &'static str) -> Result<usize, Error> {
+    if !len.is_multiple_of(d) {
+        return Err(Error::LengthMismatch {
+            what,
+            expected: len.next_multiple_of(d),
+            actual: len,
+        });
+    }
+    Ok(len / d)
+}
+
+/// [`VectorCodec::encode`] with an explicit [`Par`].
+///
+/// # Errors
+/// As [`VectorCodec::encode`].
+pub fn encode_batch<C: VectorCodec + ?Sized>(
+    codec: &C,
+    input: Input<'_>,
+    out: &mut [u8],
+    par: Par,
+) -> Result<(), Error> {
+    let d = codec.head_dim();
+    let bpv = codec.bytes_per_vector();
+    let n = vector_count(input.len(), d, "input")?;
+    if out.len() != n * bpv {
+        return Err(Error::LengthMismatch {
+            what: "encoded output",
+            expected: n * bpv,
+            actual: out.len(),
+        });
+    }
+    let work = |(chunk, bytes): (usize, &mut [u8])| -> Result<(), Error> {
+        let mut x = vec![0f32; d];
+        let mut scratch = vec![0f32; codec.scratch_len()];
+        for (j, out) in bytes.chunks_exact_mut(bpv).enumerate() {
+            let i = chunk * CHUNK + j;
+            input.load(i, d, &mut x);
+            if !x.iter().all(|v| v.is_finite()) {
+                return Err(Error::NonFinite { vector: i });
+            }
+            codec.encode_vector(&x, out, &mut scratch);
+        }
+        Ok(())
+    };
+    let chunks = out.chunks_mut(CHUNK * bpv.max(1)).enumerate();
+    let result = match par {
+        Par::Seq => chunks.map(work).collect::<Vec<_>>(),
+        Par::Rayon => out
+            .par_chunks_mut(CHUNK * bpv.max(1))
+            .enumerate()
+            .map(work)
+            .collect(),
+    };
+    // Report the first failing vector whatever the thread schedule.
+    result.into_iter().collect()
+}
+
+/// [`VectorCodec::decode`] with an explicit [`Par`].
+///
+/// # Errors
+/// As [`VectorCodec::decode`].
+pub fn decode_batch<C: VectorCodec + ?Sized>(
+    codec: &C,
+    bytes: &[u8],
+    mut out: Output<'_>,
+    par: Par,
+) -> Result<(), Error> {
+    let d = codec.head_dim();
+    let bpv = codec.bytes_per_vector();
+    let n = vector_count(out.len(), d, "decoded output")?;
+    if bytes.len() != n * bpv {
+        return Err(Error::LengthMismatch {
+            what: "encoded input",
+            expected: n * bpv,
+            actual: bytes.len(),
+        });
+    }
+    let run =
+        |chunk: usize, src: &[u8], store: &mut dyn FnMut(usize, &[f32])| -> Result<(), Error> {
+            let mut y = vec![0f32; d];
+            let mut scratch = vec![0f32; codec.scratch_len()];
+            for (j, v) in src.chunks_exact(bpv).enumerate() {
+                let i = chunk * CHUNK + j;
+                codec
+                    .decode_vector(v, &mut y, &mut scratch)
+                    .map_err(|reason| Error::CorruptPayload { vector: i, reason })?;
+                store(j, &y);
+            }
+            Ok(())
+        };
+    macro_rules! drive {
+        ($dst:expr, $conv:expr) => {{
+            let src = bytes.chunks(CHUNK * bpv.max(1));
+            let dst = $dst.chunks_mut(CHUNK * d);
+            let body = |(chunk, (src, dst)): (usize, (&[u8], &mut [_]))| {
+                run(chunk, src, &mut |j, y: &[f32]| {
+                    for (o, &v) in dst[j * d..(j + 1) * d].iter_mut().zip(y) {
+                        *o = $conv(v);
+                    }
+                })
+            };
+            let result: Vec<Result<(), Error>> = match par {
+                Par::Seq => src.zip(dst).enumerate().map(body).collect(),
+                Par::Rayon => bytes
+                    .par_chunks(CHUNK * bpv.max(1))
+                    .zip($dst.par_chunks_mut(CHUNK * d))
+                    .enumerate()
+                    .map(body)
+                    .collect(),
+            };
+            result.into_iter().collect()
+        }};
+    }
+    match &mut out {
+        Output::F32(dst) => drive!(dst, |v: f32| v),
+        Output::F16(dst) => drive!(dst, f16::from_f32),
+        Output::Bf16(dst) => drive!(dst, bf16::from_f32),
+    }
+}
+
+/// Sum of squares in the fixed order every backend uses: eight interleaved partial sums
+/// (lane `j` adds the values at `i ≡ j mod 8` in increasing `i`), then
+/// `((l0 + l4) + (l2 + l6)) + ((l1 + l5) + (l3 + l7))`. Lengths need not be multiples of 8.
+pub fn sum_of_squares(x: &[f32]) -> f32 {
+    let mut lanes = [0f32; 8];
+    for (i, &v) in x.iter().enumerate() {
+        lanes[i % 8] += v * v;
+    }
+    ((lanes[0] + lanes[4]) + (lanes[2] + lanes[6]))
+        + ((lanes[1] + lanes[5]) + (lanes[3] + lanes[7]))
+}

@@ -1,0 +1,26 @@
+//! The codecs, and [`build`], which turns a [`CodecConfig`] into one of them.
+
+pub mod compat;
+pub mod voronoi;
+
+use crate::codec::VectorCodec;
+use crate::config::CodecConfig;
+use crate::error::Error;
+use crate::spec::CodecSpec;
+
+/// Builds the codec a configuration describes.
+///
+/// # Errors
+/// Parameter and head_dim errors of the chosen codec.
+pub fn build(config: &CodecConfig) -> Result<Box<dyn VectorCodec>, Error> {
+    Ok(match config.spec {
+        spec @ CodecSpec::Compat { .. } => {
+            Box::new(compat::CompatCodec::new(spec, config.head_dim)?)
+        }
+        spec @ CodecSpec::Voronoi { .. } => Box::new(voronoi::VoronoiCodec::new(
+            spec,
+            config.head_dim,
+            config.seed,
+        )?),
+    })
+}

@@ -1,0 +1,116 @@
+//! The error type of `kv-codec`: bad data, caller misuse and limits, kept apart.
+
+/// Errors of `kv-codec`.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    // --- caller misuse ---
+    /// The head dimension is not one the rotation supports.
+    #[error(
+        "head_dim {head_dim} is not supported; supported head_dims: {}",
+        supported_head_dims_text()
+    )]
+    UnsupportedHeadDim {
+        /// The head dimension asked for.
+        head_dim: usize,
+    },
+    /// A buffer does not have the length the operation needs.
+    #[error("{what} has length {actual}, expected {expected}")]
+    LengthMismatch {
+        /// Which buffer.
+        what: &'static str,
+        /// The length needed.
+        expected: usize,
+        /// The length given.
+        actual: usize,
+    },
+    /// An input vector holds NaN or an infinity; nothing was encoded.
+    #[error("input vector {vector} holds a non-finite value (NaN or infinity)")]
+    NonFinite {
+        /// Index of the offending vector in the batch.
+        vector: usize,
+    },
+    /// A codec parameter is out of its supported range.
+    #[error("codec parameter {name} = {value} is not supported ({allowed})")]
+    InvalidParameter {
+        /// Parameter name.
+        name: &'static str,
+        /// Value given.
+        value: u64,
+        /// What is allowed.
+        allowed: &'static str,
+    },
+    /// A codec specification string could not be parsed.
+    #[error("unknown codec spec {spec:?}; `kvc codecs` lists the valid ones")]
+    UnknownSpec {
+        /// The text given.
+        spec: String,
+    },
+    /// No codec of the requested family fits the requested rate.
+    #[error("no {family} codec fits {bits_per_value} bits per value at head_dim {head_dim}")]
+    RateUnreachable {
+        /// Codec family.
+        family: &'static str,
+        /// Requested rate.
+        bits_per_value: f64,
+        /// Head dimension.
+        head_dim: usize,
+    },
+
+    // --- bad data ---
+    /// The data ends before the structure it should hold.
+    #[error("data truncated: {needed} bytes needed, {available} available")]
+    Truncated {
+        /// Bytes needed.
+        needed: usize,
+        /// Bytes present.
+        available: usize,
+    },
+    /// The data does not start with the kv-codec magic bytes.
+    #[error("not a kv-codec stream (bad magic bytes)")]
+    BadMagic,
+    /// The stream's format version is newer than this library.
+    #[error("format version {version} is not supported (this library reads up to {supported})")]
+    UnsupportedVersion {
+        /// Version found.
+        version: u16,
+        /// Newest version supported.
+        supported: u16,
+    },
+    /// The header names a codec this library does not know.
+    #[error("unknown codec id {id} in header")]
+    UnknownCodecId {
+        /// Codec id found.
+        id: u16,
+    },
+    /// The header is self-inconsistent or holds a reserved value.
+    #[error("corrupt header: {field}")]
+    CorruptHeader {
+        /// Which field is wrong.
+        field: &'static str,
+    },
+    /// A vector's payload holds a value no encoder produces.
+    #[error("corrupt payload in vector {vector}: {reason}")]
+    CorruptPayload {
+        /// Index of the vector within the batch.
+        vector: usize,
+        /// What is wrong.
+        reason: &'static str,
+    },
+
+    // --- from the leaf crates ---
+    /// A lattice-core error (codebook parameters).
+    #[error(transparent)]
+    Lattice(#[from] lattice_core::Error),
+}
+
+fn supported_head_dims_text() -> String {
+    let dims: Vec<String> = hadamard::supported_lengths(8..=1024)
+        .filter(|d| d % 8 == 0)
+        .map(|d| d.to_string())
+        .collect();
+    format!(
+        "{} (multiples of 8 that are 2^k or 2^k·3, 2^k·5, 2^k·7, up to 4096)",
+        dims.join(", ")
+    )
+}
