@@ -271,3 +271,33 @@ pub fn sum_of_squares(x: &[f32]) -> f32 {
     ((lanes[0] + lanes[4]) + (lanes[2] + lanes[6]))
         + ((lanes[1] + lanes[5]) + (lanes[3] + lanes[7]))
 }
+
+/// A power of two that brings `max |x|` into [2^-60, 2^60] (1 if it already is, or if `x` is
+/// zero). Multiplying by it is exact, so codecs apply it before sums of squares and the
+/// unnormalised Hadamard butterflies, which would overflow for values near `f32::MAX`.
+pub fn safe_prescale(x: &[f32]) -> f32 {
+    let m = x.iter().fold(0f32, |m, v| m.max(v.abs()));
+    if m > 2f32.powi(60) {
+        2f32.powi(-70)
+    } else if m > 0.0 && m < 2f32.powi(-60) {
+        2f32.powi(70)
+    } else {
+        1.0
+    }
+}
+
+/// The Euclidean norm, in the fixed order of [`sum_of_squares`], without overflow or
+/// underflow for any finite input; saturates at `f32::MAX` (a norm above it has no f32).
+pub fn norm(x: &[f32]) -> f32 {
+    let k = safe_prescale(x);
+    if k == 1.0 {
+        return sum_of_squares(x).sqrt();
+    }
+    let mut sum = [0f32; 8];
+    for (i, &v) in x.iter().enumerate() {
+        let w = v * k;
+        sum[i % 8] += w * w;
+    }
+    let s = ((sum[0] + sum[4]) + (sum[2] + sum[6])) + ((sum[1] + sum[5]) + (sum[3] + sum[7]));
+    (s.sqrt() / k).min(f32::MAX)
+}

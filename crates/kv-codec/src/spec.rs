@@ -42,7 +42,7 @@ pub enum CodecSpec {
     Voronoi {
         /// Nesting ratio q (2 ≤ q ≤ 2^15); log2 q bits per value when q is a power of two.
         q: u32,
-        /// Number of per-block scale choices (1, 2, 4 or 8).
+        /// Number of per-block scale choices (1, 2 or 4).
         scales: u32,
     },
 }
@@ -128,11 +128,11 @@ impl CodecSpec {
                         allowed: "2..=32768",
                     });
                 }
-                if ![1, 2, 4, 8].contains(&scales) {
+                if ![1, 2, 4].contains(&scales) {
                     return Err(Error::InvalidParameter {
                         name: "scales",
                         value: u64::from(scales),
-                        allowed: "1, 2, 4 or 8",
+                        allowed: "1, 2 or 4",
                     });
                 }
             }
@@ -145,7 +145,7 @@ impl CodecSpec {
         vec![
             (
                 "voronoi-e8-q<q>-s<k>",
-                "nested-lattice E8/qE8 code, k ∈ {1,2,4,8} scale choices per 8-block (default family)",
+                "nested-lattice E8/qE8 code, k ∈ {1,2,4} scale choices per 8-block (default family)",
             ),
             (
                 "compat-d4-q<Q>[-joint]",

@@ -9,9 +9,10 @@
 //! Departures, both documented in FORMAT.md:
 //! * E8 blocks that reach past the box are snapped to the nearest point of E8 *inside* the
 //!   box instead of being clamped coordinate-wise, which yields non-lattice points.
-//! * A norm the f16 cannot hold (≥ 65520, which the published code turns into infinity) is
-//!   stored with the otherwise unused sign bit set and the f32's top 15 bits after it
-//!   (exponent and 7 mantissa bits), so huge vectors decode to finite values.
+//! * A norm the f16 cannot hold as a normal number (≥ 65520, which the published code turns
+//!   into infinity, or below 2^-14, which it flushes towards zero) is stored with the
+//!   otherwise unused sign bit set and the f32's top 15 bits after it (exponent and 7
+//!   mantissa bits), so huge and tiny vectors decode to finite, non-zero values.
 //!
 //! Layout per vector: norm (16 bits), qmax (16 bits), then the block indices: `⌈log2 M⌉` bits
 //! each, or with `joint` one mixed-radix number of `⌈log2 M^(d/n)⌉` bits.
@@ -23,7 +24,7 @@ use half::f16;
 use lattice_core::{Codebook, D4Box, E8Box, MixedRadix};
 
 use crate::bits::{BitReader, BitWriter};
-use crate::codec::{VectorCodec, sum_of_squares};
+use crate::codec::{VectorCodec, norm};
 use crate::error::Error;
 use crate::spec::{CodecSpec, CompatLattice};
 
@@ -92,7 +93,7 @@ pub struct CompatCodec {
 /// f16 bit pattern of a norm, with the documented escape for norms beyond the f16 range.
 fn norm_to_bits(n: f32) -> u16 {
     let h = f16::from_f32(n);
-    if h.is_finite() {
+    if h.is_normal() || n == 0.0 {
         h.to_bits()
     } else {
         // Round the f32 to its top 16 bits (bf16, ties to even); the sign bit is 0 for a norm
@@ -189,7 +190,7 @@ impl VectorCodec for CompatCodec {
 
     fn encode_vector(&self, x: &[f32], out: &mut [u8], scratch: &mut [f32]) {
         let y = &mut scratch[..self.d];
-        let n = sum_of_squares(x).sqrt();
+        let n = norm(x);
         let norm_bits = norm_to_bits(n);
         let mut w = BitWriter::new(out);
         if n == 0.0 {
