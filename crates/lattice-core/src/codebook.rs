@@ -445,8 +445,17 @@ fn max_voronoi_q(n: usize) -> u32 {
 }
 
 impl<L: Lattice<N>, const N: usize> VoronoiCodebook<L, N> {
-    /// Index of the coset of the lattice point `lambda`: its basis coordinates mod q.
-    fn coset_index(&self, lambda: &Point<N>) -> u128 {
+    /// Index of the coset of the lattice point `lambda`: its basis coordinates mod q. The
+    /// codebook point with this index is `lambda` itself unless `lambda` lies outside the
+    /// Voronoi cell of qΛ (compare with [`Codebook::point_at`] to detect overload).
+    ///
+    /// # Panics
+    /// Panics if `lambda` is not a point of the lattice.
+    pub fn coset_index(&self, lambda: &[f32; N]) -> u128 {
+        self.coset_index_of(&Point::from_f32(lambda))
+    }
+
+    fn coset_index_of(&self, lambda: &Point<N>) -> u128 {
         let c = basis_coordinates::<L, N>(lambda);
         let q = i64::from(self.q);
         c.iter().rev().fold(0u128, |index, &ci| {
@@ -473,7 +482,7 @@ impl<L: Lattice<N>, const N: usize> Codebook<N> for VoronoiCodebook<L, N> {
         if !L::contains(&point) {
             return None;
         }
-        let index = self.coset_index(&point);
+        let index = self.coset_index_of(&point);
         (self.point_at(index).ok()? == *p).then_some(index)
     }
 
@@ -493,6 +502,6 @@ impl<L: Lattice<N>, const N: usize> Codebook<N> for VoronoiCodebook<L, N> {
 
     #[inline]
     fn encode(&self, x: &[f32; N]) -> u128 {
-        self.coset_index(&Point::from_f32(&L::closest_point(x)))
+        self.coset_index(&L::closest_point(x))
     }
 }
