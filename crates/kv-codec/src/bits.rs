@@ -19,6 +19,20 @@ impl<'a> BitWriter<'a> {
         Self { out, pos: 0 }
     }
 
+    /// Appends the first `bits` bits of `src` (in this module's bit order).
+    ///
+    /// # Panics
+    /// Panics if `src` holds fewer than `bits` bits or the output is full.
+    pub fn write_bits_of(&mut self, src: &[u8], bits: usize) {
+        let mut r = BitReader::new(src);
+        let mut left = bits;
+        while left > 0 {
+            let take = left.min(64) as u32;
+            self.write(r.read(take).expect("source holds the bits"), take);
+            left -= take as usize;
+        }
+    }
+
     /// Appends the low `bits` bits of `value`.
     ///
     /// # Panics
@@ -106,6 +120,21 @@ impl<'a> BitReader<'a> {
             self.pos += take;
         }
         Ok(value)
+    }
+
+    /// Reads the next `bits` bits into `out` (zeroed first), starting at its bit 0.
+    ///
+    /// # Errors
+    /// [`Error::Truncated`] if fewer than `bits` bits remain.
+    pub fn read_bits_into(&mut self, out: &mut [u8], bits: usize) -> Result<(), Error> {
+        let mut w = BitWriter::new(out);
+        let mut left = bits;
+        while left > 0 {
+            let take = left.min(64) as u32;
+            w.write(self.read(take)?, take);
+            left -= take as usize;
+        }
+        Ok(())
     }
 
     /// Reads `bits` bits into little-endian limbs (the rest of `limbs` is zeroed).

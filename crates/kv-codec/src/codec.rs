@@ -6,6 +6,7 @@ use core::fmt;
 use half::{bf16, f16};
 use rayon::prelude::*;
 
+use crate::bits::{BitReader, BitWriter};
 use crate::error::Error;
 use crate::spec::CodecSpec;
 
@@ -71,13 +72,17 @@ pub enum Par {
     Rayon,
 }
 
-/// Vectors handed to one rayon task: large enough to amortise the scratch allocation.
+/// Vectors handed to one rayon task: large enough to amortise the scratch allocation, and a
+/// multiple of 8 so that every task's output starts on a byte boundary.
 const CHUNK: usize = 256;
 
-/// A codec of fixed-size vectors into a fixed number of bytes each.
+/// A codec of fixed-size vectors into a fixed number of bits each.
 ///
-/// Every vector is coded on its own, into exactly [`VectorCodec::bytes_per_vector`] bytes,
-/// so batches can be split anywhere, appended one token at a time, and read at random.
+/// Every vector is coded on its own into exactly [`VectorCodec::bits_per_vector`] bits. A
+/// batch of `n` vectors is those bit strings back to back (vector `i` starts at bit
+/// `i · bits_per_vector`), padded with zero bits to [`VectorCodec::encoded_len`] bytes, so
+/// the bytes held are the advertised bits up to one byte per batch, a batch can be split at
+/// any multiple of 8 vectors, and vectors can be read at random.
 pub trait VectorCodec: Send + Sync + fmt::Debug {
     /// The codec and its parameters.
     fn spec(&self) -> CodecSpec;
@@ -88,14 +93,19 @@ pub trait VectorCodec: Send + Sync + fmt::Debug {
     /// Meaningful bits per vector: indices, scales, norms and flags, all of them.
     fn bits_per_vector(&self) -> u32;
 
-    /// Bytes each vector occupies: the bits rounded up to whole bytes.
+    /// Bytes one vector occupies on its own ([`VectorCodec::encode_vector`]'s output).
     fn bytes_per_vector(&self) -> usize {
         (self.bits_per_vector() as usize).div_ceil(8)
     }
 
-    /// Bits per value as stored (whole bytes per vector, divided by `head_dim`).
+    /// Bytes a batch of `vectors` vectors occupies: ⌈vectors · bits_per_vector / 8⌉.
+    fn encoded_len(&self, vectors: usize) -> usize {
+        (vectors * self.bits_per_vector() as usize).div_ceil(8)
+    }
+
+    /// Bits per value: `bits_per_vector / head_dim`, everything stored included.
     fn bits_per_value(&self) -> f64 {
-        (8 * self.bytes_per_vector()) as f64 / self.head_dim() as f64
+        f64::from(self.bits_per_vector()) / self.head_dim() as f64
     }
 
     /// f32 scratch a single-vector call needs.
@@ -120,7 +130,7 @@ pub trait VectorCodec: Send + Sync + fmt::Debug {
     ) -> Result<(), &'static str>;
 
     /// Encodes a batch (`input.len()` a multiple of `head_dim`) into `out`
-    /// (`n · bytes_per_vector` bytes), in parallel.
+    /// ([`VectorCodec::encoded_len`] bytes), in parallel.
     ///
     /// # Errors
     /// [`Error::LengthMismatch`] for wrong lengths; [`Error::NonFinite`] naming the first
@@ -162,33 +172,38 @@ pub fn encode_batch<C: VectorCodec + ?Sized>(
     par: Par,
 ) -> Result<(), Error> {
     let d = codec.head_dim();
-    let bpv = codec.bytes_per_vector();
+    let bits = codec.bits_per_vector() as usize;
     let n = vector_count(input.len(), d, "input")?;
-    if out.len() != n * bpv {
+    let expected = codec.encoded_len(n);
+    if out.len() != expected {
         return Err(Error::LengthMismatch {
             what: "encoded output",
-            expected: n * bpv,
+            expected,
             actual: out.len(),
         });
     }
+    // Every codec writes at least one bit per vector, so chunks are never empty.
+    let chunk_bytes = (CHUNK * bits / 8).max(1);
     let work = |(chunk, bytes): (usize, &mut [u8])| -> Result<(), Error> {
         let mut x = vec![0f32; d];
+        let mut one = vec![0u8; codec.bytes_per_vector()];
         let mut scratch = vec![0f32; codec.scratch_len()];
-        for (j, out) in bytes.chunks_exact_mut(bpv).enumerate() {
-            let i = chunk * CHUNK + j;
+        let mut w = BitWriter::new(bytes);
+        let first = chunk * CHUNK;
+        for i in first..n.min(first + CHUNK) {
             input.load(i, d, &mut x);
             if !x.iter().all(|v| v.is_finite()) {
                 return Err(Error::NonFinite { vector: i });
             }
-            codec.encode_vector(&x, out, &mut scratch);
+            codec.encode_vector(&x, &mut one, &mut scratch);
+            w.write_bits_of(&one, bits);
         }
         Ok(())
     };
-    let chunks = out.chunks_mut(CHUNK * bpv.max(1)).enumerate();
-    let result = match par {
-        Par::Seq => chunks.map(work).collect::<Vec<_>>(),
+    let result: Vec<Result<(), Error>> = match par {
+        Par::Seq => out.chunks_mut(chunk_bytes).enumerate().map(work).collect(),
         Par::Rayon => out
-            .par_chunks_mut(CHUNK * bpv.max(1))
+            .par_chunks_mut(chunk_bytes)
             .enumerate()
             .map(work)
             .collect(),
@@ -208,32 +223,36 @@ pub fn decode_batch<C: VectorCodec + ?Sized>(
     par: Par,
 ) -> Result<(), Error> {
     let d = codec.head_dim();
-    let bpv = codec.bytes_per_vector();
+    let bits = codec.bits_per_vector() as usize;
     let n = vector_count(out.len(), d, "decoded output")?;
-    if bytes.len() != n * bpv {
+    let expected = codec.encoded_len(n);
+    if bytes.len() != expected {
         return Err(Error::LengthMismatch {
             what: "encoded input",
-            expected: n * bpv,
+            expected,
             actual: bytes.len(),
         });
     }
+    // Every codec writes at least one bit per vector, so chunks are never empty.
+    let chunk_bytes = (CHUNK * bits / 8).max(1);
     let run =
         |chunk: usize, src: &[u8], store: &mut dyn FnMut(usize, &[f32])| -> Result<(), Error> {
             let mut y = vec![0f32; d];
+            let mut one = vec![0u8; codec.bytes_per_vector()];
             let mut scratch = vec![0f32; codec.scratch_len()];
-            for (j, v) in src.chunks_exact(bpv).enumerate() {
-                let i = chunk * CHUNK + j;
+            let mut r = BitReader::new(src);
+            let first = chunk * CHUNK;
+            for i in first..n.min(first + CHUNK) {
+                r.read_bits_into(&mut one, bits)?;
                 codec
-                    .decode_vector(v, &mut y, &mut scratch)
+                    .decode_vector(&one, &mut y, &mut scratch)
                     .map_err(|reason| Error::CorruptPayload { vector: i, reason })?;
-                store(j, &y);
+                store(i - first, &y);
             }
             Ok(())
         };
     macro_rules! drive {
         ($dst:expr, $conv:expr) => {{
-            let src = bytes.chunks(CHUNK * bpv.max(1));
-            let dst = $dst.chunks_mut(CHUNK * d);
             let body = |(chunk, (src, dst)): (usize, (&[u8], &mut [_]))| {
                 run(chunk, src, &mut |j, y: &[f32]| {
                     for (o, &v) in dst[j * d..(j + 1) * d].iter_mut().zip(y) {
@@ -242,9 +261,14 @@ pub fn decode_batch<C: VectorCodec + ?Sized>(
                 })
             };
             let result: Vec<Result<(), Error>> = match par {
-                Par::Seq => src.zip(dst).enumerate().map(body).collect(),
+                Par::Seq => bytes
+                    .chunks(chunk_bytes)
+                    .zip($dst.chunks_mut(CHUNK * d))
+                    .enumerate()
+                    .map(body)
+                    .collect(),
                 Par::Rayon => bytes
-                    .par_chunks(CHUNK * bpv.max(1))
+                    .par_chunks(chunk_bytes)
                     .zip($dst.par_chunks_mut(CHUNK * d))
                     .enumerate()
                     .map(body)

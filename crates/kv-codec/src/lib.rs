@@ -12,7 +12,7 @@
 //! let codec = config.build()?;
 //! let x: Vec<f32> = (0..4 * 128).map(|i| (i as f32 * 0.37).sin()).collect();
 //!
-//! let mut bytes = vec![0u8; 4 * codec.bytes_per_vector()];
+//! let mut bytes = vec![0u8; codec.encoded_len(4)]; // 4 vectors, bit-packed
 //! codec.encode(Input::F32(&x), &mut bytes)?;
 //! let mut y = vec![0f32; x.len()];
 //! codec.decode(&bytes, Output::F32(&mut y))?;
@@ -39,6 +39,8 @@ pub mod codec;
 pub mod codecs;
 pub mod config;
 mod error;
+pub mod format;
+pub mod scale;
 pub mod spec;
 
 pub use codec::{Input, Output, Par, VectorCodec, decode_batch, encode_batch};

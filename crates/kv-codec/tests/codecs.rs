@@ -38,7 +38,7 @@ fn gaussian(n: usize, seed: u64) -> Vec<f32> {
 
 fn round_trip(codec: &dyn VectorCodec, x: &[f32]) -> (Vec<u8>, Vec<f32>) {
     let n = x.len() / codec.head_dim();
-    let mut bytes = vec![0u8; n * codec.bytes_per_vector()];
+    let mut bytes = vec![0u8; codec.encoded_len(n)];
     codec.encode(Input::F32(x), &mut bytes).unwrap();
     let mut y = vec![0f32; x.len()];
     codec.decode(&bytes, Output::F32(&mut y)).unwrap();
@@ -58,11 +58,13 @@ fn voronoi_bits_per_vector_follow_the_layout() {
             .unwrap()
             .bits_per_vector()
     };
-    assert_eq!(bits("voronoi-e8-q16-s4", 128), 16 + 16 * 2 + 128 * 4);
-    assert_eq!(bits("voronoi-e8-q8-s2", 64), 16 + 8 + 64 * 3);
-    assert_eq!(bits("voronoi-e8-q8-s1", 96), 16 + 96 * 3);
-    // q = 6: one mixed-radix number of ⌈64·log2 6⌉ = 166 bits.
-    assert_eq!(bits("voronoi-e8-q6-s2", 64), 16 + 8 + 166);
+    assert_eq!(bits("voronoi-e8-q16-s4", 128), 11 + 16 * 2 + 128 * 4);
+    assert_eq!(bits("voronoi-e8-q8-s2", 64), 11 + 8 + 64 * 3);
+    assert_eq!(bits("voronoi-e8-q8-s1", 96), 11 + 96 * 3);
+    // q = 6: one mixed-radix number of ⌈8·log2 2 + 64·log2 6⌉ = 174 bits.
+    assert_eq!(bits("voronoi-e8-q6-s2", 64), 11 + 174);
+    // k = 3: ⌈8·log2 3 + 64·3⌉ = 205 bits.
+    assert_eq!(bits("voronoi-e8-q8-s3", 64), 11 + 205);
 }
 
 #[test]
@@ -93,18 +95,36 @@ fn bytes_do_not_depend_on_split_or_threads() {
         let codec = CodecConfig::new(spec, 64).build().unwrap();
         let x = gaussian(700 * 64, 3);
         let (all, _) = round_trip(codec.as_ref(), &x);
-        let bpv = codec.bytes_per_vector();
+        assert_eq!(
+            all.len(),
+            (700 * codec.bits_per_vector() as usize).div_ceil(8)
+        );
         let mut seq = vec![0u8; all.len()];
         encode_batch(codec.as_ref(), Input::F32(&x), &mut seq, Par::Seq).unwrap();
         assert_eq!(seq, all, "{spec}: sequential vs rayon");
-        // One vector at a time, as at decode time.
+        // One vector at a time, as at decode time: the same bits as at its offset in the batch.
+        let bits = codec.bits_per_vector() as usize;
+        let bit = |bytes: &[u8], k: usize| (bytes[k / 8] >> (k % 8)) & 1;
         for i in [0, 1, 255, 256, 699] {
-            let mut one = vec![0u8; bpv];
+            let mut one = vec![0u8; codec.encoded_len(1)];
             codec
                 .encode(Input::F32(&x[i * 64..(i + 1) * 64]), &mut one)
                 .unwrap();
-            assert_eq!(one, all[i * bpv..(i + 1) * bpv], "{spec}: vector {i} alone");
+            for k in 0..bits {
+                assert_eq!(
+                    bit(&one, k),
+                    bit(&all, i * bits + k),
+                    "{spec}: vector {i} alone, bit {k}"
+                );
+            }
         }
+        // Any split at a multiple of 8 vectors gives the same bytes.
+        let split = 64;
+        let mut head = vec![0u8; codec.encoded_len(split)];
+        codec
+            .encode(Input::F32(&x[..split * 64]), &mut head)
+            .unwrap();
+        assert_eq!(head, all[..head.len()], "{spec}: split at {split}");
     }
 }
 
@@ -116,7 +136,7 @@ fn half_precision_inputs_and_outputs() {
     let x = gaussian(64 * 128, 5);
     let xh: Vec<half::bf16> = x.iter().map(|&v| half::bf16::from_f32(v)).collect();
     let xf: Vec<f32> = xh.iter().map(|v| v.to_f32()).collect();
-    let mut a = vec![0u8; 64 * codec.bytes_per_vector()];
+    let mut a = vec![0u8; codec.encoded_len(64)];
     let mut b = a.clone();
     codec.encode(Input::Bf16(&xh), &mut a).unwrap();
     codec.encode(Input::F32(&xf), &mut b).unwrap();
@@ -160,7 +180,7 @@ fn bad_input_gives_typed_errors() {
         .unwrap();
     let mut x = gaussian(3 * 64, 1);
     x[64 + 5] = f32::NAN;
-    let mut bytes = vec![0u8; 3 * codec.bytes_per_vector()];
+    let mut bytes = vec![0u8; codec.encoded_len(3)];
     assert!(matches!(
         codec.encode(Input::F32(&x), &mut bytes),
         Err(Error::NonFinite { vector: 1 })
@@ -209,20 +229,18 @@ fn non_power_of_two_head_dims() {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(2000))]
+    #![proptest_config(ProptestConfig::with_cases(10000))]
 
     #[test]
     fn random_bytes_decode_or_error(spec_i in 0usize..8, bytes in prop::collection::vec(any::<u8>(), 0..200)) {
         let codec = CodecConfig::new(specs()[spec_i], 64).build().unwrap();
-        let bpv = codec.bytes_per_vector();
-        let n = bytes.len() / bpv;
+        let n = bytes.len() * 8 / codec.bits_per_vector() as usize;
         let mut out = vec![0f32; n * 64];
-        if let Ok(()) = codec.decode(&bytes[..n * bpv], Output::F32(&mut out)) {
+        if let Ok(()) = codec.decode(&bytes[..codec.encoded_len(n)], Output::F32(&mut out)) {
             prop_assert!(out.iter().all(|v| v.is_finite()));
         }
         // A wrong byte count is an error, not a panic.
-        if bytes.len() % bpv != 0 {
-            let mut out = vec![0f32; (n + 1) * 64];
+        if bytes.len() != codec.encoded_len(n) {
             prop_assert!(codec.decode(&bytes, Output::F32(&mut out)).is_err());
         }
     }

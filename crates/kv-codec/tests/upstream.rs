@@ -81,7 +81,7 @@ fn compat_codec_reproduces_the_published_outputs() {
         .build()
         .unwrap();
         let n = x.len() / d;
-        let mut bytes = vec![0u8; n * codec.bytes_per_vector()];
+        let mut bytes = vec![0u8; codec.encoded_len(n)];
         codec.encode(Input::F32(&x), &mut bytes).unwrap();
         let mut y = vec![0f32; x.len()];
         codec.decode(&bytes, Output::F32(&mut y)).unwrap();

@@ -278,8 +278,9 @@ impl VectorCodec for CompatCodec {
             *v *= s;
         }
         self.fwht.inverse(y, out);
+        // Saturate rather than overflow: a corrupt or escaped norm must not yield infinities.
         for v in out.iter_mut() {
-            *v *= n;
+            *v = (*v * n).clamp(-f32::MAX, f32::MAX);
         }
         Ok(())
     }

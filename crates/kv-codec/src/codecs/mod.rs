@@ -1,5 +1,6 @@
 //! The codecs, and [`build`], which turns a [`CodecConfig`] into one of them.
 
+pub mod baselines;
 pub mod compat;
 pub mod voronoi;
 
@@ -21,6 +22,25 @@ pub fn build(config: &CodecConfig) -> Result<Box<dyn VectorCodec>, Error> {
             spec,
             config.head_dim,
             config.seed,
+        )?),
+        CodecSpec::Bf16 => Box::new(baselines::float::Bf16Codec::new(config.head_dim)?),
+        spec @ CodecSpec::Fp8E4m3 { .. } => {
+            Box::new(baselines::float::Fp8Codec::new(spec, config.head_dim)?)
+        }
+        spec @ CodecSpec::Int { .. } => {
+            Box::new(baselines::int::IntCodec::new(spec, config.head_dim)?)
+        }
+        spec @ CodecSpec::LlamaCpp { .. } => Box::new(baselines::llama_cpp::LlamaCppCodec::new(
+            spec,
+            config.head_dim,
+            config.seed,
+        )?),
+        spec @ CodecSpec::TurboQuant { .. } => Box::new(
+            baselines::turboquant::TurboQuantCodec::new(spec, config.head_dim, config.seed)?,
+        ),
+        spec @ CodecSpec::Strawman { .. } => Box::new(baselines::strawman::StrawmanCodec::new(
+            spec,
+            config.head_dim,
         )?),
     })
 }
