@@ -445,21 +445,51 @@ fn max_voronoi_q(n: usize) -> u32 {
 }
 
 impl<L: Lattice<N>, const N: usize> VoronoiCodebook<L, N> {
-    /// Index of the coset of the lattice point `lambda`: its basis coordinates mod q. The
-    /// codebook point with this index is `lambda` itself unless `lambda` lies outside the
-    /// Voronoi cell of qΛ (compare with [`Codebook::point_at`] to detect overload).
+    /// The coset of the lattice point `lambda` as its basis coordinates mod q, each in
+    /// `0..q`. The codebook point of this coset is `lambda` itself unless `lambda` lies
+    /// outside the Voronoi cell of qΛ (compare with
+    /// [`VoronoiCodebook::point_of_coordinates`] to detect overload).
+    ///
+    /// # Panics
+    /// Panics if `lambda` is not a point of the lattice.
+    #[inline]
+    pub fn coset_coordinates(&self, lambda: &[f32; N]) -> [u32; N] {
+        // Decoder outputs are half-integers within the exact domain: doubling is exact.
+        let twice = Point {
+            twice: lambda.map(|v| (v * 2.0) as i32),
+        };
+        let c = basis_coordinates::<L, N>(&twice);
+        if self.q.is_power_of_two() {
+            c.map(|ci| (ci & (self.q as i32 - 1)) as u32)
+        } else {
+            c.map(|ci| ci.rem_euclid(self.q as i32) as u32)
+        }
+    }
+
+    /// The codebook point of the coset with basis coordinates `c` (each in `0..q`).
+    ///
+    /// # Panics
+    /// Panics if a coordinate is not below q.
+    #[inline]
+    pub fn point_of_coordinates(&self, c: &[u32; N]) -> [f32; N] {
+        assert!(
+            c.iter().all(|&ci| ci < self.q),
+            "coset coordinates {c:?} not below q = {}",
+            self.q
+        );
+        let twice = from_basis_coordinates::<L, N>(&c.map(|ci| ci as i32));
+        self.reduce(&twice.map(|t| t as f32 * 0.5))
+    }
+
+    /// Index of the coset of the lattice point `lambda`: [`VoronoiCodebook::coset_coordinates`]
+    /// as the mixed-radix number Σ cᵢ·q^i.
     ///
     /// # Panics
     /// Panics if `lambda` is not a point of the lattice.
     pub fn coset_index(&self, lambda: &[f32; N]) -> u128 {
-        self.coset_index_of(&Point::from_f32(lambda))
-    }
-
-    fn coset_index_of(&self, lambda: &Point<N>) -> u128 {
-        let c = basis_coordinates::<L, N>(lambda);
-        let q = i64::from(self.q);
+        let c = self.coset_coordinates(lambda);
         c.iter().rev().fold(0u128, |index, &ci| {
-            index * u128::from(self.q) + ci.rem_euclid(q) as u128
+            index * u128::from(self.q) + u128::from(ci)
         })
     }
 }
@@ -482,7 +512,7 @@ impl<L: Lattice<N>, const N: usize> Codebook<N> for VoronoiCodebook<L, N> {
         if !L::contains(&point) {
             return None;
         }
-        let index = self.coset_index_of(&point);
+        let index = self.coset_index(p);
         (self.point_at(index).ok()? == *p).then_some(index)
     }
 
@@ -491,13 +521,12 @@ impl<L: Lattice<N>, const N: usize> Codebook<N> for VoronoiCodebook<L, N> {
         if index >= count {
             return Err(Error::IndexOutOfRange { index, count });
         }
-        let mut c = [0i64; N];
+        let mut c = [0u32; N];
         for ci in &mut c {
-            *ci = (index % u128::from(self.q)) as i64;
+            *ci = (index % u128::from(self.q)) as u32;
             index /= u128::from(self.q);
         }
-        let twice = from_basis_coordinates::<L, N>(&c);
-        Ok(self.reduce(&twice.map(|t| t as f32 * 0.5)))
+        Ok(self.point_of_coordinates(&c))
     }
 
     #[inline]

@@ -83,8 +83,9 @@ pub trait Lattice<const N: usize>: Copy + Debug + Default + Send + Sync + 'stati
     const NAME: &'static str;
 
     /// Basis vectors (rows) in doubled coordinates. The matrix is lower triangular
-    /// (`BASIS_TWICE[i][j] == 0` for `j > i`) with a non-zero diagonal, which makes
-    /// the coordinates of a point in this basis a short back-substitution.
+    /// (`BASIS_TWICE[i][j] == 0` for `j > i`) with positive powers of two on the diagonal,
+    /// which makes the coordinates of a point in this basis a short back-substitution
+    /// with shifts.
     const BASIS_TWICE: [[i32; N]; N];
 
     /// The closest lattice point to `x`, as f32 coordinates.
@@ -264,31 +265,43 @@ pub(crate) fn e8_nearest_in_range(x: &[f32; 8], lo: f32, hi: f32) -> [f32; 8] {
 
 /// Coordinates of the lattice point `p` in the basis `L::BASIS_TWICE` (exact integers).
 ///
+/// Every basis here has powers of two on its diagonal, so the back-substitution divides by
+/// shifting.
+///
 /// # Panics
 /// Panics if `p` is not a point of the lattice (the back-substitution would not divide).
-pub fn basis_coordinates<L: Lattice<N>, const N: usize>(p: &Point<N>) -> [i64; N] {
+#[inline]
+pub fn basis_coordinates<L: Lattice<N>, const N: usize>(p: &Point<N>) -> [i32; N] {
     let b = L::BASIS_TWICE;
-    let mut c = [0i64; N];
+    let mut c = [0i32; N];
     for j in (0..N).rev() {
-        let mut rest = i64::from(p.twice[j]);
+        let mut rest = p.twice[j];
         for i in j + 1..N {
-            rest -= c[i] * i64::from(b[i][j]);
+            rest -= c[i] * b[i][j];
         }
-        let d = i64::from(b[j][j]);
-        assert!(rest % d == 0, "point {p:?} is not in {}", L::NAME);
-        c[j] = rest / d;
+        let shift = b[j][j].trailing_zeros();
+        assert!(
+            rest & ((1 << shift) - 1) == 0,
+            "point {p:?} is not in {}",
+            L::NAME
+        );
+        c[j] = rest >> shift;
     }
     c
 }
 
-/// The lattice point with basis coordinates `c`, in doubled coordinates (i64, no overflow
-/// for any coordinates a codebook produces).
-pub fn from_basis_coordinates<L: Lattice<N>, const N: usize>(c: &[i64; N]) -> [i64; N] {
+/// The lattice point with basis coordinates `c`, in doubled coordinates.
+///
+/// # Panics
+/// May panic on overflow (debug builds) for coordinates beyond ±2^26; codebooks use
+/// coordinates below 2^16.
+#[inline]
+pub fn from_basis_coordinates<L: Lattice<N>, const N: usize>(c: &[i32; N]) -> [i32; N] {
     let b = L::BASIS_TWICE;
-    let mut t = [0i64; N];
+    let mut t = [0i32; N];
     for i in 0..N {
         for j in 0..=i {
-            t[j] += c[i] * i64::from(b[i][j]);
+            t[j] += c[i] * b[i][j];
         }
     }
     t

@@ -200,9 +200,12 @@ fn voronoi_index_of_a_power_of_two_is_raw_bits() {
         "an input well inside the cell is not overloaded"
     );
     let coords = lattice_core::lattice::basis_coordinates::<E8, 8>(&Point::from_f32(&p));
+    let digits = book.coset_coordinates(&p);
     for (i, c) in coords.iter().enumerate() {
-        assert_eq!(((index >> (4 * i)) & 15) as i64, c.rem_euclid(16));
+        assert_eq!(((index >> (4 * i)) & 15) as i32, c.rem_euclid(16));
+        assert_eq!(digits[i] as i32, c.rem_euclid(16));
     }
+    assert_eq!(book.point_of_coordinates(&digits), p);
 }
 
 #[test]

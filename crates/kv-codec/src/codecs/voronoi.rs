@@ -134,7 +134,11 @@ impl VoronoiCodec {
                     allowed: "a power of two, or at most 256 (mixed-radix packing)",
                 });
             }
-            let block = u64::from(q).pow(8);
+            let block = u64::from(q).checked_pow(8).ok_or(Error::InvalidParameter {
+                name: "q",
+                value: u64::from(q),
+                allowed: "q^8 below 2^64 for mixed-radix packing (q < 256)",
+            })?;
             let radices: Vec<u64> = (0..head_dim / 8)
                 .flat_map(|_| [u64::from(scales), block])
                 .collect();
@@ -365,7 +369,12 @@ pub fn default_for_rate(bits_per_value: f64, head_dim: usize) -> Result<CodecSpe
     for (scales, gap_db) in GAUSSIAN_GAP_DB {
         for q in 2..=MAX_MIXED_Q {
             let spec = CodecSpec::Voronoi { q, scales };
-            let bits = VoronoiCodec::new(spec, head_dim, 0)?.bits_per_vector();
+            let codec = match VoronoiCodec::new(spec, head_dim, 0) {
+                Ok(codec) => codec,
+                Err(Error::InvalidParameter { .. }) => continue,
+                Err(e) => return Err(e),
+            };
+            let bits = codec.bits_per_vector();
             let predicted_snr = 6.02 * f64::from(bits) / head_dim as f64 - gap_db;
             if bits <= budget && best.is_none_or(|(snr, _)| predicted_snr > snr) {
                 best = Some((predicted_snr, spec));
