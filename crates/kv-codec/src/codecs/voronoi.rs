@@ -253,14 +253,25 @@ impl VoronoiCodec {
             .fold(0u64, |digit, &ci| digit * u64::from(self.q) + u64::from(ci))
     }
 
-    /// Inverse of [`VoronoiCodec::joint_digit`] for a digit below q^8.
-    fn coordinates_of_digit(&self, mut digit: u64) -> [u32; 8] {
+    /// Inverse of [`VoronoiCodec::joint_digit`] for a digit below q^8 (so q < 256).
+    ///
+    /// One 64-bit division splits the digit into two halves below q^4 < 2^32; each half is
+    /// then divided by q with a multiplication by ⌈2^64/q⌉, exact for 32-bit dividends
+    /// (Lemire, Kaser & Kurz, "Faster remainder by direct computation", 2019), because the
+    /// hardware divisions were most of the decoder's time.
+    fn coordinates_of_digit(&self, digit: u64) -> [u32; 8] {
         let q = u64::from(self.q);
-        std::array::from_fn(|_| {
-            let ci = (digit % q) as u32;
-            digit /= q;
-            ci
-        })
+        let q4 = q * q * q * q;
+        let magic = u64::MAX / q + 1;
+        let mut c = [0u32; 8];
+        for (half, mut x) in [digit % q4, digit / q4].into_iter().enumerate() {
+            for ci in &mut c[4 * half..4 * half + 4] {
+                let quotient = ((u128::from(magic) * u128::from(x)) >> 64) as u64;
+                *ci = (x - quotient * q) as u32;
+                x = quotient;
+            }
+        }
+        c
     }
 }
 
@@ -356,17 +367,27 @@ impl VectorCodec for VoronoiCodec {
         };
         let sigma = sigma * k;
         let blocks = self.blocks();
-        let mut fields = [(0usize, [0u32; 8]); MAX_BLOCKS];
+        // Every field read is in range: raw digits have log2 q bits, and the mixed-radix
+        // decoder rejects digits at or above their radix.
+        let place = |block: &mut [f32], choice: usize, coords: &[u32; 8]| {
+            let point = self.book.point_of_coordinates(coords);
+            let s = sigma * self.alphas[choice];
+            for i in 0..8 {
+                block[i] = s * point[i];
+            }
+        };
         match &self.packing {
             Packing::Raw {
                 choice_bits,
                 index_bits,
             } => {
-                for f in &mut fields[..blocks] {
-                    f.0 = r.read(*choice_bits).map_err(|_| "truncated")? as usize;
-                    for ci in &mut f.1 {
+                for block in y.chunks_exact_mut(8) {
+                    let choice = r.read(*choice_bits).map_err(|_| "truncated")? as usize;
+                    let mut coords = [0u32; 8];
+                    for ci in &mut coords {
                         *ci = r.read(index_bits / 8).map_err(|_| "truncated")? as u32;
                     }
+                    place(block, choice, &coords);
                 }
             }
             Packing::Joint(m) => {
@@ -374,21 +395,13 @@ impl VectorCodec for VoronoiCodec {
                 let mut spare = [0u64; MAX_LIMBS];
                 let mut digits = [0u64; 2 * MAX_BLOCKS];
                 let limbs = &mut limbs[..m.limbs()];
+                let digits = &mut digits[..2 * blocks];
                 r.read_limbs(limbs, m.bits()).map_err(|_| "truncated")?;
-                m.decode(limbs, &mut digits[..2 * blocks], &mut spare[..m.limbs()])
+                m.decode(limbs, digits, &mut spare[..m.limbs()])
                     .map_err(|_| "joint index out of range")?;
-                for (f, pair) in fields.iter_mut().zip(digits.chunks_exact(2)) {
-                    *f = (pair[0] as usize, self.coordinates_of_digit(pair[1]));
+                for (block, pair) in y.chunks_exact_mut(8).zip(digits.chunks_exact(2)) {
+                    place(block, pair[0] as usize, &self.coordinates_of_digit(pair[1]));
                 }
-            }
-        }
-        // Every field read is in range: raw digits have log2 q bits, and the mixed-radix
-        // decoder rejects digits at or above their radix.
-        for (block, (choice, coords)) in y.chunks_exact_mut(8).zip(&fields[..blocks]) {
-            let point = self.book.point_of_coordinates(coords);
-            let s = sigma * self.alphas[*choice];
-            for i in 0..8 {
-                block[i] = s * point[i];
             }
         }
         self.fwht.inverse(y, out);
