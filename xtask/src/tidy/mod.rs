@@ -12,10 +12,12 @@
 //! | `workspace-pin`  | member dependencies all say `workspace = true`                             |
 //! | `forbid-unsafe`  | the safe crates' roots declare `#![forbid(unsafe_code)]`                   |
 //! | `ci-entry`       | `.ci/run` runs `cargo xtask ci`, and the README says so                     |
+//! | `readme-report`  | the README's results block is what `cargo xtask report` makes of the JSON   |
 
 mod ci_entry;
 mod layering;
 mod pins;
+mod readme_report;
 mod rust_files;
 mod source;
 
@@ -24,7 +26,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use crate::metadata;
+use crate::{metadata, report};
 
 /// One broken rule, printed as `path:line: rule: message`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -90,7 +92,7 @@ pub(crate) fn run(root: &Path) -> bool {
         println!("{violation}");
     }
     if violations.is_empty() {
-        println!("tidy: ok ({files_checked} Rust files, 7 rules)");
+        println!("tidy: ok ({files_checked} Rust files, 8 rules)");
         true
     } else {
         println!("tidy: {} violation(s)", violations.len());
@@ -175,7 +177,16 @@ fn collect(root: &Path) -> (Vec<Violation>, usize) {
         is_executable(&script_path),
     ));
     match fs::read_to_string(root.join("README.md")) {
-        Ok(readme) => out.extend(ci_entry::check_readme("README.md", &readme)),
+        Ok(readme) => {
+            out.extend(ci_entry::check_readme("README.md", &readme));
+            // Rule h: the generated results block.
+            out.extend(readme_report::check(
+                "README.md",
+                &readme,
+                report::block(root),
+                !report::result_files(root).is_empty(),
+            ));
+        }
         Err(_) => eprintln!(
             "warning: tidy: README.md does not exist yet; skipped its `{}` check",
             ci_entry::CI_COMMAND
