@@ -331,13 +331,21 @@ pub fn write_dir(dir: &Path, report: &FullReport) -> Result<Vec<PathBuf>> {
     write_text("report.json", json)?;
     write_text("report.md", markdown(report))?;
     let title = match &report.rd.source.path {
-        Some(p) => format!(
-            "{} (head_dim {})",
-            Path::new(p)
-                .file_name()
-                .map_or_else(|| p.clone(), |n| n.to_string_lossy().into_owned()),
-            report.rd.source.head_dim
-        ),
+        Some(p) => {
+            // The file and its folder (`smollm2-pp512/kv.safetensors`): file names alone are
+            // often as generic as `kv.safetensors`.
+            let parts: Vec<_> = Path::new(p).components().rev().take(2).collect();
+            let short: Vec<String> = parts
+                .iter()
+                .rev()
+                .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                .collect();
+            format!(
+                "{} (head_dim {})",
+                short.join("/"),
+                report.rd.source.head_dim
+            )
+        }
         None => format!("Gaussian source (head_dim {})", report.rd.source.head_dim),
     };
     for ext in ["svg", "png"] {

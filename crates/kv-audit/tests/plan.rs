@@ -159,3 +159,42 @@ fn the_plan_serialises_to_the_schema_the_cache_reads() {
         })
     ));
 }
+
+#[test]
+fn plan_table_snapshot() {
+    use kv_audit::plan::{LayerOutcome, Outcome, Prediction, table};
+    let outcome = |codec: Option<&str>, bpv: f64, snr: f64| Outcome {
+        codec: codec.map(|c| c.parse().unwrap()),
+        bits_per_value: bpv,
+        bytes: (bpv * 64.0 * 384.0 / 8.0) as usize,
+        rel_mse: 10f64.powf(-snr / 10.0),
+        snr_db: snr,
+    };
+    let predicted = Prediction {
+        objective: Objective::TargetSnrDb(20.0),
+        probe_tokens: 64,
+        head_dim: 64,
+        layers: vec![
+            LayerOutcome {
+                layer: "00".to_owned(),
+                k: outcome(Some("voronoi-e8-q13-s2"), 4.0, 21.19),
+                v: outcome(None, 16.0, f64::INFINITY),
+            },
+            LayerOutcome {
+                layer: "01".to_owned(),
+                k: outcome(Some("voronoi-e8-q9-s2"), 3.46875, 20.02),
+                v: outcome(Some("voronoi-e8-q13-s2"), 4.0, 21.15),
+            },
+        ],
+        total_bytes: 66_816,
+        f16_bytes: 196_608,
+        bits_per_value: 5.4375,
+        min_snr_db: 20.02,
+        uncompressed: 1,
+    };
+    let mut measured = predicted.clone();
+    measured.layers[1].k.snr_db = 19.97;
+    measured.min_snr_db = 19.97;
+    insta::assert_snapshot!("plan_table", table(&predicted, None));
+    insta::assert_snapshot!("plan_table_measured", table(&predicted, Some(&measured)));
+}
