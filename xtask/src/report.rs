@@ -41,6 +41,11 @@ fn stem(path: &Path) -> String {
         .map_or_else(String::new, |s| s.to_string_lossy().into_owned())
 }
 
+/// Codecs the README's compact table shows (by spec prefix): the default family, the
+/// strongest scalar baseline (TurboQuant) and what engines ship. Every codec of a sweep is in
+/// its full report.
+const HERO_PREFIXES: [&str; 6] = ["voronoi-", "turboquant-", "fp8-", "q4_0", "q8_0", "bf16"];
+
 /// A number of the JSON, `∞`/`−∞` where `kvc` wrote `null` for an infinite SNR or gap.
 fn number(v: Option<&Value>, infinite: &str, digits: usize) -> Result<String, String> {
     match v {
@@ -75,11 +80,16 @@ fn section(name: &str, doc: &Value) -> Result<String, String> {
          | codec | bits/value | vs bf16 | SNR K (dB) | SNR V (dB) | gap to bound (dB) |\n\
          |---|---:|---:|---:|---:|---:|\n"
     );
+    let mut left_out = 0;
     for r in results {
         let codec = r
             .get("codec")
             .and_then(Value::as_str)
             .ok_or("a result has no `codec`")?;
+        if !HERO_PREFIXES.iter().any(|p| codec.starts_with(p)) {
+            left_out += 1;
+            continue;
+        }
         let bpv = r
             .get("bits_per_value")
             .and_then(Value::as_f64)
@@ -96,7 +106,8 @@ fn section(name: &str, doc: &Value) -> Result<String, String> {
     let _ = write!(
         out,
         "\n![SNR against bits per value, {name}]({REPORT_DIR}/{name}/rd.svg)\n\n\
-         Full report with the gap to the bound and paired comparisons: \
+         Full report, with {left_out} more codecs (the published codec, integer and strawman \
+         ladders), the gap to the bound and paired comparisons: \
          [{REPORT_DIR}/{name}/report.md]({REPORT_DIR}/{name}/report.md).\n"
     );
     Ok(out)
@@ -202,6 +213,7 @@ mod tests {
 
     const DOC: &str = r#"{"source":{"kind":"safetensors","path":"kv.safetensors","head_dim":64,"vectors":10},
         "results":[{"codec":"voronoi-e8-q13-s2","bits_per_value":4.0,"snr_db_k":21.114,"snr_db_v":21.08,"shannon_gap_db":2.99},
+                   {"codec":"int4","bits_per_value":4.25,"snr_db_k":13.8,"snr_db_v":18.6,"shannon_gap_db":9.35},
                    {"codec":"bf16","bits_per_value":16.0,"snr_db_k":52.1,"snr_db_v":null,"shannon_gap_db":null}]}"#;
 
     #[test]
@@ -220,6 +232,11 @@ mod tests {
             "{s}"
         );
         assert!(s.contains("(docs/report/rd-x/rd.svg)"), "{s}");
+        // Ladders beyond the compact table are counted, not shown.
+        assert!(
+            !s.contains("int4") && s.contains("with 1 more codecs"),
+            "{s}"
+        );
         assert!(section("x", &json::parse(r#"{"source":{}}"#).unwrap()).is_err());
     }
 

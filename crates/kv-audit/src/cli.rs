@@ -13,7 +13,7 @@ use crate::plan::{
     DEFAULT_PROBE_RATES, DEFAULT_PROBE_TOKENS, Objective, Prediction, plan, table as plan_table,
     verify,
 };
-use crate::rd::{report_settings, resolve_settings, sweep};
+use crate::rd::{REPORT_RATES, family_settings, resolve_settings, sweep};
 use crate::report::{
     FullReport, compare, comparison_table, default_pairs, read_json, table, write_dir, write_json,
 };
@@ -27,7 +27,7 @@ kvc: audit, plan and rate-distortion reports of KV-cache codecs
 Usage:
   kvc codecs
       List the codec spec families.
-  kvc rd [SOURCE] [--codec SPEC]... [--bpv R]... [--json OUT]
+  kvc rd [SOURCE] [--codec SPEC]... [--bpv R]... [--every-family] [--json OUT]
       Encode and decode every K/V vector with each codec; print bits per value, rel-MSE
       and SNR of K and V, the Shannon gap and encode/decode throughput, one row per codec.
   kvc audit [FILE | SOURCE] [--json OUT]
@@ -63,6 +63,8 @@ Options of rd:
                   `kvc codecs` lists the families).
   --bpv R         the default codec at R bits per value (repeatable; adds to --codec).
                   With neither --codec nor --bpv: --bpv 3 --bpv 4 --bpv 5.
+  --every-family  at each --bpv rate, every codec family's setting nearest that rate
+                  (within half a bit), not only the default codec's.
   --json OUT      also write the report, with per-layer rel-MSE, as JSON to OUT.
 
 Options of plan:
@@ -178,6 +180,8 @@ pub struct RdArgs {
     pub bpv: Vec<f64>,
     /// `--json`: where to write the report.
     pub json: Option<PathBuf>,
+    /// `--every-family`: every codec family at each `--bpv` rate, not only the default.
+    pub every_family: bool,
 }
 
 /// Arguments of `kvc audit`.
@@ -355,7 +359,7 @@ fn source_option(name: &'static str) -> &'static str {
 }
 
 fn parse_rd(args: impl Iterator<Item = String>) -> Result<Command> {
-    let known = with_source(&["--codec", "--bpv", "--json"], false);
+    let known = with_source(&["--every-family", "--codec", "--bpv", "--json"], false);
     let mut opts = Options {
         command: "rd",
         args,
@@ -365,6 +369,10 @@ fn parse_rd(args: impl Iterator<Item = String>) -> Result<Command> {
         let name = opt.name;
         if name == "--help" {
             return Ok(Command::Help);
+        }
+        if name == "--every-family" {
+            a.every_family = true;
+            continue;
         }
         let value = opts.value(opt)?;
         match name {
@@ -675,7 +683,14 @@ fn write_file(path: &Path, text: &str) -> Result<()> {
 fn run_rd(args: &RdArgs, out: &mut dyn Write) -> Result<()> {
     let source = args.source.load()?;
     let mut text = describe(&source.info);
-    let settings = resolve_settings(&args.codecs, &args.bpv, source.head_dim)?;
+    let mut settings = resolve_settings(&args.codecs, &args.bpv, source.head_dim)?;
+    if args.every_family {
+        for s in family_settings(&args.bpv, source.head_dim)? {
+            if !settings.iter().any(|have| have.spec == s.spec) {
+                settings.push(s);
+            }
+        }
+    }
     for s in &settings {
         if let Some(bpv) = s.from_bpv {
             text.push_str(&format!("--bpv {bpv} -> {}\n", s.spec));
@@ -797,7 +812,7 @@ fn run_report(args: &ReportArgs, out: &mut dyn Write) -> Result<()> {
         None => {
             let source = args.source.load()?;
             emit(out, &describe(&source.info))?;
-            let settings = report_settings(source.head_dim)?;
+            let settings = family_settings(&REPORT_RATES, source.head_dim)?;
             let audit_report = audit(&source)?;
             (sweep(&source, &settings)?, Some(audit_report))
         }

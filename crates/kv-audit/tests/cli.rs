@@ -62,7 +62,16 @@ fn rd_options_parse_in_both_forms() {
     };
     assert_eq!(got, Command::Rd(want));
 
-    let got = parse(["rd", "--gaussian", "1000", "--head-dim", "128", "--seed=7"]).unwrap();
+    let got = parse([
+        "rd",
+        "--gaussian",
+        "1000",
+        "--every-family",
+        "--head-dim",
+        "128",
+        "--seed=7",
+    ])
+    .unwrap();
     let want = RdArgs {
         source: SourceArgs {
             gaussian: Some(1000),
@@ -70,6 +79,7 @@ fn rd_options_parse_in_both_forms() {
             seed: Some(7),
             ..SourceArgs::default()
         },
+        every_family: true,
         ..RdArgs::default()
     };
     assert_eq!(got, Command::Rd(want));
