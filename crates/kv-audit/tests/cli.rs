@@ -59,6 +59,7 @@ fn rd_options_parse_in_both_forms() {
         codecs: vec![spec("compat-d4-q38"), spec("voronoi-e8-q16-s2")],
         bpv: vec![3.0, 4.5],
         json: Some(PathBuf::from("out.json")),
+        every_family: false,
     };
     assert_eq!(got, Command::Rd(want));
 
