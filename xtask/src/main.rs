@@ -9,6 +9,7 @@ mod ci;
 mod json;
 mod manifest;
 mod metadata;
+mod report;
 mod tidy;
 
 use std::path::{Path, PathBuf};
@@ -21,7 +22,9 @@ commands:
   ci      run every check in order (fmt, clippy, test, tidy, doc, check benches/examples);
           this is what .ci/run runs, and it stops at the first failing step
   tidy    run only the house-style checks (file headers, SAFETY comments, debugging macros,
-          layering, workspace pins, forbid(unsafe_code), CI entry point)
+          layering, workspace pins, forbid(unsafe_code), CI entry point, README results block)
+  report  regenerate the README's results block from bench/results/*.json and, through
+          `kvc report --from`, the charts and reports in docs/report/<name>/
   help    print this message
 ";
 
@@ -35,6 +38,7 @@ fn main() -> ExitCode {
         }
         ["ci"] => ci::run(&workspace_root()),
         ["tidy"] => tidy::main(&workspace_root()),
+        ["report"] => report::run(&workspace_root()),
         _ => {
             eprintln!("error: unrecognised arguments: {}\n", args.join(" "));
             eprint!("{USAGE}");

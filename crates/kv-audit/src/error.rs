@@ -213,6 +213,53 @@ pub enum Error {
         max: usize,
     },
 
+    /// A head_dim the Hadamard transform does not support, so the audit cannot rotate.
+    #[error("head_dim {head_dim} has no Hadamard rotation: {source}")]
+    Rotation {
+        /// The head_dim.
+        head_dim: usize,
+        /// The transform's error.
+        #[source]
+        source: hadamard::Error,
+    },
+    /// A plan's target that no candidate codec of a layer can meet is not an error (the
+    /// layer stays uncompressed), but a byte budget below the cheapest plan is.
+    #[error(
+        "a budget of {budget_bpv} bits per value is below the cheapest plan ({cheapest_bpv:.3})"
+    )]
+    BudgetTooSmall {
+        /// The budget asked for.
+        budget_bpv: f64,
+        /// Bits per value of the cheapest candidate in every layer.
+        cheapest_bpv: f64,
+    },
+    /// A plan whose layer count differs from the source it is checked against.
+    #[error("the plan has {plan} layers, the source {source_layers}")]
+    PlanMismatch {
+        /// Layers in the plan.
+        plan: usize,
+        /// Layers in the source.
+        source_layers: usize,
+    },
+    /// A saved report that cannot be read back.
+    #[error("{}: not a kvc rd report: {source}", path.display())]
+    BadReport {
+        /// The file.
+        path: PathBuf,
+        /// The parser's error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// Drawing a chart failed.
+    #[error("cannot draw {}: {message}", path.display())]
+    Chart {
+        /// The chart file.
+        path: PathBuf,
+        /// The plotting backend's error, as text (its error type is generic over the
+        /// backend and not `'static`).
+        message: String,
+    },
+
     // --- from kv-codec ---
     /// Building or running a codec failed.
     #[error("codec {spec}: {source}")]

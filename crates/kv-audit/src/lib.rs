@@ -7,6 +7,12 @@
 //! * [`safetensors`]: a small reader and writer of the safetensors format.
 //! * [`source`]: vectors to sweep over, from a file's `k.*` / `v.*` tensors or a seeded
 //!   Gaussian ([`gaussian`]).
+//! * [`audit`]: per-head statistics of K and V before and after rotation, each next to its
+//!   value for Gaussian data of the same size ([`stats`] holds the formulas).
+//! * [`plan`]: per-layer codec and rate from a quick rate–distortion probe, for a target SNR
+//!   or a byte budget, checked against a real encode.
+//! * [`chart`]: SVG and PNG charts; [`report`] also writes the Markdown and JSON of
+//!   `kvc report`.
 //! * [`metrics`]: rel-MSE, SNR and Shannon gap, one definition each.
 //! * [`rd`]: the sweep itself (rate, distortion per layer, throughput) and its report;
 //!   [`report`] prints it as a table and writes it as JSON.
@@ -16,14 +22,18 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod audit;
+pub mod chart;
 pub mod cli;
 mod error;
 pub mod gaussian;
 pub mod metrics;
+pub mod plan;
 pub mod rd;
 pub mod report;
 pub mod safetensors;
 pub mod slice;
 pub mod source;
+pub mod stats;
 
 pub use error::{Error, Result};

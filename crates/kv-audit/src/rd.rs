@@ -4,9 +4,10 @@
 
 use std::time::{Duration, Instant};
 
+use indicatif::{ProgressBar, ProgressStyle};
 use kv_codec::codecs::voronoi::default_for_rate;
 use kv_codec::{CodecConfig, CodecSpec, Input, Output};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::metrics::{ErrorEnergy, shannon_gap_db, snr_db};
@@ -23,6 +24,9 @@ pub struct Setting {
     /// The `--bpv` rate [`default_for_rate`] resolved to `spec`, if it came from one.
     pub from_bpv: Option<f64>,
 }
+
+/// Rates near which `kvc report` sweeps every codec family ([`family_settings`]).
+pub const REPORT_RATES: [f64; 10] = [2.5, 3.0, 3.5, 4.0, 4.5, 5.0, 5.5, 6.0, 7.0, 8.0];
 
 /// The settings of a sweep: each explicit codec, then the default codec at each rate (at
 /// [`DEFAULT_RATES`] when both lists are empty). A spec already in the list is not repeated.
@@ -138,8 +142,9 @@ pub fn family_settings(rates: &[f64], head_dim: usize) -> Result<Vec<Setting>> {
     Ok(out)
 }
 
-/// The measurements of one codec over a whole source.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+/// The measurements of one codec over a whole source. Non-finite numbers (the SNR of an
+/// exact reconstruction) are written as JSON `null` and read back as infinities.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RdResult {
     /// The codec spec string.
     pub codec: String,
@@ -164,14 +169,19 @@ pub struct RdResult {
     /// Σ‖x − x̂‖² / Σ‖x‖² over all V.
     pub rel_mse_v: f64,
     /// −10·log10(rel_mse_k).
+    #[serde(deserialize_with = "null_is_inf")]
     pub snr_db_k: f64,
     /// −10·log10(rel_mse_v).
+    #[serde(deserialize_with = "null_is_inf")]
     pub snr_db_v: f64,
     /// Mean over K and V of 20·log10(2)·bits_per_value − SNR.
+    #[serde(deserialize_with = "null_is_neg_inf")]
     pub shannon_gap_db: f64,
     /// Million vectors per second of the encode call (wall clock).
+    #[serde(deserialize_with = "null_is_inf")]
     pub encode_mvec_s: f64,
     /// Million vectors per second of the decode call (wall clock).
+    #[serde(deserialize_with = "null_is_inf")]
     pub decode_mvec_s: f64,
     /// Seconds of the encode call.
     pub encode_s: f64,
@@ -185,17 +195,27 @@ pub struct RdResult {
     pub rel_mse_v_layers: Vec<f64>,
 }
 
+/// A number written as `null` where it was +∞ (serde_json writes non-finite numbers so).
+fn null_is_inf<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::INFINITY))
+}
+
+/// A number written as `null` where it was −∞.
+fn null_is_neg_inf<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NEG_INFINITY))
+}
+
 /// The machine a sweep ran on.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Machine {
     /// The CPU's model name from `/proc/cpuinfo`, where readable.
     pub cpu: Option<String>,
     /// Rayon threads.
     pub threads: usize,
     /// Operating system (`std::env::consts::OS`).
-    pub os: &'static str,
+    pub os: String,
     /// CPU architecture (`std::env::consts::ARCH`).
-    pub arch: &'static str,
+    pub arch: String,
 }
 
 impl Machine {
@@ -212,14 +232,14 @@ impl Machine {
         Self {
             cpu,
             threads: rayon::current_num_threads(),
-            os: std::env::consts::OS,
-            arch: std::env::consts::ARCH,
+            os: std::env::consts::OS.to_owned(),
+            arch: std::env::consts::ARCH.to_owned(),
         }
     }
 }
 
 /// A whole sweep: what was measured, where, and the results, one per codec.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RdReport {
     /// The source of the vectors.
     pub source: SourceInfo,
@@ -253,45 +273,80 @@ fn mvec_per_s(vectors: usize, t: Duration) -> f64 {
     vectors as f64 / t.as_secs_f64() / 1e6
 }
 
-/// Encodes and decodes the whole source with one codec (in one batch each, on rayon's
-/// global pool, as the codec's own entry points do) and measures it.
+/// One encode and decode of a batch.
+#[derive(Clone, Debug)]
+pub struct RoundTrip {
+    /// The codec's bits per vector.
+    pub bits_per_vector: u32,
+    /// The encoded bytes.
+    pub bytes: Vec<u8>,
+    /// The reconstruction, as f32.
+    pub decoded: Vec<f32>,
+    /// Wall-clock time of the encode call.
+    pub encode_time: Duration,
+    /// Wall-clock time of the decode call.
+    pub decode_time: Duration,
+}
+
+/// Builds the codec `spec` at `head_dim` (with [`kv_codec::DEFAULT_SEED`]), then encodes and
+/// decodes `values` in one batch each, on rayon's global pool as the codec's own entry points
+/// do. The one place where kv-audit runs a codec.
 ///
 /// # Errors
 /// [`Error::Codec`] if the codec cannot be built at this head_dim or rejects the data.
-pub fn run_codec(source: &KvSource, setting: &Setting) -> Result<RdResult> {
-    let spec = setting.spec;
+pub fn round_trip(spec: CodecSpec, head_dim: usize, values: &[f32]) -> Result<RoundTrip> {
     let codec_err = |source| Error::Codec {
         spec: spec.to_string(),
         source,
     };
-    let codec = CodecConfig::new(spec, source.head_dim)
+    let codec = CodecConfig::new(spec, head_dim)
         .build()
         .map_err(codec_err)?;
-    let n = source.vectors();
-    let mut bytes = vec![0u8; codec.encoded_len(n)];
-    let mut decoded = vec![0f32; source.values.len()];
-
+    let mut bytes = vec![0u8; codec.encoded_len(values.len() / head_dim)];
+    let mut decoded = vec![0f32; values.len()];
     let t0 = Instant::now();
     codec
-        .encode(Input::F32(&source.values), &mut bytes)
+        .encode(Input::F32(values), &mut bytes)
         .map_err(codec_err)?;
-    let t_enc = t0.elapsed();
+    let encode_time = t0.elapsed();
     let t0 = Instant::now();
     codec
         .decode(&bytes, Output::F32(&mut decoded))
         .map_err(codec_err)?;
-    let t_dec = t0.elapsed();
+    Ok(RoundTrip {
+        bits_per_vector: codec.bits_per_vector(),
+        bytes,
+        decoded,
+        encode_time,
+        decode_time: t0.elapsed(),
+    })
+}
+
+/// Encodes and decodes the whole source with one codec ([`round_trip`]) and measures it.
+///
+/// # Errors
+/// As [`round_trip`].
+pub fn run_codec(source: &KvSource, setting: &Setting) -> Result<RdResult> {
+    let spec = setting.spec;
+    let n = source.vectors();
+    let RoundTrip {
+        bits_per_vector: bits,
+        bytes,
+        decoded,
+        encode_time: t_enc,
+        decode_time: t_dec,
+    } = round_trip(spec, source.head_dim, &source.values)?;
 
     let (k, rel_mse_k_layers) = segment_sums(source, &decoded, &source.k);
     let (v, rel_mse_v_layers) = segment_sums(source, &decoded, &source.v);
-    let bits_per_value = f64::from(codec.bits_per_vector()) / source.head_dim as f64;
+    let bits_per_value = f64::from(bits) / source.head_dim as f64;
     let (rel_mse_k, rel_mse_v) = (k.rel_mse(), v.rel_mse());
     let (snr_db_k, snr_db_v) = (snr_db(rel_mse_k), snr_db(rel_mse_v));
     Ok(RdResult {
         codec: spec.to_string(),
         from_bpv: setting.from_bpv,
         bits_per_value,
-        bits_per_vector: codec.bits_per_vector(),
+        bits_per_vector: bits,
         bytes: bytes.len(),
         head_dim: source.head_dim,
         vectors: n,
@@ -312,17 +367,32 @@ pub fn run_codec(source: &KvSource, setting: &Setting) -> Result<RdResult> {
     })
 }
 
-/// Runs every setting over the source.
+/// A progress bar of `len` steps on standard error; indicatif hides it when standard error
+/// is not a terminal, so piped output and tests stay clean.
+pub(crate) fn progress(len: usize) -> ProgressBar {
+    let style = ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg} ({elapsed})")
+        .map_or_else(
+            |_| ProgressStyle::default_bar(),
+            |s| s.progress_chars("=> "),
+        );
+    ProgressBar::new(len as u64).with_style(style)
+}
+
+/// Runs every setting over the source, with a progress bar.
 ///
 /// # Errors
 /// As [`run_codec`].
 pub fn sweep(source: &KvSource, settings: &[Setting]) -> Result<RdReport> {
     // Start every pool thread before the first timed call, so it does not pay for that.
     rayon::broadcast(|_| ());
-    let results = settings
-        .iter()
-        .map(|s| run_codec(source, s))
-        .collect::<Result<_>>()?;
+    let bar = progress(settings.len()).with_prefix("rd");
+    let mut results = Vec::with_capacity(settings.len());
+    for s in settings {
+        bar.set_message(s.spec.to_string());
+        results.push(run_codec(source, s)?);
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
     Ok(RdReport {
         source: source.info.clone(),
         machine: Machine::current(),

@@ -6,7 +6,7 @@
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::gaussian::gaussian_vectors;
@@ -33,21 +33,39 @@ pub struct Segment {
     pub name: String,
     /// Its vectors, as indices into the buffer (vector `i` is `values[i·d..(i+1)·d]`).
     pub vectors: Range<usize>,
+    /// KV heads in the tensor; its vectors are head after head, each `tokens()` long.
+    pub heads: usize,
+}
+
+impl Segment {
+    /// Tokens per head.
+    pub fn tokens(&self) -> usize {
+        self.vectors.len() / self.heads
+    }
+
+    /// The layer key shared by a layer's K and V tensors: the name after `k.` or `v.`
+    /// (`07` for `k.07`), or the whole name when it has neither prefix.
+    pub fn layer_key(&self) -> &str {
+        self.name
+            .strip_prefix("k.")
+            .or_else(|| self.name.strip_prefix("v."))
+            .unwrap_or(&self.name)
+    }
 }
 
 /// What the vectors are, for the report.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SourceInfo {
     /// `"safetensors"` or `"gaussian"`.
-    pub kind: &'static str,
+    pub kind: String,
     /// The file read, for a safetensors source.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
     /// Number of Gaussian vectors asked for.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gaussian_vectors: Option<usize>,
     /// Seed of the Gaussian source.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seed: Option<u64>,
     /// Values per vector.
     pub head_dim: usize,
@@ -112,13 +130,13 @@ impl KvSource {
                     dtype: t.dtype.name().to_owned(),
                 });
             }
-            let &[_, _, d] = t.shape.as_slice() else {
+            let &[heads, _, d] = t.shape.as_slice() else {
                 return Err(Error::BadShape {
                     tensor: t.name.clone(),
                     shape: t.shape.clone(),
                 });
             };
-            if d == 0 {
+            if d == 0 || heads == 0 {
                 return Err(Error::BadShape {
                     tensor: t.name.clone(),
                     shape: t.shape.clone(),
@@ -143,13 +161,14 @@ impl KvSource {
             list.push(Segment {
                 name: t.name.clone(),
                 vectors: start..values.len() / d,
+                heads,
             });
         }
         let head_dim = head_dim.ok_or_else(|| Error::NoKvTensors {
             path: path.to_owned(),
         })?;
         let info = SourceInfo {
-            kind: "safetensors",
+            kind: "safetensors".to_owned(),
             path: Some(path.display().to_string()),
             gaussian_vectors: None,
             seed: None,
@@ -193,9 +212,10 @@ impl KvSource {
         let segment = Segment {
             name: "gaussian".to_owned(),
             vectors: 0..vectors,
+            heads: 1,
         };
         let info = SourceInfo {
-            kind: "gaussian",
+            kind: "gaussian".to_owned(),
             path: None,
             gaussian_vectors: Some(vectors),
             seed: Some(seed),

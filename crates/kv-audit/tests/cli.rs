@@ -5,7 +5,10 @@ use std::path::PathBuf;
 use std::process::Command as Process;
 
 use kv_audit::Error;
-use kv_audit::cli::{Command, RdArgs, SliceArgs, parse};
+use kv_audit::cli::{
+    AuditArgs, Command, PlanArgs, RdArgs, ReportArgs, SliceArgs, SourceArgs, parse,
+};
+use kv_audit::plan::{DEFAULT_PROBE_TOKENS, Objective};
 use kv_codec::CodecSpec;
 
 fn spec(s: &str) -> CodecSpec {
@@ -49,11 +52,14 @@ fn rd_options_parse_in_both_forms() {
     ])
     .unwrap();
     let want = RdArgs {
-        input: Some(PathBuf::from("kv.safetensors")),
+        source: SourceArgs {
+            input: Some(PathBuf::from("kv.safetensors")),
+            ..SourceArgs::default()
+        },
         codecs: vec![spec("compat-d4-q38"), spec("voronoi-e8-q16-s2")],
         bpv: vec![3.0, 4.5],
         json: Some(PathBuf::from("out.json")),
-        ..RdArgs::default()
+        every_family: false,
     };
     assert_eq!(got, Command::Rd(want));
 
@@ -68,9 +74,12 @@ fn rd_options_parse_in_both_forms() {
     ])
     .unwrap();
     let want = RdArgs {
-        gaussian: Some(1000),
-        head_dim: Some(128),
-        seed: Some(7),
+        source: SourceArgs {
+            gaussian: Some(1000),
+            head_dim: Some(128),
+            seed: Some(7),
+            ..SourceArgs::default()
+        },
         every_family: true,
         ..RdArgs::default()
     };
@@ -95,6 +104,79 @@ fn slice_options_parse() {
         out: "b.safetensors".into(),
     };
     assert_eq!(got, Command::Slice(want));
+}
+
+#[test]
+fn audit_plan_and_report_take_a_bare_file_or_source_options() {
+    let file = SourceArgs {
+        input: Some(PathBuf::from("kv.safetensors")),
+        ..SourceArgs::default()
+    };
+    assert_eq!(
+        parse(["audit", "kv.safetensors", "--json", "a.json"]).unwrap(),
+        Command::Audit(AuditArgs {
+            source: file.clone(),
+            json: Some(PathBuf::from("a.json")),
+        })
+    );
+    assert_eq!(
+        parse(["audit", "--gaussian", "64", "--head-dim", "128"]).unwrap(),
+        Command::Audit(AuditArgs {
+            source: SourceArgs {
+                gaussian: Some(64),
+                head_dim: Some(128),
+                ..SourceArgs::default()
+            },
+            json: None,
+        })
+    );
+    assert_eq!(
+        parse(["plan", "kv.safetensors", "--target-snr", "25.5", "--verify"]).unwrap(),
+        Command::Plan(PlanArgs {
+            source: file.clone(),
+            objective: Objective::TargetSnrDb(25.5),
+            probe_tokens: DEFAULT_PROBE_TOKENS,
+            out: None,
+            prediction: None,
+            verify: true,
+        })
+    );
+    assert_eq!(
+        parse([
+            "plan",
+            "--budget-bpv=3.5",
+            "--probe-tokens",
+            "16",
+            "--out",
+            "p.json",
+            "--prediction",
+            "q.json"
+        ])
+        .unwrap(),
+        Command::Plan(PlanArgs {
+            source: SourceArgs::default(),
+            objective: Objective::BudgetBpv(3.5),
+            probe_tokens: 16,
+            out: Some(PathBuf::from("p.json")),
+            prediction: Some(PathBuf::from("q.json")),
+            verify: false,
+        })
+    );
+    assert_eq!(
+        parse(["report", "--from", "rd.json", "--out", "dir"]).unwrap(),
+        Command::Report(ReportArgs {
+            source: SourceArgs::default(),
+            from: Some(PathBuf::from("rd.json")),
+            out: Some(PathBuf::from("dir")),
+        })
+    );
+    assert_eq!(
+        parse(["report", "kv.safetensors"]).unwrap(),
+        Command::Report(ReportArgs {
+            source: file,
+            ..ReportArgs::default()
+        })
+    );
 }
 
 /// Parses `args`, expecting a usage error, and returns it.
@@ -221,6 +303,52 @@ fn bad_arguments_give_typed_errors() {
     assert!(matches!(
         usage_error(&["rd", "--input", "a", "--input=b"]),
         Error::RepeatedOption { option: "--input" }
+    ));
+    assert!(matches!(
+        usage_error(&["plan"]),
+        Error::MissingOption {
+            command: "plan",
+            ..
+        }
+    ));
+    assert!(matches!(
+        usage_error(&["plan", "--target-snr", "20", "--budget-bpv", "4"]),
+        Error::ConflictingOptions {
+            option: "--budget-bpv",
+            ..
+        }
+    ));
+    assert!(matches!(
+        usage_error(&["plan", "--budget-bpv", "0"]),
+        Error::InvalidValue {
+            option: "--budget-bpv",
+            ..
+        }
+    ));
+    assert!(matches!(
+        usage_error(&["plan", "--target-snr", "20", "--verify=yes"]),
+        Error::InvalidValue {
+            option: "--verify",
+            ..
+        }
+    ));
+    assert!(matches!(
+        usage_error(&["audit", "a", "b"]),
+        Error::RepeatedOption { option: "--input" }
+    ));
+    assert!(matches!(
+        usage_error(&["report", "a", "--from", "rd.json"]),
+        Error::ConflictingOptions {
+            option: "--from",
+            ..
+        }
+    ));
+    assert!(matches!(
+        usage_error(&["audit", "--head-dim", "64"]),
+        Error::ConflictingOptions {
+            option: "--head-dim",
+            ..
+        }
     ));
     assert!(matches!(
         usage_error(&["slice", "--input", "a", "--out", "b"]),
@@ -351,4 +479,134 @@ fn rd_end_to_end_on_the_committed_sample() {
     let gap = 20.0 * 2f64.log10() * 4.75 - (num("snr_db_k") + num("snr_db_v")) / 2.0;
     assert!((num("shannon_gap_db") - gap).abs() < 1e-9);
     assert!(num("encode_mvec_s") > 0.0 && num("decode_mvec_s") > 0.0);
+}
+
+fn tmp(name: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("kvc-{}-{name}", std::process::id()))
+}
+
+/// `kvc audit` on Gaussian vectors reads them as Gaussian, and writes its JSON.
+#[test]
+fn audit_end_to_end_on_gaussian_vectors() {
+    let json = tmp("audit.json");
+    let out = kvc(&[
+        "audit",
+        "--gaussian",
+        "256",
+        "--head-dim",
+        "64",
+        "--seed",
+        "3",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    // A Gaussian source counts its vectors as K and as V.
+    assert!(stdout.contains("2 of 2 heads read as Gaussian"), "{stdout}");
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    std::fs::remove_file(&json).unwrap();
+    assert_eq!(doc["heads"].as_array().unwrap().len(), 2);
+    assert_eq!(doc["heads"][0]["gaussian"], true);
+    assert_eq!(doc["references"][0]["tokens"], 256);
+}
+
+/// `kvc plan --out` writes the plan in exactly the schema the cache reads, and the
+/// prediction (with the measured run) beside it.
+#[test]
+fn plan_end_to_end_writes_the_schema_and_the_prediction() {
+    let plan = tmp("plan.json");
+    let out = kvc(&[
+        "plan",
+        "--gaussian",
+        "512",
+        "--head-dim",
+        "64",
+        "--target-snr",
+        "20",
+        "--probe-tokens",
+        "128",
+        "--verify",
+        "--out",
+        plan.to_str().unwrap(),
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("measured:"), "{stdout}");
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&plan).unwrap()).unwrap();
+    let layers = doc["layers"].as_array().unwrap();
+    assert_eq!(doc.as_object().unwrap().len(), 1, "{doc}");
+    assert_eq!(layers.len(), 1);
+    for kind in ["k", "v"] {
+        let spec: CodecSpec = layers[0][kind].as_str().unwrap().parse().unwrap();
+        assert!(matches!(spec, CodecSpec::Voronoi { .. }), "{spec}");
+    }
+    let prediction = plan.with_extension("prediction.json");
+    let p: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&prediction).unwrap()).unwrap();
+    assert_eq!(
+        p["predicted"]["total_bytes"], p["measured"]["total_bytes"],
+        "{p}"
+    );
+    std::fs::remove_file(&plan).unwrap();
+    std::fs::remove_file(&prediction).unwrap();
+}
+
+/// `kvc report` writes the JSON, the Markdown and every chart in both formats.
+#[test]
+fn report_end_to_end_writes_every_file() {
+    let dir = tmp("report");
+    let out = kvc(&[
+        "report",
+        "--gaussian",
+        "64",
+        "--head-dim",
+        "64",
+        "--out",
+        dir.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    let mut want = vec!["report.json".to_owned(), "report.md".to_owned()];
+    for stem in [
+        "rd",
+        "gap",
+        "audit-w1z",
+        "audit-anisotropy",
+        "audit-anisotropy-rotated",
+        "audit-kurtosis",
+        "audit-outliers",
+    ] {
+        want.push(format!("{stem}.svg"));
+        want.push(format!("{stem}.png"));
+    }
+    want.sort();
+    assert_eq!(names, want);
+    let png = std::fs::read(dir.join("rd.png")).unwrap();
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+    let svg = std::fs::read_to_string(dir.join("rd.svg")).unwrap();
+    assert!(
+        svg.starts_with("<svg") && svg.contains("Shannon bound"),
+        "{}",
+        &svg[..200]
+    );
+    let md = std::fs::read_to_string(dir.join("report.md")).unwrap();
+    assert!(md.contains("![SNR against bits per value](rd.svg)"), "{md}");
+    assert!(md.contains("| `turboquant-b3` |"), "{md}");
+    std::fs::remove_dir_all(&dir).unwrap();
 }

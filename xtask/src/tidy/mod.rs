@@ -12,10 +12,14 @@
 //! | `workspace-pin`  | member dependencies all say `workspace = true`                             |
 //! | `forbid-unsafe`  | the safe crates' roots declare `#![forbid(unsafe_code)]`                   |
 //! | `ci-entry`       | `.ci/run` runs `cargo xtask ci`, and the README says so                     |
+//! | `license`        | `MIT OR Apache-2.0` in the root manifest, inherited by every member, both files |
+//! | `readme-report`  | the README's results block is what `cargo xtask report` makes of the JSON   |
 
 mod ci_entry;
 mod layering;
+mod license;
 mod pins;
+mod readme_report;
 mod rust_files;
 mod source;
 
@@ -24,7 +28,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use crate::metadata;
+use crate::{metadata, report};
 
 /// One broken rule, printed as `path:line: rule: message`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -90,7 +94,7 @@ pub(crate) fn run(root: &Path) -> bool {
         println!("{violation}");
     }
     if violations.is_empty() {
-        println!("tidy: ok ({files_checked} Rust files, 7 rules)");
+        println!("tidy: ok ({files_checked} Rust files, 9 rules)");
         true
     } else {
         println!("tidy: {} violation(s)", violations.len());
@@ -163,8 +167,20 @@ fn collect(root: &Path) -> (Vec<Violation>, usize) {
     for manifest in manifests {
         if let Ok(text) = fs::read_to_string(&manifest) {
             out.extend(pins::check(&display(root, &manifest), &text));
+            // Rule i: every member inherits the one license.
+            out.extend(license::check_member(&display(root, &manifest), &text));
         }
     }
+    match fs::read_to_string(root.join("Cargo.toml")) {
+        Ok(text) => out.extend(license::check_root("Cargo.toml", &text)),
+        Err(e) => out.push(Violation::new(
+            "Cargo.toml",
+            1,
+            "license",
+            format!("cannot read: {e}"),
+        )),
+    }
+    out.extend(license::check_files(|f| root.join(f).is_file()));
 
     // Rule g: the CI entry point and the README.
     let script_path = root.join(".ci/run");
@@ -175,7 +191,16 @@ fn collect(root: &Path) -> (Vec<Violation>, usize) {
         is_executable(&script_path),
     ));
     match fs::read_to_string(root.join("README.md")) {
-        Ok(readme) => out.extend(ci_entry::check_readme("README.md", &readme)),
+        Ok(readme) => {
+            out.extend(ci_entry::check_readme("README.md", &readme));
+            // Rule h: the generated results block.
+            out.extend(readme_report::check(
+                "README.md",
+                &readme,
+                report::block(root),
+                !report::result_files(root).is_empty(),
+            ));
+        }
         Err(_) => eprintln!(
             "warning: tidy: README.md does not exist yet; skipped its `{}` check",
             ci_entry::CI_COMMAND
