@@ -195,7 +195,7 @@ impl Lattice<8> for E8 {
 
     #[inline]
     fn closest_point(x: &[f32; 8]) -> [f32; 8] {
-        e8_nearest(x)
+        e8_nearest_in_range(x, f32::NEG_INFINITY, f32::INFINITY)
     }
 
     fn contains(p: &Point<8>) -> bool {
@@ -267,26 +267,6 @@ pub(crate) fn dist2<const N: usize>(a: &[f32; N], b: &[f32; N]) -> f32 {
     s
 }
 
-/// Nearest point of E8 ∩ [lo, hi]^8 to `x`, for integer `lo < hi` (or infinite bounds).
-///
-/// The integer coset is D8 ∩ [lo, hi]^8; the half-integer coset is (D8 ∩ [lo, hi − 1]^8) + ½,
-/// because the half-integers inside [lo, hi] run from lo + ½ to hi − ½. The nearer candidate
-/// wins and the integer one wins exact ties.
-#[inline(always)]
-pub(crate) fn e8_nearest_in_range(x: &[f32; 8], lo: f32, hi: f32) -> [f32; 8] {
-    let p0 = dn_nearest_in_range(x, lo, hi);
-    let shifted = x.map(|v| v - 0.5);
-    let mut p1 = dn_nearest_in_range(&shifted, lo, hi - 1.0);
-    for v in &mut p1 {
-        *v += 0.5;
-    }
-    if dist2(x, &p1) < dist2(x, &p0) {
-        p1
-    } else {
-        p0
-    }
-}
-
 /// [`round_ties_even`] on eight lanes.
 #[inline(always)]
 fn round_ties_even_x8(x: f32x8) -> f32x8 {
@@ -297,13 +277,16 @@ fn round_ties_even_x8(x: f32x8) -> f32x8 {
     a.simd_lt(two_pow_23).bitselect(rounded, x)
 }
 
-/// The closest point of D8 to `x`: [`dn_nearest_in_range`] without bounds, on eight lanes.
+/// [`dn_nearest_in_range`] for N = 8 on eight SIMD lanes: the same operations per coordinate
+/// and the same flip (the first largest key), so the same bits.
 #[inline(always)]
-fn d8_nearest(x: f32x8) -> f32x8 {
-    let r = round_ties_even_x8(x);
+fn d8_nearest_in_range(x: f32x8, lo: f32, hi: f32) -> f32x8 {
+    let (lo, hi) = (f32x8::splat(lo), f32x8::splat(hi));
+    let one = f32x8::ONE;
+    let r = round_ties_even_x8(x.max(lo).min(hi));
     let err = x - r;
-    let up = err.simd_ge(f32x8::ZERO);
-    let alt = r + up.bitselect(f32x8::ONE, f32x8::splat(-1.0));
+    let want_up = err.simd_ge(f32x8::ZERO);
+    let go_up = (want_up & (r + one).simd_le(hi)) | (r - one).simd_lt(lo);
     let parity = r
         .trunc_int()
         .to_array()
@@ -313,13 +296,14 @@ fn d8_nearest(x: f32x8) -> f32x8 {
     if parity == 0 {
         return r;
     }
-    // Flip where rounding cost most: the first largest |err| (the tie rule of
-    // `dn_nearest_in_range`).
-    let key = err.abs();
-    let max_key = key
-        .to_array()
-        .into_iter()
-        .fold(0f32, |m, k| if k > m { k } else { m });
+    let alt = go_up.bitselect(r + one, r - one);
+    // Larger key = cheaper flip: +|err| towards x's side, −|err| where the box forces the
+    // far side.
+    let key = (go_up ^ want_up).bitselect(-err.abs(), err.abs());
+    let keys = key.to_array();
+    let max_key = keys[1..]
+        .iter()
+        .fold(keys[0], |m, &k| if k > m { k } else { m });
     let first = key
         .simd_eq(f32x8::splat(max_key))
         .to_bitmask()
@@ -328,14 +312,17 @@ fn d8_nearest(x: f32x8) -> f32x8 {
     lane.simd_eq(f32x8::splat(first as f32)).bitselect(alt, r)
 }
 
-/// The closest point of E8 to `x`: the same decisions as [`e8_nearest_in_range`] without
-/// bounds (the distances are summed in the same order), on eight SIMD lanes.
-#[inline]
-fn e8_nearest(x: &[f32; 8]) -> [f32; 8] {
+/// Nearest point of E8 ∩ [lo, hi]^8 to `x`, for integer `lo < hi` (or infinite bounds).
+///
+/// The integer coset is D8 ∩ [lo, hi]^8; the half-integer coset is (D8 ∩ [lo, hi − 1]^8) + ½,
+/// because the half-integers inside [lo, hi] run from lo + ½ to hi − ½. The nearer candidate
+/// wins (distances summed in index order) and the integer one wins exact ties.
+#[inline(always)]
+pub(crate) fn e8_nearest_in_range(x: &[f32; 8], lo: f32, hi: f32) -> [f32; 8] {
     let v = f32x8::from(*x);
     let half = f32x8::splat(0.5);
-    let p0 = d8_nearest(v).to_array();
-    let p1 = (d8_nearest(v - half) + half).to_array();
+    let p0 = d8_nearest_in_range(v, lo, hi).to_array();
+    let p1 = (d8_nearest_in_range(v - half, lo, hi - 1.0) + half).to_array();
     if dist2(x, &p1) < dist2(x, &p0) {
         p1
     } else {
@@ -391,7 +378,22 @@ pub fn from_basis_coordinates<L: Lattice<N>, const N: usize>(c: &[i32; N]) -> [i
 mod tests {
     use proptest::prelude::*;
 
-    use super::{e8_nearest, e8_nearest_in_range};
+    use super::{dist2, dn_nearest_in_range, e8_nearest_in_range};
+
+    /// The E8 decoder composed from the scalar D_N decoder: the specification the SIMD one
+    /// must match bit for bit.
+    fn e8_reference(x: &[f32; 8], lo: f32, hi: f32) -> [f32; 8] {
+        let p0 = dn_nearest_in_range(x, lo, hi);
+        let mut p1 = dn_nearest_in_range(&x.map(|v| v - 0.5), lo, hi - 1.0);
+        for v in &mut p1 {
+            *v += 0.5;
+        }
+        if dist2(x, &p1) < dist2(x, &p0) {
+            p1
+        } else {
+            p0
+        }
+    }
 
     /// Coordinates that hit the decoder's tie cases often: exact integers, half-integers and
     /// quarter points, besides arbitrary values.
@@ -407,11 +409,12 @@ mod tests {
         #![proptest_config(ProptestConfig::with_cases(20_000))]
 
         #[test]
-        fn simd_e8_decoder_matches_the_reference_bit_for_bit(x in prop::array::uniform8(coord())) {
-            let fast = e8_nearest(&x).map(f32::to_bits);
-            let reference =
-                e8_nearest_in_range(&x, f32::NEG_INFINITY, f32::INFINITY).map(f32::to_bits);
-            prop_assert_eq!(fast, reference);
+        fn simd_e8_decoder_matches_the_scalar_one_bit_for_bit(
+            x in prop::array::uniform8(coord()),
+            q in prop_oneof![Just(f32::INFINITY), (1i32..40).prop_map(|q| q as f32)],
+        ) {
+            let fast = e8_nearest_in_range(&x, -q, q).map(f32::to_bits);
+            prop_assert_eq!(fast, e8_reference(&x, -q, q).map(f32::to_bits));
         }
     }
 }
