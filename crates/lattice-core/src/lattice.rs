@@ -89,12 +89,11 @@ pub trait Lattice<const N: usize>: Copy + Debug + Default + Send + Sync + 'stati
     /// with shifts.
     const BASIS_TWICE: [[i32; N]; N];
 
-    /// 4ρ², ρ the packing radius (half the minimum distance between points): a point
-    /// nearer than ρ to a lattice point has it as its unique closest point.
-    const PACKING_RADIUS2_X4: i64;
-
-    /// 4R², R the covering radius: every point lies within R of its closest lattice point.
-    const COVERING_RADIUS2_X4: i64;
+    /// The gauge of the Voronoi cell at `x`: max over the Voronoi-relevant vectors r of
+    /// 2⟨x, r⟩ / |r|², so that `x` lies inside the cell of qΛ (around the origin) when the
+    /// gauge is below q, outside when above, and on its boundary when equal. Exact for
+    /// half-integer points within [`MAX_ABS_COORD`].
+    fn cell_gauge(x: &[f32; N]) -> f32;
 
     /// The closest lattice point to `x`, as f32 coordinates.
     ///
@@ -149,13 +148,16 @@ const fn dn_basis_twice<const N: usize>() -> [[i32; N]; N] {
 impl<const N: usize> Lattice<N> for Zn<N> {
     const NAME: &'static str = "Z";
     const BASIS_TWICE: [[i32; N]; N] = identity_twice::<N>();
-    // Minimum distance 1; the deep hole (½, …, ½) lies √N/2 away.
-    const PACKING_RADIUS2_X4: i64 = 1;
-    const COVERING_RADIUS2_X4: i64 = N as i64;
 
     #[inline]
     fn closest_point(x: &[f32; N]) -> [f32; N] {
         x.map(round_ties_even)
+    }
+
+    /// The relevant vectors are ±eᵢ (the cell is the cube [−½, ½]^N).
+    #[inline]
+    fn cell_gauge(x: &[f32; N]) -> f32 {
+        2.0 * largest_two_abs(x).0
     }
 
     fn contains(p: &Point<N>) -> bool {
@@ -165,15 +167,19 @@ impl<const N: usize> Lattice<N> for Zn<N> {
 
 impl<const N: usize> Lattice<N> for Dn<N> {
     const NAME: &'static str = "D";
-    // Minimum distance √2; the deep holes are (1, 0, …, 0) at distance 1 and (½, …, ½) at
-    // √N/2, whichever is farther.
-    const PACKING_RADIUS2_X4: i64 = 2;
-    const COVERING_RADIUS2_X4: i64 = if N > 4 { N as i64 } else { 4 };
     const BASIS_TWICE: [[i32; N]; N] = dn_basis_twice::<N>();
 
     #[inline]
     fn closest_point(x: &[f32; N]) -> [f32; N] {
         dn_nearest_in_range(x, f32::NEG_INFINITY, f32::INFINITY)
+    }
+
+    /// The roots ±eᵢ ± eⱼ give |xᵢ| + |xⱼ| for the two largest magnitudes; the other relevant
+    /// vectors of D_N (±2eᵢ, from N = 5 on) give |xᵢ|, never more.
+    #[inline]
+    fn cell_gauge(x: &[f32; N]) -> f32 {
+        let (a1, a2) = largest_two_abs(x);
+        a1 + a2
     }
 
     fn contains(p: &Point<N>) -> bool {
@@ -189,13 +195,33 @@ impl Lattice<8> for E8 {
         b[7] = [1; 8];
         b
     };
-    // Minimum distance √2; covering radius 1 (Conway & Sloane, SPLAG ch. 4 §8).
-    const PACKING_RADIUS2_X4: i64 = 2;
-    const COVERING_RADIUS2_X4: i64 = 4;
 
     #[inline]
     fn closest_point(x: &[f32; 8]) -> [f32; 8] {
         e8_nearest_in_range(x, f32::NEG_INFINITY, f32::INFINITY)
+    }
+
+    /// The relevant vectors are the 240 roots (Conway & Sloane, SPLAG ch. 21): ±eᵢ ± eⱼ give
+    /// the two largest magnitudes; (±½)^8 with an even number of minus signs give ½Σ|xᵢ|,
+    /// less the smallest magnitude when the signs of `x` have odd parity.
+    #[inline]
+    fn cell_gauge(x: &[f32; 8]) -> f32 {
+        let (a1, a2) = largest_two_abs(x);
+        let mut sum = 0f32;
+        let mut smallest = f32::INFINITY;
+        let mut negatives = 0u32;
+        for &v in x {
+            sum += v.abs();
+            smallest = smallest.min(v.abs());
+            negatives += u32::from(v < 0.0);
+        }
+        let half = 0.5
+            * if negatives % 2 == 1 {
+                sum - 2.0 * smallest
+            } else {
+                sum
+            };
+        (a1 + a2).max(half)
     }
 
     fn contains(p: &Point<8>) -> bool {
@@ -204,6 +230,22 @@ impl Lattice<8> for E8 {
         // Σ coordinates = Σ twice / 2 must be an even integer, i.e. Σ twice ≡ 0 (mod 4).
         (all_even || all_odd) && p.twice.iter().sum::<i32>().rem_euclid(4) == 0
     }
+}
+
+/// The largest and second largest of |xᵢ| (the second is 0 for N = 1).
+#[inline(always)]
+fn largest_two_abs<const N: usize>(x: &[f32; N]) -> (f32, f32) {
+    let (mut a1, mut a2) = (0f32, 0f32);
+    for &v in x {
+        let a = v.abs();
+        if a > a1 {
+            a2 = a1;
+            a1 = a;
+        } else if a > a2 {
+            a2 = a;
+        }
+    }
+    (a1, a2)
 }
 
 /// Nearest point of D_N ∩ [lo, hi]^N to `x`, where `lo < hi` are integers or infinite.

@@ -290,3 +290,30 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn codeword_test_agrees_with_the_definition_on_the_cell_boundary() {
+    // Small q puts many lattice points exactly on the boundary of the cell of qE8 (gauge
+    // equal to q), where only the full reduction can tell.
+    let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+    let mut boundary = 0;
+    for q in [2u32, 3, 4, 5, 8] {
+        let book = VoronoiCodebook::<E8, 8>::new(q).unwrap();
+        for _ in 0..20_000 {
+            let x: [f32; 8] = std::array::from_fn(|_| {
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                ((rng >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 1.2 * q as f32
+            });
+            let lambda = E8::closest_point(&x);
+            let full = book.point_of_coordinates(&book.coset_coordinates(&lambda)) == lambda;
+            assert_eq!(book.is_codeword(&lambda), full, "q = {q}, λ = {lambda:?}");
+            boundary += usize::from(E8::cell_gauge(&lambda) == q as f32);
+        }
+    }
+    assert!(
+        boundary > 1000,
+        "only {boundary} boundary points were tried"
+    );
+}

@@ -20,6 +20,7 @@
 //! block takes log2 k bits of choice and 8·log2 q bits of index; otherwise all choices and
 //! indices of the vector form one mixed-radix number of ⌈log2 (k·q^8)^(d/8)⌉ bits.
 
+use std::f32::consts::FRAC_1_SQRT_2;
 use std::sync::Arc;
 
 use hadamard::Fwht;
@@ -180,8 +181,8 @@ impl VoronoiCodec {
     ///
     /// Clipping costs up to [`CLIP_BISECTIONS`] more decodes, so an overloaded choice is
     /// clipped only if a lower bound on its error does not already lose: the clipped point
-    /// is an E8 point inside the covering ball of radius q, so its error is at least the
-    /// unclipped nearest point's and at least the distance to that ball. The result is the
+    /// is an E8 point inside the cell of qE8, so its error is at least the unclipped nearest
+    /// point's and at least the distance to the cell (from its gauge). The result is the
     /// same as clipping every choice.
     fn encode_block(&self, z: &[f32; 8]) -> (u32, [u32; 8]) {
         let error = |alpha: f32, point: &[f32; 8]| {
@@ -208,8 +209,9 @@ impl VoronoiCodec {
             if self.book.is_codeword(&lambda) {
                 offer(&mut best, j as u32, lambda, err);
             } else {
-                let beyond_ball = (sum_of_squares(&v).sqrt() - self.q as f32).max(0.0);
-                let bound = err.max(alpha * alpha * beyond_ball * beyond_ball);
+                // Each facet of the cell of qE8 is {⟨x, r⟩ = q} for a root r of norm √2.
+                let beyond = (E8::cell_gauge(&v) - self.q as f32).max(0.0) * FRAC_1_SQRT_2;
+                let bound = err.max(alpha * alpha * beyond * beyond);
                 overloaded[pending] = (bound, j as u32);
                 pending += 1;
             }
