@@ -21,7 +21,8 @@ pub struct CodecConfig {
 }
 
 impl Default for CodecConfig {
-    /// The default codec at head_dim 128 and about 4.6 bits per value.
+    /// The default codec family at head_dim 128 and 4.34 bits per value (q = 16, four scale
+    /// choices per block).
     fn default() -> Self {
         Self {
             spec: CodecSpec::Voronoi { q: 16, scales: 4 },
@@ -39,6 +40,16 @@ impl CodecConfig {
             head_dim,
             seed: DEFAULT_SEED,
         }
+    }
+
+    /// The default codec at the most bits per value not above `bits_per_value`, with the
+    /// default seed ([`crate::codecs::voronoi::default_for_rate`] picks it).
+    ///
+    /// # Errors
+    /// [`Error::RateUnreachable`] below the smallest code, [`Error::UnsupportedHeadDim`].
+    pub fn for_rate(bits_per_value: f64, head_dim: usize) -> Result<Self, Error> {
+        crate::codecs::voronoi::default_for_rate(bits_per_value, head_dim)
+            .map(|spec| Self::new(spec, head_dim))
     }
 
     /// Sets the codec.

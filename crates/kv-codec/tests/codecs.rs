@@ -68,6 +68,29 @@ fn voronoi_bits_per_vector_follow_the_layout() {
 }
 
 #[test]
+fn a_rate_resolves_to_the_default_codec_that_fits() {
+    for d in [64, 128, 256] {
+        for bpv in [2.5, 3.0, 4.0, 5.5, 8.0] {
+            let config = CodecConfig::for_rate(bpv, d).unwrap();
+            let got = config.build().unwrap().bits_per_value();
+            assert!(
+                got <= bpv && got > bpv - 0.25,
+                "{bpv} bpv at d={d}: {} gives {got}",
+                config.spec
+            );
+        }
+    }
+    assert!(matches!(
+        CodecConfig::for_rate(0.5, 128),
+        Err(Error::RateUnreachable { .. })
+    ));
+    assert!(matches!(
+        CodecConfig::for_rate(4.0, 100),
+        Err(Error::UnsupportedHeadDim { .. })
+    ));
+}
+
+#[test]
 fn voronoi_quality_on_gaussian_data() {
     // Gaps to the Shannon bound measured when the design constants were chosen; the bound
     // here leaves 0.3 dB of slack for the smaller sample.
