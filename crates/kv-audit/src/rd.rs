@@ -70,10 +70,12 @@ pub fn resolve_settings(
 /// Codec families measured by [`family_settings`], with every setting of each that a sweep
 /// from 2 to 8 bits per value can use. The default family (`voronoi`) resolves rates through
 /// [`default_for_rate`] instead of a list.
-pub const FAMILIES: [&str; 9] = [
+pub const FAMILIES: [&str; 11] = [
     "voronoi",
     "compat-d4",
     "compat-e8",
+    "compat-d4-joint",
+    "compat-e8-joint",
     "turboquant",
     "int",
     "fp8-e4m3",
@@ -86,6 +88,11 @@ pub const FAMILIES: [&str; 9] = [
 fn family_specs(family: &str, head_dim: usize) -> Vec<CodecSpec> {
     let names: Vec<String> = match family {
         "compat-d4" | "compat-e8" => (1..=64).map(|q| format!("{family}-q{q}")).collect(),
+        // The published scheme with one joint index per vector instead of a ceiling per block.
+        "compat-d4-joint" | "compat-e8-joint" => {
+            let lattice = &family[..family.len() - "-joint".len()];
+            (1..=64).map(|q| format!("{lattice}-q{q}-joint")).collect()
+        }
         "turboquant" | "strawman" => (2..=8).map(|b| format!("{family}-b{b}")).collect(),
         "int" => (2..=8).map(|b| format!("int{b}")).collect(),
         fixed => vec![fixed.to_string()],
