@@ -35,6 +35,7 @@
 #![deny(missing_docs)]
 
 pub mod bits;
+pub mod cache;
 pub mod codec;
 pub mod codecs;
 pub mod config;
@@ -43,6 +44,7 @@ pub mod format;
 pub mod scale;
 pub mod spec;
 
+pub use cache::{CacheConfig, CachePlan, Kivi, Kv, KvCache, LayerPolicy, Storage};
 pub use codec::{Input, Output, Par, VectorCodec, decode_batch, encode_batch};
 pub use config::{CodecConfig, DEFAULT_SEED};
 pub use error::Error;
