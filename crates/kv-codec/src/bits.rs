@@ -176,7 +176,7 @@ pub fn extract_bits(src: &[u8], from: usize, bits: usize, dst: &mut [u8]) {
         let hi = src.get(first + n).map_or(0, |b| b << (8 - shift));
         dst[n - 1] = (src[first + n - 1] >> shift) | hi;
     }
-    if bits % 8 != 0 {
+    if !bits.is_multiple_of(8) {
         dst[n - 1] &= (1u8 << (bits % 8)) - 1;
     }
 }
@@ -191,7 +191,7 @@ pub fn or_bits(dst: &mut [u8], at: usize, src: &[u8], bits: usize) {
     let first = at / 8;
     let shift = at % 8;
     for (i, &byte) in src[..n].iter().enumerate() {
-        let b = if i == n - 1 && bits % 8 != 0 {
+        let b = if i == n - 1 && !bits.is_multiple_of(8) {
             byte & ((1u8 << (bits % 8)) - 1)
         } else {
             byte
@@ -210,7 +210,7 @@ pub fn or_bits(dst: &mut [u8], at: usize, src: &[u8], bits: usize) {
 /// If `from` is beyond the end of `dst`.
 pub fn clear_bits_from(dst: &mut [u8], from: usize) {
     let byte = from / 8;
-    if from % 8 != 0 {
+    if !from.is_multiple_of(8) {
         dst[byte] &= (1u8 << (from % 8)) - 1;
         dst[byte + 1..].fill(0);
     } else {
@@ -249,7 +249,9 @@ mod tests {
     #[test]
     fn bulk_bit_copies_agree_with_the_reader_and_writer() {
         // A pseudo-random source, fields of every offset and width up to 70 bits.
-        let src: Vec<u8> = (0u32..24).map(|i| (i.wrapping_mul(0x9e) ^ 0x5a) as u8).collect();
+        let src: Vec<u8> = (0u32..24)
+            .map(|i| (i.wrapping_mul(0x9e) ^ 0x5a) as u8)
+            .collect();
         for from in 0..40 {
             for bits in 0..=70 {
                 let mut fast = [0xffu8; 10];
@@ -257,7 +259,8 @@ mod tests {
                 let mut slow = [0u8; 10];
                 let mut r = BitReader::new(&src);
                 r.read(from as u32).unwrap();
-                r.read_bits_into(&mut slow[..bits.div_ceil(8)], bits).unwrap();
+                r.read_bits_into(&mut slow[..bits.div_ceil(8)], bits)
+                    .unwrap();
                 assert_eq!(fast[..bits.div_ceil(8)], slow[..bits.div_ceil(8)]);
 
                 // Writing the field back at another offset gives what a writer gives.

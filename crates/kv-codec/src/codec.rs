@@ -77,8 +77,14 @@ impl Output<'_> {
         let r = at..at + y.len();
         match self {
             Self::F32(v) => v[r].copy_from_slice(y),
-            Self::F16(v) => v[r].iter_mut().zip(y).for_each(|(o, &x)| *o = f16::from_f32(x)),
-            Self::Bf16(v) => v[r].iter_mut().zip(y).for_each(|(o, &x)| *o = bf16::from_f32(x)),
+            Self::F16(v) => v[r]
+                .iter_mut()
+                .zip(y)
+                .for_each(|(o, &x)| *o = f16::from_f32(x)),
+            Self::Bf16(v) => v[r]
+                .iter_mut()
+                .zip(y)
+                .for_each(|(o, &x)| *o = bf16::from_f32(x)),
         }
     }
 }

@@ -146,7 +146,11 @@ fn attention_error(cache: &KvCache, layer: usize, q: &[f32], q_heads: usize) -> 
     out.chunks_exact(d)
         .zip(expected.chunks_exact(d))
         .map(|(o, e)| {
-            let err: f64 = o.iter().zip(e).map(|(&a, b)| (f64::from(a) - b).powi(2)).sum();
+            let err: f64 = o
+                .iter()
+                .zip(e)
+                .map(|(&a, b)| (f64::from(a) - b).powi(2))
+                .sum();
             let norm: f64 = e.iter().map(|b| b * b).sum();
             (err / norm).sqrt()
         })
@@ -242,7 +246,13 @@ fn a_prefill_chunk_of_many_queries_matches_the_reference_across_chunks() {
 #[test]
 fn bytes_held_are_the_advertised_bits() {
     let (batch, kv_heads, d, page) = (2, 3, 128, 32);
-    for s in ["voronoi-e8-q16-s4", "voronoi-e8-q6-s2", "q4_0", "bf16", "int4-g32"] {
+    for s in [
+        "voronoi-e8-q16-s4",
+        "voronoi-e8-q6-s2",
+        "q4_0",
+        "bf16",
+        "int4-g32",
+    ] {
         let codec = CodecConfig::new(spec(s), d).build().unwrap();
         let policy = LayerPolicy::codecs(spec(s), spec(s));
         let cache = KvCache::new(
@@ -260,7 +270,10 @@ fn bytes_held_are_the_advertised_bits() {
         assert_eq!(layer, exact, "{s}");
         let ratio = layer as f64 / (2 * tokens * batch * kv_heads * d * 2) as f64;
         let expected = codec.bits_per_value() / 16.0;
-        assert!((ratio / expected - 1.0).abs() < 0.01, "{s}: {ratio} vs {expected}");
+        assert!(
+            (ratio / expected - 1.0).abs() < 0.01,
+            "{s}: {ratio} vs {expected}"
+        );
     }
     // Dense f32 is twice bf16; KIVI adds its f16 window (R + G − 1 tokens, allocated once).
     let kivi = Kivi {
@@ -290,9 +303,12 @@ fn appends_are_independent_of_chunking_and_threads() {
         let d = 64;
         let (k, v) = tokens(4, 23, d, 7);
         let run = |chunks: &[usize], par: Par| {
-            let cache =
-                KvCache::new(CacheConfig::new(2, 2, d, vec![policy]).with_page_tokens(8).with_par(par))
-                    .unwrap();
+            let cache = KvCache::new(
+                CacheConfig::new(2, 2, d, vec![policy])
+                    .with_page_tokens(8)
+                    .with_par(par),
+            )
+            .unwrap();
             let mut at = 0;
             for &n in chunks {
                 // Tokens at..at + n of every stream, as a [batch, heads, n, d] tensor.
@@ -337,7 +353,9 @@ fn crop_rolls_back_exactly() {
         let config = CacheConfig::new(1, 2, d, vec![policy]).with_page_tokens(8);
         let (k, v) = tokens(2, 30, d, 9);
         let first = |n: usize, x: &[f32]| -> Vec<f32> {
-            (0..2).flat_map(|s| x[s * 30 * d..(s * 30 + n) * d].to_vec()).collect()
+            (0..2)
+                .flat_map(|s| x[s * 30 * d..(s * 30 + n) * d].to_vec())
+                .collect()
         };
         let short = KvCache::new(config.clone()).unwrap();
         short
@@ -389,20 +407,38 @@ fn gather_returns_every_dtype_and_any_range() {
     let all = gather_all(&cache, 0, Kv::V, 0..10);
     let part = gather_all(&cache, 0, Kv::V, 3..9);
     for s in 0..2 {
-        assert_eq!(part[s * 6 * d..(s + 1) * 6 * d], all[(s * 10 + 3) * d..(s * 10 + 9) * d]);
+        assert_eq!(
+            part[s * 6 * d..(s + 1) * 6 * d],
+            all[(s * 10 + 3) * d..(s * 10 + 9) * d]
+        );
     }
     let mut h = vec![half::f16::ZERO; 2 * 6 * d];
     cache.gather(0, Kv::V, 3..9, Output::F16(&mut h)).unwrap();
-    assert!(h.iter().zip(&part).all(|(a, &b)| *a == half::f16::from_f32(b)));
+    assert!(
+        h.iter()
+            .zip(&part)
+            .all(|(a, &b)| *a == half::f16::from_f32(b))
+    );
     let mut b16 = vec![half::bf16::ZERO; 2 * 6 * d];
-    cache.gather(0, Kv::V, 3..9, Output::Bf16(&mut b16)).unwrap();
-    assert!(b16.iter().zip(&part).all(|(a, &b)| *a == half::bf16::from_f32(b)));
+    cache
+        .gather(0, Kv::V, 3..9, Output::Bf16(&mut b16))
+        .unwrap();
+    assert!(
+        b16.iter()
+            .zip(&part)
+            .all(|(a, &b)| *a == half::bf16::from_f32(b))
+    );
     assert!(matches!(
         cache.gather(0, Kv::K, 5..11, Output::F32(&mut vec![0.0; 2 * 6 * d])),
-        Err(Error::TokensNotHeld { start: 5, end: 11, held_start: 0, held_end: 10 })
+        Err(Error::TokensNotHeld {
+            start: 5,
+            end: 11,
+            held_start: 0,
+            held_end: 10
+        })
     ));
     assert!(matches!(
-        cache.gather(0, Kv::K, 0..2, Output::F32(&mut vec![0.0; 5])),
+        cache.gather(0, Kv::K, 0..2, Output::F32(&mut [0.0; 5])),
         Err(Error::LengthMismatch { .. })
     ));
 }
@@ -553,7 +589,9 @@ fn concurrent_appends_to_different_layers() {
     let config = CacheConfig::new(1, 2, 32, vec![policy; layers]).with_page_tokens(8);
     let (k, v) = tokens(2, 40, 32, 16);
     let token = |t: usize, x: &[f32]| -> Vec<f32> {
-        (0..2).flat_map(|s| x[(s * 40 + t) * 32..(s * 40 + t + 1) * 32].to_vec()).collect()
+        (0..2)
+            .flat_map(|s| x[(s * 40 + t) * 32..(s * 40 + t + 1) * 32].to_vec())
+            .collect()
     };
     let shared = KvCache::new(config.clone()).unwrap();
     std::thread::scope(|scope| {
@@ -570,7 +608,9 @@ fn concurrent_appends_to_different_layers() {
     });
     let serial = KvCache::new(config).unwrap();
     for layer in 0..layers {
-        serial.append(layer, Input::F32(&k), Input::F32(&v)).unwrap();
+        serial
+            .append(layer, Input::F32(&k), Input::F32(&v))
+            .unwrap();
     }
     let (mut a, mut b) = (Vec::new(), Vec::new());
     shared.save(&mut a).unwrap();
@@ -602,7 +642,10 @@ fn misuse_gives_typed_errors() {
     ));
     assert!(matches!(
         cache.append(3, Input::F32(&x), Input::F32(&x)),
-        Err(Error::LayerOutOfRange { layer: 3, layers: 1 })
+        Err(Error::LayerOutOfRange {
+            layer: 3,
+            layers: 1
+        })
     ));
     let mut nan = x.clone();
     nan[64 + 5] = f32::NAN;
@@ -653,7 +696,8 @@ fn misuse_gives_typed_errors() {
 
 #[test]
 fn the_plan_json_has_exactly_the_documented_schema() {
-    let text = r#"{"layers":[{"k":"voronoi-e8-q16-s4","v":"voronoi-e8-q13-s2"},{"k":null,"v":"bf16"}]}"#;
+    let text =
+        r#"{"layers":[{"k":"voronoi-e8-q16-s4","v":"voronoi-e8-q13-s2"},{"k":null,"v":"bf16"}]}"#;
     let plan = CachePlan::from_json(text).unwrap();
     assert_eq!(plan.to_json(), text);
     let config = CacheConfig::from_plan(&plan, 1, 2, 64);
@@ -737,24 +781,37 @@ fn rotated_decodes_are_the_rotation_of_the_decodes() {
     ] {
         let codec = CodecConfig::new(spec(s), 64).build().unwrap();
         let default = DefaultRotated(CodecConfig::new(spec(s), 64).build().unwrap());
-        let rotates = !matches!(spec(s), CodecSpec::Bf16 | CodecSpec::Fp8E4m3 { .. } | CodecSpec::Int { .. });
+        let rotates = !matches!(
+            spec(s),
+            CodecSpec::Bf16 | CodecSpec::Fp8E4m3 { .. } | CodecSpec::Int { .. }
+        );
         assert_eq!(codec.rotation().is_some(), rotates, "{s}");
         let mut scratch = vec![0f32; codec.scratch_len()];
         let mut bytes = vec![0u8; codec.bytes_per_vector()];
         for v in x.chunks_exact(64) {
             codec.encode_vector(v, &mut bytes, &mut scratch);
             let mut plain = vec![0f32; 64];
-            codec.decode_vector(&bytes, &mut plain, &mut scratch).unwrap();
+            codec
+                .decode_vector(&bytes, &mut plain, &mut scratch)
+                .unwrap();
             let mut fast = vec![0f32; 64];
-            codec.decode_rotated(&bytes, &mut fast, &mut scratch).unwrap();
+            codec
+                .decode_rotated(&bytes, &mut fast, &mut scratch)
+                .unwrap();
             let mut slow = vec![0f32; 64];
-            default.decode_rotated(&bytes, &mut slow, &mut scratch).unwrap();
+            default
+                .decode_rotated(&bytes, &mut slow, &mut scratch)
+                .unwrap();
             let mut expected = plain.clone();
             if let Some(r) = codec.rotation() {
                 r.forward_inplace(&mut expected);
             }
             assert_eq!(slow, expected, "{s}: the default rotates the decode");
-            let err: f32 = fast.iter().zip(&expected).map(|(a, b)| (a - b) * (a - b)).sum();
+            let err: f32 = fast
+                .iter()
+                .zip(&expected)
+                .map(|(a, b)| (a - b) * (a - b))
+                .sum();
             let norm: f32 = expected.iter().map(|a| a * a).sum();
             assert!(err <= 1e-12 * norm, "{s}: {err} vs {norm}");
         }

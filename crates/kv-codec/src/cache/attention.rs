@@ -240,7 +240,7 @@ fn chunk_state(
 ) -> Result<State, Error> {
     let fmt = &layer.fmt;
     let d = fmt.d;
-    let stream = &layer.streams[s];
+    let view = layer.view(s);
     let queries = q.len() / d;
     let block = fmt.block();
     let mut state = State::new(queries, d);
@@ -264,7 +264,7 @@ fn chunk_state(
             continue;
         }
         let keys = &mut keys[..count * d];
-        fmt.read(layer.pos, stream, Kv::K, t0, keys, true, &mut scratch)?;
+        view.read(Kv::K, t0, keys, true, &mut scratch)?;
         for (qi, w) in weights.chunks_exact_mut(block).enumerate() {
             let (a, b) = visible(qi);
             seen[qi] = (a, b);
@@ -294,7 +294,7 @@ fn chunk_state(
             }
         }
         let values = &mut values[..count * d];
-        fmt.read(layer.pos, stream, Kv::V, t0, values, true, &mut scratch)?;
+        view.read(Kv::V, t0, values, true, &mut scratch)?;
         for (qi, w) in weights.chunks_exact(block).enumerate() {
             let (a, b) = seen[qi];
             if a >= b {

@@ -246,7 +246,12 @@ pub(super) fn save<W: Write>(
     w.write_all(&h)?;
 
     for (layer, slice) in layers.iter().zip(&slices) {
-        let parts = || layer.streams.iter().flat_map(|s| stream_parts(layer, s, slice));
+        let parts = || {
+            layer
+                .streams
+                .iter()
+                .flat_map(|s| stream_parts(layer, s, slice))
+        };
         let payload: usize = parts().map(<[u8]>::len).sum();
         let mut lh = layer_header(layer.policy, slice.pos, payload as u64);
         let crc = !parts().fold(crc32_update(!0, &lh[..88]), crc32_update);
@@ -345,7 +350,9 @@ pub(super) fn load<R: Read>(r: &mut R) -> Result<KvCache, Error> {
         layers.push(RwLock::new(layer));
     }
     // Nothing may follow the last layer.
-    if !src.r.bytes().next().is_none() {
+    let mut rest = Vec::new();
+    (&mut *src.r).take(1).read_to_end(&mut rest)?;
+    if !rest.is_empty() {
         return Err(corrupt("trailing bytes"));
     }
     if layers.is_empty() {
@@ -371,10 +378,7 @@ fn load_layer<R: Read>(
         flushed: size(get_u64(lh, 72), "flushed")?,
     };
     let p = fmt.page_tokens;
-    let start = pos
-        .first_page
-        .checked_mul(p)
-        .ok_or(corrupt("first page"))?;
+    let start = pos.first_page.checked_mul(p).ok_or(corrupt("first page"))?;
     let window = pos.len.checked_sub(pos.flushed).ok_or(corrupt("flushed"))?;
     if start > pos.flushed
         || !pos.flushed.is_multiple_of(fmt.unit)

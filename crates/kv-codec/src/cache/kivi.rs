@@ -220,7 +220,9 @@ impl PageFormat for KiviKeys {
             }
             for (t, token) in group.chunks_exact_mut(d).enumerate() {
                 for (c, o) in token.iter_mut().enumerate() {
-                    let q = r.read(self.kivi.bits).map_err(|_| (j * g + t, "truncated"))?;
+                    let q = r
+                        .read(self.kivi.bits)
+                        .map_err(|_| (j * g + t, "truncated"))?;
                     *o = saturate(mins[c] + steps[c] * q as f32);
                 }
             }

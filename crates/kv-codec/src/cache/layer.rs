@@ -87,7 +87,9 @@ pub(crate) struct Layer {
 fn storage_format(storage: Storage, d: usize, seed: u64) -> Result<Box<dyn PageFormat>, Error> {
     Ok(match storage {
         Storage::Dense(dtype) => Box::new(Packed(Dense { dtype, head_dim: d })),
-        Storage::Codec(spec) => Box::new(Packed(CodecConfig::new(spec, d).with_seed(seed).build()?)),
+        Storage::Codec(spec) => {
+            Box::new(Packed(CodecConfig::new(spec, d).with_seed(seed).build()?))
+        }
     })
 }
 
@@ -185,30 +187,38 @@ impl Formats {
             Some(block)
         })
     }
+}
 
-    /// Reads `out.len() / d` tokens of one stream from `t0` (a block of
-    /// [`Formats::blocks`]), rotated into the K or V format's rotated domain when
-    /// `rotated` is set.
+/// One stream of a layer, for reading.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct StreamView<'a> {
+    pub(crate) fmt: &'a Formats,
+    pub(crate) pos: Positions,
+    pub(crate) stream: &'a Stream,
+}
+
+impl StreamView<'_> {
+    /// Reads `out.len() / d` tokens from `t0` (a block of [`Formats::blocks`]), rotated
+    /// into the K or V format's rotated domain when `rotated` is set.
     ///
     /// # Errors
     /// [`Error::CorruptPayload`] naming the absolute position of a corrupt token.
     pub(crate) fn read(
         &self,
-        pos: Positions,
-        stream: &Stream,
         kv: Kv,
         t0: usize,
         out: &mut [f32],
         rotated: bool,
         scratch: &mut Scratches,
     ) -> Result<(), Error> {
-        let format = self.format(kv);
+        let (fmt, pos, stream) = (self.fmt, self.pos, self.stream);
+        let format = fmt.format(kv);
         let result = if t0 >= pos.flushed {
             let window = match kv {
                 Kv::K => &stream.window_k,
                 Kv::V => &stream.window_v,
             };
-            let r = self
+            let r = fmt
                 .window
                 .read(window, t0 - pos.flushed, out, false, &mut scratch.window);
             if let (Ok(()), true, Some(rotation)) = (&r, rotated, format.rotation()) {
@@ -216,12 +226,12 @@ impl Formats {
             }
             r
         } else {
-            let page = &stream.pages[t0 / self.page_tokens - pos.first_page];
+            let page = &stream.pages[t0 / fmt.page_tokens - pos.first_page];
             let (bytes, sc) = match kv {
                 Kv::K => (&page.k, &mut scratch.k),
                 Kv::V => (&page.v, &mut scratch.v),
             };
-            format.read(bytes, t0 % self.page_tokens, out, rotated, sc)
+            format.read(bytes, t0 % fmt.page_tokens, out, rotated, sc)
         };
         result.map_err(|(i, reason)| Error::CorruptPayload {
             vector: t0 + i,
@@ -249,6 +259,15 @@ impl Layer {
                 first_page: 0,
             },
             streams: (0..streams).map(|_| Stream::default()).collect(),
+        }
+    }
+
+    /// Stream `s`, for reading.
+    pub(crate) fn view(&self, s: usize) -> StreamView<'_> {
+        StreamView {
+            fmt: &self.fmt,
+            pos: self.pos,
+            stream: &self.streams[s],
         }
     }
 
@@ -346,13 +365,12 @@ impl Layer {
         // Decode the tokens to re-hold before changing anything.
         let rehold: Vec<(Vec<f32>, Vec<f32>)> = if start < len {
             let mut scratch = fmt.scratches();
-            self.streams
-                .iter()
+            (0..self.streams.len())
                 .map(|s| {
-                    let mut k = vec![0f32; fmt.unit * d];
-                    let mut v = vec![0f32; fmt.unit * d];
-                    fmt.read(self.pos, s, Kv::K, start, &mut k, false, &mut scratch)?;
-                    fmt.read(self.pos, s, Kv::V, start, &mut v, false, &mut scratch)?;
+                    let (mut k, mut v) = (vec![0f32; fmt.unit * d], vec![0f32; fmt.unit * d]);
+                    let view = self.view(s);
+                    view.read(Kv::K, start, &mut k, false, &mut scratch)?;
+                    view.read(Kv::V, start, &mut v, false, &mut scratch)?;
                     k.truncate((len - start) * d);
                     v.truncate((len - start) * d);
                     Ok((k, v))
@@ -392,8 +410,7 @@ impl Layer {
         mut out: Output<'_>,
         par: Par,
     ) -> Result<(), Error> {
-        if range.start > range.end || range.start < self.held_start() || range.end > self.pos.len
-        {
+        if range.start > range.end || range.start < self.held_start() || range.end > self.pos.len {
             return Err(self.not_held(range.start, range.end));
         }
         let d = self.fmt.d;
@@ -408,13 +425,14 @@ impl Layer {
         }
         let fmt = &self.fmt;
         let pos = self.pos;
-        let work = |stream: &Stream| -> Result<Vec<f32>, Error> {
+        let work = |s: usize| -> Result<Vec<f32>, Error> {
+            let view = self.view(s);
             let mut values = vec![0f32; per_stream];
             let mut block = vec![0f32; fmt.block() * d];
             let mut scratch = fmt.scratches();
             for (t0, count) in fmt.blocks(pos, range.clone()) {
                 let buf = &mut block[..count * d];
-                fmt.read(pos, stream, kv, t0, buf, false, &mut scratch)?;
+                view.read(kv, t0, buf, false, &mut scratch)?;
                 let (a, b) = (t0.max(range.start), (t0 + count).min(range.end));
                 values[(a - range.start) * d..(b - range.start) * d]
                     .copy_from_slice(&buf[(a - t0) * d..(b - t0) * d]);
@@ -422,8 +440,8 @@ impl Layer {
             Ok(values)
         };
         let streams: Vec<Result<Vec<f32>, Error>> = match par {
-            Par::Seq => self.streams.iter().map(work).collect(),
-            Par::Rayon => self.streams.par_iter().map(work).collect(),
+            Par::Seq => (0..self.streams.len()).map(work).collect(),
+            Par::Rayon => (0..self.streams.len()).into_par_iter().map(work).collect(),
         };
         for (s, values) in streams.into_iter().enumerate() {
             out.store(s * per_stream, &values?);
@@ -483,8 +501,10 @@ impl Formats {
                 });
             }
             let page = &mut stream.pages[index];
-            self.k.write(&mut page.k, slot, &xk[..run * d], &mut scratch.k);
-            self.v.write(&mut page.v, slot, &xv[..run * d], &mut scratch.v);
+            self.k
+                .write(&mut page.k, slot, &xk[..run * d], &mut scratch.k);
+            self.v
+                .write(&mut page.v, slot, &xv[..run * d], &mut scratch.v);
             t += run;
         }
         // The window keeps its tokens after the flushed ones, then the incoming rest.

@@ -311,7 +311,10 @@ impl KvCache {
     // A panic while a layer was locked happened before any change (appends and crops
     // check everything first), so the data behind a poisoned lock is still consistent.
     fn read(&self, layer: usize) -> Result<RwLockReadGuard<'_, Layer>, Error> {
-        Ok(self.lock(layer)?.read().unwrap_or_else(PoisonError::into_inner))
+        Ok(self
+            .lock(layer)?
+            .read()
+            .unwrap_or_else(PoisonError::into_inner))
     }
 
     fn write(&self, layer: usize) -> Result<RwLockWriteGuard<'_, Layer>, Error> {

@@ -61,7 +61,8 @@ pub struct LayerPlan {
 
 impl From<LayerPlan> for LayerPolicy {
     fn from(plan: LayerPlan) -> Self {
-        let storage = |spec: Option<CodecSpec>| spec.map_or(Storage::Dense(Dtype::F16), Storage::Codec);
+        let storage =
+            |spec: Option<CodecSpec>| spec.map_or(Storage::Dense(Dtype::F16), Storage::Codec);
         LayerPolicy::PerVector {
             k: storage(plan.k),
             v: storage(plan.v),
