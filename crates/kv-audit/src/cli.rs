@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use kv_codec::CodecSpec;
 
 use crate::error::{Error, Result};
-use crate::rd::{resolve_settings, sweep};
+use crate::rd::{family_settings, resolve_settings, sweep};
 use crate::report::{table, write_json};
 use crate::slice::slice_file;
 use crate::source::{DEFAULT_GAUSSIAN_SEED, KvSource, default_sample_path};
@@ -19,7 +19,7 @@ Usage:
   kvc codecs
       List the codec spec families.
   kvc rd [--input FILE | --gaussian N --head-dim D [--seed S]]
-         [--codec SPEC]... [--bpv R]... [--json OUT]
+         [--codec SPEC]... [--bpv R]... [--every-family] [--json OUT]
       Encode and decode every K/V vector with each codec; print bits per value, rel-MSE
       and SNR of K and V, the Shannon gap and encode/decode throughput, one row per codec.
   kvc slice --input FILE --tokens N --out FILE
@@ -38,6 +38,8 @@ Options of rd:
                   `kvc codecs` lists the families).
   --bpv R         the default codec at R bits per value (repeatable; adds to --codec).
                   With neither --codec nor --bpv: --bpv 3 --bpv 4 --bpv 5.
+  --every-family  at each --bpv rate, every codec family's setting nearest that rate
+                  (within half a bit), not only the default codec's.
   --json OUT      also write the report, with per-layer rel-MSE, as JSON to OUT.
 
 Metrics: rel-MSE = sum |x - x'|^2 / sum |x|^2 over all K (or V) vectors; SNR = -10 log10
@@ -61,6 +63,8 @@ pub struct RdArgs {
     pub head_dim: Option<usize>,
     /// `--seed` of the Gaussian source.
     pub seed: Option<u64>,
+    /// `--every-family`: every codec family at each `--bpv` rate, not only the default.
+    pub every_family: bool,
 }
 
 /// Arguments of `kvc slice`.
@@ -166,7 +170,8 @@ fn once<T>(slot: &mut Option<T>, option: &'static str, value: T) -> Result<()> {
 }
 
 fn parse_rd(args: impl Iterator<Item = String>) -> Result<Command> {
-    const KNOWN: [&str; 7] = [
+    const KNOWN: [&str; 8] = [
+        "--every-family",
         "--input",
         "--codec",
         "--bpv",
@@ -184,6 +189,10 @@ fn parse_rd(args: impl Iterator<Item = String>) -> Result<Command> {
         let name = opt.name;
         if name == "--help" {
             return Ok(Command::Help);
+        }
+        if name == "--every-family" {
+            a.every_family = true;
+            continue;
         }
         let value = opts.value(opt)?;
         match name {
@@ -375,7 +384,14 @@ fn run_rd(args: &RdArgs, out: &mut dyn Write) -> Result<()> {
             info.seed.unwrap_or_default()
         ),
     };
-    let settings = resolve_settings(&args.codecs, &args.bpv, source.head_dim)?;
+    let mut settings = resolve_settings(&args.codecs, &args.bpv, source.head_dim)?;
+    if args.every_family {
+        for s in family_settings(&args.bpv, source.head_dim)? {
+            if !settings.iter().any(|have| have.spec == s.spec) {
+                settings.push(s);
+            }
+        }
+    }
     for s in &settings {
         if let Some(bpv) = s.from_bpv {
             text.push_str(&format!("--bpv {bpv} -> {}\n", s.spec));

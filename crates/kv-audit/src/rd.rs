@@ -63,6 +63,81 @@ pub fn resolve_settings(
     Ok(out)
 }
 
+/// Codec families measured by [`family_settings`], with every setting of each that a sweep
+/// from 2 to 8 bits per value can use. The default family (`voronoi`) resolves rates through
+/// [`default_for_rate`] instead of a list.
+pub const FAMILIES: [&str; 9] = [
+    "voronoi",
+    "compat-d4",
+    "compat-e8",
+    "turboquant",
+    "int",
+    "fp8-e4m3",
+    "q4_0",
+    "q8_0",
+    "strawman",
+];
+
+/// The settings of `family` (one of [`FAMILIES`]) that parse and build at `head_dim`.
+fn family_specs(family: &str, head_dim: usize) -> Vec<CodecSpec> {
+    let names: Vec<String> = match family {
+        "compat-d4" | "compat-e8" => (1..=64).map(|q| format!("{family}-q{q}")).collect(),
+        "turboquant" | "strawman" => (2..=8).map(|b| format!("{family}-b{b}")).collect(),
+        "int" => (2..=8).map(|b| format!("int{b}")).collect(),
+        fixed => vec![fixed.to_string()],
+    };
+    names
+        .iter()
+        .filter_map(|name| name.parse::<CodecSpec>().ok())
+        .filter(|&spec| CodecConfig::new(spec, head_dim).build().is_ok())
+        .collect()
+}
+
+/// For every family of [`FAMILIES`] and every rate, the family's setting nearest that rate
+/// in bits per value (the lower one on ties; the default family: [`default_for_rate`]),
+/// kept only within half a bit of the rate, so that fixed-rate baselines join the sweep
+/// near their own rate only. A spec already in the list is not repeated.
+///
+/// # Errors
+/// [`Error::Codec`] when a codec cannot be built at this head_dim.
+pub fn family_settings(rates: &[f64], head_dim: usize) -> Result<Vec<Setting>> {
+    let mut out: Vec<Setting> = Vec::new();
+    for family in FAMILIES {
+        let specs = family_specs(family, head_dim);
+        for &bpv in rates {
+            let nearest = if family == "voronoi" {
+                default_for_rate(bpv, head_dim).ok()
+            } else {
+                let mut by_distance = Vec::new();
+                for &spec in &specs {
+                    let codec = CodecConfig::new(spec, head_dim).build().map_err(|source| {
+                        Error::Codec {
+                            spec: spec.to_string(),
+                            source,
+                        }
+                    })?;
+                    let rate = codec.bits_per_value();
+                    by_distance.push(((rate - bpv).abs(), rate, spec));
+                }
+                by_distance
+                    .into_iter()
+                    .filter(|(distance, _, _)| *distance <= 0.5)
+                    .min_by(|a, b| a.0.total_cmp(&b.0).then(a.1.total_cmp(&b.1)))
+                    .map(|(_, _, spec)| spec)
+            };
+            if let Some(spec) = nearest
+                && !out.iter().any(|s| s.spec == spec)
+            {
+                out.push(Setting {
+                    spec,
+                    from_bpv: Some(bpv),
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// The measurements of one codec over a whole source.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct RdResult {

@@ -57,11 +57,21 @@ fn rd_options_parse_in_both_forms() {
     };
     assert_eq!(got, Command::Rd(want));
 
-    let got = parse(["rd", "--gaussian", "1000", "--head-dim", "128", "--seed=7"]).unwrap();
+    let got = parse([
+        "rd",
+        "--gaussian",
+        "1000",
+        "--every-family",
+        "--head-dim",
+        "128",
+        "--seed=7",
+    ])
+    .unwrap();
     let want = RdArgs {
         gaussian: Some(1000),
         head_dim: Some(128),
         seed: Some(7),
+        every_family: true,
         ..RdArgs::default()
     };
     assert_eq!(got, Command::Rd(want));

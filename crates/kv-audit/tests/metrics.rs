@@ -2,11 +2,13 @@
 //! combines them, and the printed table (an `insta` snapshot of fixed numbers).
 
 use kv_audit::metrics::{ErrorEnergy, db_per_bit, rel_mse, shannon_gap_db, snr_db};
-use kv_audit::rd::{DEFAULT_RATES, RdResult, Setting, resolve_settings, run_codec};
+use kv_audit::rd::{
+    DEFAULT_RATES, FAMILIES, RdResult, Setting, family_settings, resolve_settings, run_codec,
+};
 use kv_audit::report::table;
 use kv_audit::source::KvSource;
-use kv_codec::CodecSpec;
 use kv_codec::codecs::voronoi::default_for_rate;
+use kv_codec::{CodecConfig, CodecSpec};
 
 fn close(a: f64, b: f64) -> bool {
     (a - b).abs() <= 1e-12 * a.abs().max(1.0)
@@ -145,4 +147,36 @@ fn table_snapshot() {
         row("voronoi-e8-q12-s2", 4.0, 9.15e-3, 9.2e-3),
     ];
     insta::assert_snapshot!(table(&results));
+}
+
+#[test]
+fn every_family_sweeps_its_settings_nearest_each_rate() {
+    let d = 64;
+    let rates = [3.0, 4.0, 8.0];
+    let settings = family_settings(&rates, d).unwrap();
+    for s in &settings {
+        let bpv = CodecConfig::new(s.spec, d)
+            .build()
+            .unwrap()
+            .bits_per_value();
+        let rate = s.from_bpv.unwrap();
+        assert!(
+            (bpv - rate).abs() <= 0.5,
+            "{} at {bpv} for rate {rate}",
+            s.spec
+        );
+    }
+    let names: Vec<String> = settings.iter().map(|s| s.spec.to_string()).collect();
+    // Every family but the fixed-rate ones far from all rates shows up; int4 (4.25 bpv at
+    // d = 64) is nearer 4 than int3 (3.25) and q8_0 (8.5) joins only near 8.
+    for family in FAMILIES {
+        let prefix = family.trim_end_matches("-e4m3");
+        assert!(
+            names.iter().any(|n| n.starts_with(prefix)),
+            "{family} missing: {names:?}"
+        );
+    }
+    assert!(names.contains(&"int4".to_string()));
+    assert!(names.contains(&"q8_0".to_string()));
+    assert_eq!(names.iter().filter(|n| *n == "q4_0").count(), 1);
 }

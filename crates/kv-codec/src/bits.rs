@@ -44,6 +44,16 @@ impl<'a> BitWriter<'a> {
             bits <= 64 && (bits == 64 || value >> bits == 0),
             "value {value} does not fit {bits} bits"
         );
+        // Fast path: OR the value into a 16-byte window (the written bits never reach past
+        // byte 9 of it; the other bytes are stored back unchanged).
+        let byte = self.pos / 8;
+        if let Some(window) = self.out.get_mut(byte..byte + 16) {
+            let mut w = u128::from_le_bytes(window.try_into().expect("16 bytes"));
+            w |= u128::from(value) << (self.pos % 8);
+            window.copy_from_slice(&w.to_le_bytes());
+            self.pos += bits as usize;
+            return;
+        }
         let mut value = value;
         let mut left = bits as usize;
         while left > 0 {
@@ -107,6 +117,13 @@ impl<'a> BitReader<'a> {
                 needed: end.div_ceil(8),
                 available: self.data.len(),
             });
+        }
+        let byte = self.pos / 8;
+        if let Some(window) = self.data.get(byte..byte + 16) {
+            let w = u128::from_le_bytes(window.try_into().expect("16 bytes"));
+            let value = (w >> (self.pos % 8)) & ((1u128 << bits) - 1);
+            self.pos = end;
+            return Ok(value as u64);
         }
         let mut value = 0u64;
         let mut done = 0usize;
@@ -291,5 +308,46 @@ mod tests {
         w.write(0b101, 3);
         w.write(0xff, 8);
         assert_eq!(buf, [0b1111_1101, 0b0000_0111]);
+    }
+
+    #[test]
+    fn word_and_byte_paths_agree_with_a_bit_by_bit_model() {
+        // 40 bytes: early fields take the 16-byte window path, the last ones the byte loop.
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        for _ in 0..200 {
+            let mut fields = Vec::new();
+            let mut total = 0;
+            loop {
+                state = state
+                    .wrapping_mul(6_364_136_223_846_793_005)
+                    .wrapping_add(1);
+                let bits = (state >> 58) as u32 + 1;
+                if total + bits > 320 {
+                    break;
+                }
+                let value = if bits == 64 {
+                    state
+                } else {
+                    state & ((1 << bits) - 1)
+                };
+                fields.push((value, bits));
+                total += bits;
+            }
+            let mut buf = [0xffu8; 40];
+            let mut w = BitWriter::new(&mut buf);
+            let mut model = Vec::new();
+            for &(v, b) in &fields {
+                w.write(v, b);
+                model.extend((0..b).map(|i| (v >> i) & 1 == 1));
+            }
+            for (k, &bit) in model.iter().enumerate() {
+                assert_eq!((buf[k / 8] >> (k % 8)) & 1 == 1, bit, "bit {k}");
+            }
+            assert!(buf[model.len().div_ceil(8)..].iter().all(|&b| b == 0));
+            let mut r = BitReader::new(&buf);
+            for &(v, b) in &fields {
+                assert_eq!(r.read(b).unwrap(), v);
+            }
+        }
     }
 }

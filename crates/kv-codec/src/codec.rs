@@ -245,17 +245,32 @@ pub fn encode_batch<C: VectorCodec + ?Sized>(
     let chunk_bytes = (CHUNK * bits / 8).max(1);
     let work = |(chunk, bytes): (usize, &mut [u8])| -> Result<(), Error> {
         let mut x = vec![0f32; d];
-        let mut one = vec![0u8; codec.bytes_per_vector()];
         let mut scratch = vec![0f32; codec.scratch_len()];
-        let mut w = BitWriter::new(bytes);
         let first = chunk * CHUNK;
-        for i in first..n.min(first + CHUNK) {
-            input.load(i, d, &mut x);
-            if !x.iter().all(|v| v.is_finite()) {
-                return Err(Error::NonFinite { vector: i });
+        let vectors = first..n.min(first + CHUNK);
+        let check = |i: usize, x: &[f32]| {
+            if x.iter().all(|v| v.is_finite()) {
+                Ok(())
+            } else {
+                Err(Error::NonFinite { vector: i })
             }
-            codec.encode_vector(&x, &mut one, &mut scratch);
-            w.write_bits_of(&one, bits);
+        };
+        if bits.is_multiple_of(8) {
+            // Whole bytes per vector: encode in place, no bit shifting.
+            for (i, dst) in vectors.zip(bytes.chunks_exact_mut(bits / 8)) {
+                input.load(i, d, &mut x);
+                check(i, &x)?;
+                codec.encode_vector(&x, dst, &mut scratch);
+            }
+        } else {
+            let mut one = vec![0u8; codec.bytes_per_vector()];
+            let mut w = BitWriter::new(bytes);
+            for i in vectors {
+                input.load(i, d, &mut x);
+                check(i, &x)?;
+                codec.encode_vector(&x, &mut one, &mut scratch);
+                w.write_bits_of(&one, bits);
+            }
         }
         Ok(())
     };
@@ -297,16 +312,28 @@ pub fn decode_batch<C: VectorCodec + ?Sized>(
     let run =
         |chunk: usize, src: &[u8], store: &mut dyn FnMut(usize, &[f32])| -> Result<(), Error> {
             let mut y = vec![0f32; d];
-            let mut one = vec![0u8; codec.bytes_per_vector()];
             let mut scratch = vec![0f32; codec.scratch_len()];
-            let mut r = BitReader::new(src);
             let first = chunk * CHUNK;
-            for i in first..n.min(first + CHUNK) {
-                r.read_bits_into(&mut one, bits)?;
+            let vectors = first..n.min(first + CHUNK);
+            let mut decode_one = |i: usize, one: &[u8]| {
                 codec
-                    .decode_vector(&one, &mut y, &mut scratch)
+                    .decode_vector(one, &mut y, &mut scratch)
                     .map_err(|reason| Error::CorruptPayload { vector: i, reason })?;
                 store(i - first, &y);
+                Ok::<(), Error>(())
+            };
+            if bits.is_multiple_of(8) {
+                // Whole bytes per vector: decode in place.
+                for (i, one) in vectors.zip(src.chunks_exact(bits / 8)) {
+                    decode_one(i, one)?;
+                }
+            } else {
+                let mut one = vec![0u8; codec.bytes_per_vector()];
+                let mut r = BitReader::new(src);
+                for i in vectors {
+                    r.read_bits_into(&mut one, bits)?;
+                    decode_one(i, &one)?;
+                }
             }
             Ok(())
         };

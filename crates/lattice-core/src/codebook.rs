@@ -481,6 +481,35 @@ impl<L: Lattice<N>, const N: usize> VoronoiCodebook<L, N> {
         self.reduce(&twice.map(|t| t as f32 * 0.5))
     }
 
+    /// Whether the lattice point `lambda` is the codebook point of its own coset, i.e.
+    /// encoding it loses nothing: `point_of_coordinates(coset_coordinates(lambda)) == lambda`.
+    ///
+    /// Points well inside the packing ball of qΛ are codewords and points well outside its
+    /// covering ball are not, whatever the tie rules; only the shell between is decoded. The
+    /// margin of 2^-12 in squared norm exceeds the f32 rounding of λ/q for any q, so the
+    /// shortcuts never disagree with the full test.
+    ///
+    /// # Panics
+    /// Panics if `lambda` is not a point of the lattice.
+    #[inline]
+    pub fn is_codeword(&self, lambda: &[f32; N]) -> bool {
+        let norm2_x4: i64 = lambda
+            .iter()
+            .map(|&v| {
+                let twice = (v * 2.0) as i64;
+                twice * twice
+            })
+            .sum();
+        let q2 = i64::from(self.q) * i64::from(self.q);
+        if norm2_x4 * 4096 < L::PACKING_RADIUS2_X4 * q2 * 4095 {
+            return true;
+        }
+        if norm2_x4 * 4095 > L::COVERING_RADIUS2_X4 * q2 * 4096 {
+            return false;
+        }
+        self.point_of_coordinates(&self.coset_coordinates(lambda)) == *lambda
+    }
+
     /// Index of the coset of the lattice point `lambda`: [`VoronoiCodebook::coset_coordinates`]
     /// as the mixed-radix number Σ cᵢ·q^i.
     ///

@@ -14,6 +14,7 @@
 //! bit-exact contract shared with every other backend.
 
 use core::fmt::Debug;
+use wide::f32x8;
 
 /// Largest |coordinate| for which the decoders are exact: below 2^21, `x − ½` and its
 /// rounding are exact in f32 and doubled coordinates fit `i32` with room to spare.
@@ -88,6 +89,13 @@ pub trait Lattice<const N: usize>: Copy + Debug + Default + Send + Sync + 'stati
     /// with shifts.
     const BASIS_TWICE: [[i32; N]; N];
 
+    /// 4ρ², ρ the packing radius (half the minimum distance between points): a point
+    /// nearer than ρ to a lattice point has it as its unique closest point.
+    const PACKING_RADIUS2_X4: i64;
+
+    /// 4R², R the covering radius: every point lies within R of its closest lattice point.
+    const COVERING_RADIUS2_X4: i64;
+
     /// The closest lattice point to `x`, as f32 coordinates.
     ///
     /// Exact (per the module's tie rules) for finite `|xᵢ| ≤` [`MAX_ABS_COORD`]; outside that
@@ -141,6 +149,9 @@ const fn dn_basis_twice<const N: usize>() -> [[i32; N]; N] {
 impl<const N: usize> Lattice<N> for Zn<N> {
     const NAME: &'static str = "Z";
     const BASIS_TWICE: [[i32; N]; N] = identity_twice::<N>();
+    // Minimum distance 1; the deep hole (½, …, ½) lies √N/2 away.
+    const PACKING_RADIUS2_X4: i64 = 1;
+    const COVERING_RADIUS2_X4: i64 = N as i64;
 
     #[inline]
     fn closest_point(x: &[f32; N]) -> [f32; N] {
@@ -154,6 +165,10 @@ impl<const N: usize> Lattice<N> for Zn<N> {
 
 impl<const N: usize> Lattice<N> for Dn<N> {
     const NAME: &'static str = "D";
+    // Minimum distance √2; the deep holes are (1, 0, …, 0) at distance 1 and (½, …, ½) at
+    // √N/2, whichever is farther.
+    const PACKING_RADIUS2_X4: i64 = 2;
+    const COVERING_RADIUS2_X4: i64 = if N > 4 { N as i64 } else { 4 };
     const BASIS_TWICE: [[i32; N]; N] = dn_basis_twice::<N>();
 
     #[inline]
@@ -174,10 +189,13 @@ impl Lattice<8> for E8 {
         b[7] = [1; 8];
         b
     };
+    // Minimum distance √2; covering radius 1 (Conway & Sloane, SPLAG ch. 4 §8).
+    const PACKING_RADIUS2_X4: i64 = 2;
+    const COVERING_RADIUS2_X4: i64 = 4;
 
     #[inline]
     fn closest_point(x: &[f32; 8]) -> [f32; 8] {
-        e8_nearest_in_range(x, f32::NEG_INFINITY, f32::INFINITY)
+        e8_nearest(x)
     }
 
     fn contains(p: &Point<8>) -> bool {
@@ -222,12 +240,18 @@ pub(crate) fn dn_nearest_in_range<const N: usize>(x: &[f32; N], lo: f32, hi: f32
     for &ri in &r {
         sum = sum.wrapping_add(ri as i32);
     }
-    let mut flip_at = 0;
-    for i in 1..N {
-        flip_at = if key[i] > key[flip_at] { i } else { flip_at };
+    // Flip at the first largest key. Finding the maximum first and then its first position
+    // keeps every array in registers (indexing by a computed position did not).
+    let mut max_key = key[0];
+    for &k in &key[1..] {
+        max_key = max_key.max(k);
     }
-    if sum & 1 != 0 {
-        r[flip_at] = alt[flip_at];
+    let odd = sum & 1 != 0;
+    let mut seen = false;
+    for i in 0..N {
+        let first = key[i] == max_key && !seen;
+        seen |= key[i] == max_key;
+        r[i] = if odd && first { alt[i] } else { r[i] };
     }
     r
 }
@@ -256,6 +280,62 @@ pub(crate) fn e8_nearest_in_range(x: &[f32; 8], lo: f32, hi: f32) -> [f32; 8] {
     for v in &mut p1 {
         *v += 0.5;
     }
+    if dist2(x, &p1) < dist2(x, &p0) {
+        p1
+    } else {
+        p0
+    }
+}
+
+/// [`round_ties_even`] on eight lanes.
+#[inline(always)]
+fn round_ties_even_x8(x: f32x8) -> f32x8 {
+    let two_pow_23 = f32x8::splat(8_388_608.0);
+    let a = x.abs();
+    let sign = x & f32x8::splat(-0.0);
+    let rounded = ((a + two_pow_23) - two_pow_23) | sign;
+    a.simd_lt(two_pow_23).bitselect(rounded, x)
+}
+
+/// The closest point of D8 to `x`: [`dn_nearest_in_range`] without bounds, on eight lanes.
+#[inline(always)]
+fn d8_nearest(x: f32x8) -> f32x8 {
+    let r = round_ties_even_x8(x);
+    let err = x - r;
+    let up = err.simd_ge(f32x8::ZERO);
+    let alt = r + up.bitselect(f32x8::ONE, f32x8::splat(-1.0));
+    let parity = r
+        .trunc_int()
+        .to_array()
+        .iter()
+        .fold(0i32, |s, &v| s.wrapping_add(v))
+        & 1;
+    if parity == 0 {
+        return r;
+    }
+    // Flip where rounding cost most: the first largest |err| (the tie rule of
+    // `dn_nearest_in_range`).
+    let key = err.abs();
+    let max_key = key
+        .to_array()
+        .into_iter()
+        .fold(0f32, |m, k| if k > m { k } else { m });
+    let first = key
+        .simd_eq(f32x8::splat(max_key))
+        .to_bitmask()
+        .trailing_zeros();
+    let lane = f32x8::from([0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0]);
+    lane.simd_eq(f32x8::splat(first as f32)).bitselect(alt, r)
+}
+
+/// The closest point of E8 to `x`: the same decisions as [`e8_nearest_in_range`] without
+/// bounds (the distances are summed in the same order), on eight SIMD lanes.
+#[inline]
+fn e8_nearest(x: &[f32; 8]) -> [f32; 8] {
+    let v = f32x8::from(*x);
+    let half = f32x8::splat(0.5);
+    let p0 = d8_nearest(v).to_array();
+    let p1 = (d8_nearest(v - half) + half).to_array();
     if dist2(x, &p1) < dist2(x, &p0) {
         p1
     } else {
@@ -305,4 +385,33 @@ pub fn from_basis_coordinates<L: Lattice<N>, const N: usize>(c: &[i32; N]) -> [i
         }
     }
     t
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::{e8_nearest, e8_nearest_in_range};
+
+    /// Coordinates that hit the decoder's tie cases often: exact integers, half-integers and
+    /// quarter points, besides arbitrary values.
+    fn coord() -> impl Strategy<Value = f32> {
+        prop_oneof![
+            (-64i32..64).prop_map(|k| k as f32 * 0.5),
+            (-64i32..64).prop_map(|k| k as f32 * 0.25),
+            -1000.0f32..1000.0,
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(20_000))]
+
+        #[test]
+        fn simd_e8_decoder_matches_the_reference_bit_for_bit(x in prop::array::uniform8(coord())) {
+            let fast = e8_nearest(&x).map(f32::to_bits);
+            let reference =
+                e8_nearest_in_range(&x, f32::NEG_INFINITY, f32::INFINITY).map(f32::to_bits);
+            prop_assert_eq!(fast, reference);
+        }
+    }
 }

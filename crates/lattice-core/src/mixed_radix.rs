@@ -12,6 +12,7 @@ use crate::error::Error;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MixedRadix {
     radices: Vec<u64>,
+    divisors: Vec<Divisor>,
     bits: u32,
 }
 
@@ -43,6 +44,7 @@ impl MixedRadix {
         let bits = bit_length(&max);
         Ok(Self {
             radices: radices.to_vec(),
+            divisors: radices.iter().map(|&r| Divisor::new(r)).collect(),
             bits,
         })
     }
@@ -105,8 +107,8 @@ impl MixedRadix {
         assert_eq!(scratch.len(), self.limbs(), "scratch length");
         scratch.copy_from_slice(limbs);
         let mut used = significant_limbs(scratch);
-        for (d, &r) in digits.iter_mut().zip(&self.radices) {
-            *d = div_rem_prefix(scratch, used, r);
+        for (d, divisor) in digits.iter_mut().zip(&self.divisors) {
+            *d = div_rem_prefix(scratch, used, divisor);
             used = significant_limbs(&scratch[..used]);
         }
         // Whatever is left after dividing by every radix was ≥ ∏ rᵢ.
@@ -152,14 +154,67 @@ fn mul_add_prefix(value: &mut [u64], used: usize, r: u64, add: u64) -> usize {
 }
 
 /// Divides `value[..used]` by `r` in place and returns the remainder.
-fn div_rem_prefix(value: &mut [u64], used: usize, r: u64) -> u64 {
-    let mut rem = 0u128;
-    for limb in value[..used].iter_mut().rev() {
-        let cur = (rem << 64) | u128::from(*limb);
-        *limb = (cur / u128::from(r)) as u64;
-        rem = cur % u128::from(r);
+/// A radix with its precomputed reciprocal, so that dividing a limb costs two
+/// multiplications instead of a 128-by-64-bit division (Möller & Granlund, "Improved
+/// division by invariant integers", IEEE Trans. Computers 60(2), 2011, Algorithm 4).
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Divisor {
+    /// The radix shifted left until its top bit is set.
+    normalized: u64,
+    /// How far it was shifted.
+    shift: u32,
+    /// ⌊(2^128 − 1) / normalized⌋ − 2^64.
+    reciprocal: u64,
+}
+
+impl Divisor {
+    fn new(radix: u64) -> Self {
+        let shift = radix.leading_zeros();
+        let normalized = radix << shift;
+        let reciprocal = (u128::MAX / u128::from(normalized) - (1u128 << 64)) as u64;
+        Self {
+            normalized,
+            shift,
+            reciprocal,
+        }
     }
-    rem as u64
+
+    /// Quotient and remainder of the two-limb number (`hi`, `lo`) by the normalized radix,
+    /// for `hi` below it.
+    #[inline]
+    fn div_2by1(&self, hi: u64, lo: u64) -> (u64, u64) {
+        let d = self.normalized;
+        let product = u128::from(self.reciprocal) * u128::from(hi);
+        let sum = product.wrapping_add((u128::from(hi) << 64) | u128::from(lo));
+        let mut q = ((sum >> 64) as u64).wrapping_add(1);
+        let mut r = lo.wrapping_sub(q.wrapping_mul(d));
+        if r > sum as u64 {
+            q = q.wrapping_sub(1);
+            r = r.wrapping_add(d);
+        }
+        if r >= d {
+            q += 1;
+            r -= d;
+        }
+        (q, r)
+    }
+}
+
+/// Divides the `used` low limbs of `value` by the radix in place and returns the remainder.
+/// The dividend is taken shifted left by the divisor's normalisation, which leaves the
+/// quotient unchanged and scales the remainder, shifted back at the end.
+fn div_rem_prefix(value: &mut [u64], used: usize, divisor: &Divisor) -> u64 {
+    let s = divisor.shift;
+    // The shifted bits of limb i, and the bits limb i − 1 carries into it.
+    let shifted = |limb: u64| if s == 0 { 0 } else { limb >> (64 - s) };
+    let mut rem = used.checked_sub(1).map_or(0, |top| shifted(value[top]));
+    for i in (0..used).rev() {
+        let below = if i == 0 { 0 } else { shifted(value[i - 1]) };
+        let (q, r) = divisor.div_2by1(rem, (value[i] << s) | below);
+        value[i] = q;
+        rem = r;
+    }
+    rem >> s
 }
 
 fn significant_limbs(value: &[u64]) -> usize {
@@ -197,6 +252,39 @@ mod tests {
         assert_eq!(MixedRadix::new(&[5, 5, 5]).unwrap().bits(), 7); // 125 ≤ 128
         assert_eq!(MixedRadix::uniform(u64::MAX, 2).unwrap().bits(), 128);
         assert_eq!(MixedRadix::uniform(1 << 32, 3).unwrap().bits(), 96);
+    }
+
+    #[test]
+    fn reciprocal_division_matches_u128_division() {
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let mut radices = vec![1, 2, 3, 7, 10, 255, 1 << 32, (1 << 63) + 1, u64::MAX];
+        radices.extend((0..200).map(|i| next() >> (i % 64)).filter(|&r| r > 0));
+        for r in radices {
+            for _ in 0..50 {
+                let limbs = [next(), next(), next() >> (next() % 64)];
+                let mut value = limbs;
+                let rem = div_rem_prefix(&mut value, 3, &Divisor::new(r));
+                // Reference: schoolbook long division with u128.
+                let mut expect = limbs;
+                let mut want = 0u128;
+                for limb in expect.iter_mut().rev() {
+                    let cur = (want << 64) | u128::from(*limb);
+                    *limb = (cur / u128::from(r)) as u64;
+                    want = cur % u128::from(r);
+                }
+                assert_eq!(
+                    (value, rem),
+                    (expect, want as u64),
+                    "radix {r}, limbs {limbs:?}"
+                );
+            }
+        }
     }
 
     #[test]

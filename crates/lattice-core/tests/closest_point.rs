@@ -110,6 +110,45 @@ proptest! {
     }
 }
 
+/// The packing radius is half the shortest non-zero vector (found by the oracle's walk
+/// around the origin); the covering radius bounds every decoding distance and is attained
+/// at a known deep hole.
+fn check_radii<L: Lattice<N>, const N: usize>(deep_hole: [f32; N], half: bool) {
+    let nonzero = |p: &[f32; N]| p.iter().any(|&v| v != 0.0) && L::contains(&Point::from_f32(p));
+    let shortest = oracle_min(&[0.0; N], nonzero, half);
+    assert_eq!(
+        shortest,
+        L::PACKING_RADIUS2_X4 as f64,
+        "{} packing radius",
+        L::NAME
+    );
+    let hole = dist2(&deep_hole, &L::closest_point(&deep_hole));
+    assert_eq!(
+        4.0 * hole,
+        L::COVERING_RADIUS2_X4 as f64,
+        "{} covering radius",
+        L::NAME
+    );
+    let mut rng = 0x2545_f491_4f6c_dd1du64;
+    for _ in 0..10_000 {
+        let x: [f32; N] = std::array::from_fn(|_| {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            (rng >> 40) as f32 / (1u64 << 20) as f32 - 8.0
+        });
+        assert!(4.0 * dist2(&x, &L::closest_point(&x)) <= L::COVERING_RADIUS2_X4 as f64);
+    }
+}
+
+#[test]
+fn packing_and_covering_radii_are_right() {
+    check_radii::<Zn<4>, 4>([0.5; 4], false);
+    check_radii::<D4, 4>([1.0, 0.0, 0.0, 0.0], false);
+    check_radii::<D8, 8>([0.5; 8], false);
+    check_radii::<E8, 8>([1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0], true);
+}
+
 #[test]
 fn tie_rules_are_the_documented_ones() {
     // Ties to even per coordinate.

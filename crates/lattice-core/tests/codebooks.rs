@@ -268,6 +268,20 @@ proptest! {
     }
 
     #[test]
+    fn codeword_test_agrees_with_the_definition(x in prop::array::uniform8(-0.5f32..0.5), q in 2u32..300) {
+        // Inputs of norm around q·0.8 straddle the shell between the packing and covering
+        // balls of qE8, where the shortcuts do not apply.
+        let book = VoronoiCodebook::<E8, 8>::new(q).unwrap();
+        let lambda = E8::closest_point(&x.map(|v| v * q as f32));
+        let full = book.point_of_coordinates(&book.coset_coordinates(&lambda)) == lambda;
+        prop_assert_eq!(book.is_codeword(&lambda), full);
+        let d4 = VoronoiCodebook::<D4, 4>::new(q).unwrap();
+        let mu = D4::closest_point(&[x[0], x[1], x[2], x[3]].map(|v| v * 2.0 * q as f32));
+        let full = d4.point_of_coordinates(&d4.coset_coordinates(&mu)) == mu;
+        prop_assert_eq!(d4.is_codeword(&mu), full);
+    }
+
+    #[test]
     fn random_indices_decode_or_error(index in any::<u128>(), q in 1u32..50) {
         let book = E8Box::new(q).unwrap();
         match book.point_at(index) {

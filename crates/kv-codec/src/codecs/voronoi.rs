@@ -23,7 +23,7 @@
 use std::sync::Arc;
 
 use hadamard::Fwht;
-use lattice_core::{Codebook, E8, Lattice, MixedRadix, VoronoiCodebook};
+use lattice_core::{E8, Lattice, MixedRadix, VoronoiCodebook};
 
 use crate::bits::{BitReader, BitWriter};
 use crate::codec::{VectorCodec, safe_prescale, sum_of_squares};
@@ -66,7 +66,7 @@ fn fill(q: u32, scales: u32) -> f32 {
     let (base, slope) = match scales {
         1 => (0.22, 0.02),
         2 => (0.28, 0.02),
-        3 => (0.32, 0.02),
+        3 => (0.32, 0.015),
         _ => (0.34, 0.015),
     };
     let octaves_above_8 = (q as f32).log2() - 3.0;
@@ -76,8 +76,14 @@ fn fill(q: u32, scales: u32) -> f32 {
     } else {
         octaves_above_8.max(0.0)
     };
-    base - slope * from
+    // Above q ≈ 128 the best fill with four choices stops falling (0.28 on Gaussian data;
+    // real K/V still gain up to 0.285), while a little more fill overloads sharply.
+    let floor = if scales >= 4 { 0.28 } else { 0.0 };
+    (base - slope * from).max(floor)
 }
+
+/// Most scale choices per block the spec allows.
+const MAX_SCALES: usize = 4;
 
 /// Bisection steps when pulling an overloaded block back into the cell.
 const CLIP_BISECTIONS: u32 = 8;
@@ -166,57 +172,106 @@ impl VoronoiCodec {
         self.d / 8
     }
 
-    /// Chooses the scale multiplier and the coset index of one block of `y / σ`: the choice
-    /// with the least squared error, where an overloaded block (its nearest E8 point outside
-    /// the cell of qE8) is first pulled towards the origin until its nearest point is a
-    /// codebook point, so that overload costs a clipping error, not a wrap-around.
-    fn encode_block(&self, z: &[f32; 8]) -> (u32, u128) {
-        let mut best = (0u32, 0u128, f32::INFINITY);
-        for (j, &alpha) in self.alphas.iter().enumerate() {
-            let (index, point) = self.clip_to_cell(&z.map(|v| v / alpha));
+    /// Chooses the scale multiplier and the coset (as basis coordinates mod q) of one block
+    /// of `y / σ`: the choice with the least squared error (the first on ties), where an
+    /// overloaded block (its nearest E8 point outside the cell of qE8) is first pulled
+    /// towards the origin until its nearest point is a codebook point, so that overload
+    /// costs a clipping error, not a wrap-around.
+    ///
+    /// Clipping costs up to [`CLIP_BISECTIONS`] more decodes, so an overloaded choice is
+    /// clipped only if a lower bound on its error does not already lose: the clipped point
+    /// is an E8 point inside the covering ball of radius q, so its error is at least the
+    /// unclipped nearest point's and at least the distance to that ball. The result is the
+    /// same as clipping every choice.
+    fn encode_block(&self, z: &[f32; 8]) -> (u32, [u32; 8]) {
+        let error = |alpha: f32, point: &[f32; 8]| {
             let mut err = 0f32;
             for i in 0..8 {
                 let e = z[i] - alpha * point[i];
                 err += e * e;
             }
-            if err < best.2 {
-                best = (j as u32, index, err);
+            err
+        };
+        // (choice, point, error), keeping the first choice among equal errors.
+        let mut best = (u32::MAX, [0f32; 8], f32::INFINITY);
+        let offer = |best: &mut (u32, [f32; 8], f32), j: u32, point: [f32; 8], err: f32| {
+            if err < best.2 || (err == best.2 && j < best.0) {
+                *best = (j, point, err);
+            }
+        };
+        let mut overloaded = [(0f32, 0u32); MAX_SCALES];
+        let mut pending = 0;
+        for (j, &alpha) in self.alphas.iter().enumerate() {
+            let v = z.map(|x| x / alpha);
+            let lambda = E8::closest_point(&v);
+            let err = error(alpha, &lambda);
+            if self.book.is_codeword(&lambda) {
+                offer(&mut best, j as u32, lambda, err);
+            } else {
+                let beyond_ball = (sum_of_squares(&v).sqrt() - self.q as f32).max(0.0);
+                let bound = err.max(alpha * alpha * beyond_ball * beyond_ball);
+                overloaded[pending] = (bound, j as u32);
+                pending += 1;
             }
         }
-        (best.0, best.1)
+        let z_energy = sum_of_squares(z);
+        for &(bound, j) in &overloaded[..pending] {
+            // The margin covers f32 rounding in the bound and in the errors compared.
+            if bound * (1.0 - 1e-4) - 1e-6 * z_energy <= best.2 {
+                let alpha = self.alphas[j as usize];
+                let point = self.clip_into_cell(&z.map(|x| x / alpha));
+                offer(&mut best, j, point, error(alpha, &point));
+            }
+        }
+        (best.0, self.book.coset_coordinates(&best.1))
     }
 
-    /// The codebook point (and its index) for `v`: its nearest E8 point if that lies in the
-    /// cell of qE8; otherwise the nearest E8 point of `t·v` for the largest `t` on a grid of
-    /// 1/2^[`CLIP_BISECTIONS`] found by bisection whose nearest point lies in the cell (the
-    /// origin's always does), which keeps the clipping error small even at high rates.
-    fn clip_to_cell(&self, v: &[f32; 8]) -> (u128, [f32; 8]) {
-        let try_at = |t: f32| {
-            let lambda = E8::closest_point(&v.map(|x| x * t));
-            let index = self.book.coset_index(&lambda);
-            let point = self
-                .book
-                .point_at(index)
-                .expect("coset indices are below q^8");
-            (point == lambda, index, point)
-        };
-        let (inside, index, point) = try_at(1.0);
-        if inside {
-            return (index, point);
-        }
+    /// The codebook point for an overloaded `v` (its nearest E8 point is not a codeword):
+    /// the nearest E8 point of `t·v` for the largest `t` on a grid of 1/2^[`CLIP_BISECTIONS`]
+    /// found by bisection whose nearest point is a codeword (the origin always is), which
+    /// keeps the clipping error small even at high rates.
+    fn clip_into_cell(&self, v: &[f32; 8]) -> [f32; 8] {
         let (mut lo, mut hi) = (0.0f32, 1.0f32);
-        let mut found = try_at(0.0);
+        let mut found = [0f32; 8];
         for _ in 0..CLIP_BISECTIONS {
             let mid = 0.5 * (lo + hi);
-            let attempt = try_at(mid);
-            if attempt.0 {
+            let lambda = E8::closest_point(&v.map(|x| x * mid));
+            if self.book.is_codeword(&lambda) {
                 lo = mid;
-                found = attempt;
+                found = lambda;
             } else {
                 hi = mid;
             }
         }
-        (found.1, found.2)
+        found
+    }
+
+    /// The coset coordinates as one mixed-radix digit Σ cᵢ·q^i (joint packing: q^8 < 2^64).
+    fn joint_digit(&self, c: &[u32; 8]) -> u64 {
+        c.iter()
+            .rev()
+            .fold(0u64, |digit, &ci| digit * u64::from(self.q) + u64::from(ci))
+    }
+
+    /// Inverse of [`VoronoiCodec::joint_digit`] for a digit below q^8 (so q < 256).
+    ///
+    /// One 64-bit division splits the digit into two halves below q^4 < 2^32; each half is
+    /// then divided by q with a multiplication by ⌈2^64/q⌉, exact for 32-bit dividends
+    /// (Lemire, Kaser & Kurz, "Faster remainder by direct computation", 2019), because the
+    /// hardware divisions were most of the decoder's time.
+    fn coordinates_of_digit(&self, digit: u64) -> [u32; 8] {
+        let q = u64::from(self.q);
+        let q4 = q * q * q * q;
+        let magic = u64::MAX / q + 1;
+        let mut c = [0u32; 8];
+        for (half, mut x) in [digit % q4, digit / q4].into_iter().enumerate() {
+            for ci in &mut c[4 * half..4 * half + 4] {
+                let quotient = ((u128::from(magic) * u128::from(x)) >> 64) as u64;
+                *ci = (x - quotient * q) as u32;
+                x = quotient;
+            }
+        }
+        c
     }
 }
 
@@ -265,19 +320,21 @@ impl VectorCodec for VoronoiCodec {
             } else {
                 [0.0; 8]
             };
-            let (choice, index) = self.encode_block(&z);
-            // Only joint packing reads `fields`; it requires q ≤ 256, so indices fit a u64.
-            fields[2 * b] = u64::from(choice);
-            fields[2 * b + 1] = index as u64;
-            if let Packing::Raw {
-                choice_bits,
-                index_bits,
-            } = self.packing
-            {
-                w.write(u64::from(choice), choice_bits);
-                w.write(index as u64, index_bits.min(64));
-                if index_bits > 64 {
-                    w.write((index >> 64) as u64, index_bits - 64);
+            let (choice, coords) = self.encode_block(&z);
+            match self.packing {
+                // Coordinate i fills bits i·log2 q … of the block index.
+                Packing::Raw {
+                    choice_bits,
+                    index_bits,
+                } => {
+                    w.write(u64::from(choice), choice_bits);
+                    for ci in coords {
+                        w.write(u64::from(ci), index_bits / 8);
+                    }
+                }
+                Packing::Joint(_) => {
+                    fields[2 * b] = u64::from(choice);
+                    fields[2 * b + 1] = self.joint_digit(&coords);
                 }
             }
         }
@@ -347,18 +404,27 @@ impl VoronoiCodec {
         };
         let sigma = sigma * k;
         let blocks = self.blocks();
-        let mut fields = [(0usize, 0u128); MAX_BLOCKS];
+        // Every field read is in range: raw digits have log2 q bits, and the mixed-radix
+        // decoder rejects digits at or above their radix.
+        let place = |block: &mut [f32], choice: usize, coords: &[u32; 8]| {
+            let point = self.book.point_of_coordinates(coords);
+            let s = sigma * self.alphas[choice];
+            for i in 0..8 {
+                block[i] = s * point[i];
+            }
+        };
         match &self.packing {
             Packing::Raw {
                 choice_bits,
                 index_bits,
             } => {
-                for f in &mut fields[..blocks] {
-                    f.0 = r.read(*choice_bits).map_err(|_| "truncated")? as usize;
-                    f.1 = u128::from(r.read((*index_bits).min(64)).map_err(|_| "truncated")?);
-                    if *index_bits > 64 {
-                        f.1 |= u128::from(r.read(index_bits - 64).map_err(|_| "truncated")?) << 64;
+                for block in y.chunks_exact_mut(8) {
+                    let choice = r.read(*choice_bits).map_err(|_| "truncated")? as usize;
+                    let mut coords = [0u32; 8];
+                    for ci in &mut coords {
+                        *ci = r.read(index_bits / 8).map_err(|_| "truncated")? as u32;
                     }
+                    place(block, choice, &coords);
                 }
             }
             Packing::Joint(m) => {
@@ -366,22 +432,13 @@ impl VoronoiCodec {
                 let mut spare = [0u64; MAX_LIMBS];
                 let mut digits = [0u64; 2 * MAX_BLOCKS];
                 let limbs = &mut limbs[..m.limbs()];
+                let digits = &mut digits[..2 * blocks];
                 r.read_limbs(limbs, m.bits()).map_err(|_| "truncated")?;
-                m.decode(limbs, &mut digits[..2 * blocks], &mut spare[..m.limbs()])
+                m.decode(limbs, digits, &mut spare[..m.limbs()])
                     .map_err(|_| "joint index out of range")?;
-                for (f, pair) in fields.iter_mut().zip(digits.chunks_exact(2)) {
-                    *f = (pair[0] as usize, u128::from(pair[1]));
+                for (block, pair) in y.chunks_exact_mut(8).zip(digits.chunks_exact(2)) {
+                    place(block, pair[0] as usize, &self.coordinates_of_digit(pair[1]));
                 }
-            }
-        }
-        for (block, &(choice, index)) in y.chunks_exact_mut(8).zip(&fields[..blocks]) {
-            let point = self
-                .book
-                .point_at(index)
-                .map_err(|_| "block index out of range")?;
-            let s = sigma * self.alphas[choice];
-            for i in 0..8 {
-                block[i] = s * point[i];
             }
         }
         Ok(k)
@@ -390,15 +447,17 @@ impl VoronoiCodec {
 
 /// The default codec for a target rate: among E8 Voronoi specs with k ∈ {2, 3, 4} scale
 /// choices whose bits per vector fit `bits_per_value · head_dim`, the one with the highest
-/// predicted SNR `6.02 · bpv − gap(k)`, with the gaps measured on Gaussian data at d = 128.
+/// predicted SNR `6.02 · bpv − gap(k, q)`, with the gaps measured on Gaussian data at
+/// d = 128.
 ///
 /// # Errors
 /// [`Error::RateUnreachable`] below the smallest code (q = 2), [`Error::UnsupportedHeadDim`].
 pub fn default_for_rate(bits_per_value: f64, head_dim: usize) -> Result<CodecSpec, Error> {
     let budget = (bits_per_value * head_dim as f64 + 1e-9).floor() as u32;
     let mut best: Option<(f64, CodecSpec)> = None;
-    for (scales, gap_db) in GAUSSIAN_GAP_DB {
+    for (scales, gap_at_16, growth) in GAUSSIAN_GAP_DB {
         for q in 2..=MAX_MIXED_Q {
+            let gap_db = gap_at_16 + growth * (f64::from(q).log2() - 4.0).max(0.0);
             let spec = CodecSpec::Voronoi { q, scales };
             let codec = match VoronoiCodec::new(spec, head_dim, 0) {
                 Ok(codec) => codec,
@@ -419,6 +478,9 @@ pub fn default_for_rate(bits_per_value: f64, head_dim: usize) -> Result<CodecSpe
     })
 }
 
-/// Mean gap to the Shannon bound (dB) per number of scale choices, measured on iid Gaussian
-/// vectors at d = 128 over q = 4…32 (see `tests/codecs.rs` for the checked bounds).
-const GAUSSIAN_GAP_DB: [(u32, f64); 3] = [(2, 2.6), (3, 2.5), (4, 2.4)];
+/// Gap to the Shannon bound (dB) per number of scale choices: (choices, gap up to q = 16,
+/// growth per doubling of q above 16), fitted to iid Gaussian vectors at d = 128 over
+/// q = 4…256 (see `tests/codecs.rs` for the checked bounds). Fewer choices cover less of the
+/// Gaussian's range, and overload weighs more as the granular error shrinks, so their gap
+/// grows faster with the rate.
+const GAUSSIAN_GAP_DB: [(u32, f64, f64); 3] = [(2, 2.5, 0.55), (3, 2.4, 0.2), (4, 2.3, 0.08)];
