@@ -5,7 +5,9 @@
 
 use std::ops::Range;
 
-use kv_codec::cache::{CacheConfig, CachePlan, Kivi, Kv, KvCache, LayerPolicy, Storage};
+use kv_codec::cache::{
+    CacheConfig, CachePlan, FILE_MAGIC, FILE_VERSION, Kivi, Kv, KvCache, LayerPolicy, Storage,
+};
 use kv_codec::format::Dtype;
 use kv_codec::{CodecConfig, CodecSpec, Error, Input, Output, Par, VectorCodec};
 use proptest::prelude::*;
@@ -466,6 +468,22 @@ fn save_and_load_round_trip() {
     let cache = small_cache();
     let mut file = Vec::new();
     cache.save(&mut file).unwrap();
+    // The layout of FORMAT.md: a 64-byte header, then per layer a 96-byte header and the
+    // pages and windows of both streams.
+    assert_eq!(file[..4], FILE_MAGIC);
+    assert_eq!(u16::from_le_bytes([file[4], file[5]]), FILE_VERSION);
+    let page = |s: &str| {
+        CodecConfig::new(spec(s), 16)
+            .build()
+            .unwrap()
+            .encoded_len(4)
+    };
+    // Layer 0: three pages of 4 tokens (the last one partial). Layer 1 (KIVI, b = 2,
+    // G = 4): two flushed pages of one key group (16 · 32 + 4 · 16 · 2 bits) and four
+    // value vectors (4 · (32 + 4 · 2) bits each), and a window of 3 f16 keys and values.
+    let layer0 = 2 * 3 * (page("voronoi-e8-q6-s3") + page("int4"));
+    let layer1 = 2 * (2 * (80 + 80) + 2 * 3 * 16 * 2);
+    assert_eq!(file.len(), 64 + 96 + layer0 + 96 + layer1);
     let loaded = KvCache::load(&mut file.as_slice()).unwrap();
     assert_eq!(loaded.config(), cache.config());
     assert_eq!(loaded.bytes_held(), cache.bytes_held());
@@ -573,7 +591,7 @@ fn every_corrupted_or_truncated_file_is_refused() {
         Err(Error::BadMagic)
     ));
     let mut newer = file;
-    newer[4] = 2;
+    newer[4..6].copy_from_slice(&(FILE_VERSION + 1).to_le_bytes());
     assert!(matches!(
         KvCache::load(&mut newer.as_slice()),
         Err(Error::UnsupportedVersion { version: 2, .. })

@@ -63,6 +63,7 @@ use std::io::{Read, Write};
 use std::ops::Range;
 use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
+pub use file::{MAGIC as FILE_MAGIC, VERSION as FILE_VERSION};
 pub use kivi::Kivi;
 pub use plan::{CachePlan, LayerPlan};
 
@@ -362,8 +363,13 @@ impl KvCache {
 
     /// Payload bytes of every layer ([`KvCache::layer_bytes_held`]).
     pub fn bytes_held(&self) -> usize {
-        (0..self.layers.len())
-            .map(|l| self.layer_bytes_held(l).unwrap_or(0))
+        self.layers
+            .iter()
+            .map(|l| {
+                l.read()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .bytes_held()
+            })
             .sum()
     }
 

@@ -176,8 +176,8 @@ impl<C: VectorCoder> PageFormat for Packed<C> {
         let bits = self.0.bits();
         for (i, o) in out.chunks_exact_mut(self.0.head_dim()).enumerate() {
             let at = (slot + i) * bits;
-            // Byte-aligned vectors are decoded in place; others are shifted out first.
-            let bytes = if at.is_multiple_of(8) && bits.is_multiple_of(8) {
+            // Whole-byte vectors are decoded in place; others are shifted out first.
+            let bytes = if bits.is_multiple_of(8) {
                 &page[at / 8..(at + bits) / 8]
             } else {
                 extract_bits(page, at, bits, &mut scratch.bytes);
