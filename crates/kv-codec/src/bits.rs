@@ -169,6 +169,72 @@ impl<'a> BitReader<'a> {
     }
 }
 
+/// Copies `bits` bits starting at bit `from` of `src` to the start of `dst`, a byte at a
+/// time (the fast path for reading one vector out of a page); the bits of `dst`'s last
+/// used byte beyond `bits` are cleared, and `dst` past it is left alone.
+///
+/// # Panics
+/// If `src` holds fewer than `from + bits` bits or `dst` fewer than `bits`.
+pub fn extract_bits(src: &[u8], from: usize, bits: usize, dst: &mut [u8]) {
+    let n = bits.div_ceil(8);
+    if n == 0 {
+        return;
+    }
+    let first = from / 8;
+    let shift = from % 8;
+    let dst = &mut dst[..n];
+    if shift == 0 {
+        dst.copy_from_slice(&src[first..first + n]);
+    } else {
+        // Every output byte but the last straddles two input bytes that both exist.
+        for (i, o) in dst[..n - 1].iter_mut().enumerate() {
+            *o = (src[first + i] >> shift) | (src[first + i + 1] << (8 - shift));
+        }
+        let hi = src.get(first + n).map_or(0, |b| b << (8 - shift));
+        dst[n - 1] = (src[first + n - 1] >> shift) | hi;
+    }
+    if !bits.is_multiple_of(8) {
+        dst[n - 1] &= (1u8 << (bits % 8)) - 1;
+    }
+}
+
+/// ORs the first `bits` bits of `src` into `dst` from bit `at` on: appending a vector to a
+/// page whose bits from `at` on are still zero. Bits of `src` beyond `bits` are ignored.
+///
+/// # Panics
+/// If `dst` holds fewer than `at + bits` bits or `src` fewer than `bits`.
+pub fn or_bits(dst: &mut [u8], at: usize, src: &[u8], bits: usize) {
+    let n = bits.div_ceil(8);
+    let first = at / 8;
+    let shift = at % 8;
+    for (i, &byte) in src[..n].iter().enumerate() {
+        let b = if i == n - 1 && !bits.is_multiple_of(8) {
+            byte & ((1u8 << (bits % 8)) - 1)
+        } else {
+            byte
+        };
+        dst[first + i] |= b << shift;
+        // The high part is zero when the bits end inside this byte, which may be the last.
+        if shift != 0 && b >> (8 - shift) != 0 {
+            dst[first + i + 1] |= b >> (8 - shift);
+        }
+    }
+}
+
+/// Clears every bit of `dst` from bit `from` on (truncating a page).
+///
+/// # Panics
+/// If `from` is beyond the end of `dst`.
+pub fn clear_bits_from(dst: &mut [u8], from: usize) {
+    let byte = from / 8;
+    if !from.is_multiple_of(8) {
+        dst[byte] &= (1u8 << (from % 8)) - 1;
+        dst[byte + 1..].fill(0);
+    } else {
+        dst[byte..].fill(0);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -195,6 +261,44 @@ mod tests {
             assert_eq!(r.read(b).unwrap(), v);
         }
         assert!(matches!(r.read(8), Err(Error::Truncated { .. })));
+    }
+
+    #[test]
+    fn bulk_bit_copies_agree_with_the_reader_and_writer() {
+        // A pseudo-random source, fields of every offset and width up to 70 bits.
+        let src: Vec<u8> = (0u32..24)
+            .map(|i| (i.wrapping_mul(0x9e) ^ 0x5a) as u8)
+            .collect();
+        for from in 0..40 {
+            for bits in 0..=70 {
+                let mut fast = [0xffu8; 10];
+                extract_bits(&src, from, bits, &mut fast);
+                let mut slow = [0u8; 10];
+                let mut r = BitReader::new(&src);
+                r.read(from as u32).unwrap();
+                r.read_bits_into(&mut slow[..bits.div_ceil(8)], bits)
+                    .unwrap();
+                assert_eq!(fast[..bits.div_ceil(8)], slow[..bits.div_ceil(8)]);
+
+                // Writing the field back at another offset gives what a writer gives.
+                let at = (from * 7) % 23;
+                let mut page = vec![0u8; (at + bits).div_ceil(8)];
+                or_bits(&mut page, at, &fast, bits);
+                let mut expected = vec![0u8; page.len()];
+                let mut w = BitWriter::new(&mut expected);
+                w.write(0, at.min(64) as u32);
+                w.write_bits_of(&slow, bits);
+                assert_eq!(page, expected, "from {from} bits {bits}");
+
+                clear_bits_from(&mut page, at);
+                assert!(page.iter().all(|&b| b == 0));
+            }
+        }
+        let mut b = [0xffu8; 3];
+        clear_bits_from(&mut b, 11);
+        assert_eq!(b, [0xff, 0x07, 0]);
+        clear_bits_from(&mut b, 24);
+        assert_eq!(b, [0xff, 0x07, 0]);
     }
 
     #[test]

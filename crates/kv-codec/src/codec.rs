@@ -3,11 +3,13 @@
 
 use core::fmt;
 
+use hadamard::Fwht;
 use half::{bf16, f16};
 use rayon::prelude::*;
 
 use crate::bits::{BitReader, BitWriter};
 use crate::error::Error;
+use crate::format::Dtype;
 use crate::spec::CodecSpec;
 
 /// A batch of vectors, back to back, in one of the dtypes engines hold K/V in.
@@ -22,7 +24,16 @@ pub enum Input<'a> {
 }
 
 impl Input<'_> {
-    fn len(&self) -> usize {
+    /// The dtype of the values.
+    pub fn dtype(&self) -> Dtype {
+        match self {
+            Self::F32(_) => Dtype::F32,
+            Self::F16(_) => Dtype::F16,
+            Self::Bf16(_) => Dtype::Bf16,
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
         match self {
             Self::F32(v) => v.len(),
             Self::F16(v) => v.len(),
@@ -31,7 +42,7 @@ impl Input<'_> {
     }
 
     /// Copies vector `i` (of `d` values) into `out` as f32.
-    fn load(&self, i: usize, d: usize, out: &mut [f32]) {
+    pub(crate) fn load(&self, i: usize, d: usize, out: &mut [f32]) {
         let r = i * d..(i + 1) * d;
         match self {
             Self::F32(v) => out.copy_from_slice(&v[r]),
@@ -53,11 +64,27 @@ pub enum Output<'a> {
 }
 
 impl Output<'_> {
-    fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         match self {
             Self::F32(v) => v.len(),
             Self::F16(v) => v.len(),
             Self::Bf16(v) => v.len(),
+        }
+    }
+
+    /// Writes `y` at value offset `at`, rounding to the output's dtype.
+    pub(crate) fn store(&mut self, at: usize, y: &[f32]) {
+        let r = at..at + y.len();
+        match self {
+            Self::F32(v) => v[r].copy_from_slice(y),
+            Self::F16(v) => v[r]
+                .iter_mut()
+                .zip(y)
+                .for_each(|(o, &x)| *o = f16::from_f32(x)),
+            Self::Bf16(v) => v[r]
+                .iter_mut()
+                .zip(y)
+                .for_each(|(o, &x)| *o = bf16::from_f32(x)),
         }
     }
 }
@@ -128,6 +155,38 @@ pub trait VectorCodec: Send + Sync + fmt::Debug {
         out: &mut [f32],
         scratch: &mut [f32],
     ) -> Result<(), &'static str>;
+
+    /// The orthonormal rotation `R` the codec applies before quantising, or `None` when it
+    /// quantises the values as given (the identity).
+    ///
+    /// Attention on compressed vectors uses it: `q·x̂ = (R·q)·(R·x̂)`, so a query rotated
+    /// once can be dotted with [`VectorCodec::decode_rotated`] outputs, and a weighted sum
+    /// of those is rotated back once with `R`'s inverse (`Fwht::inverse`).
+    fn rotation(&self) -> Option<&Fwht> {
+        None
+    }
+
+    /// Decodes one vector into the rotated domain: `R·x̂`, where `x̂` is what
+    /// [`VectorCodec::decode_vector`] returns and `R` is [`VectorCodec::rotation`] (the
+    /// identity when `None`), equal up to f32 rounding and saturated at ±`f32::MAX`.
+    ///
+    /// The default decodes and rotates forward again; codecs that rotate override it to
+    /// skip both transforms.
+    ///
+    /// # Errors
+    /// As [`VectorCodec::decode_vector`].
+    fn decode_rotated(
+        &self,
+        bytes: &[u8],
+        out: &mut [f32],
+        scratch: &mut [f32],
+    ) -> Result<(), &'static str> {
+        self.decode_vector(bytes, out, scratch)?;
+        if let Some(rotation) = self.rotation() {
+            rotation.forward_inplace(out);
+        }
+        Ok(())
+    }
 
     /// Encodes a batch (`input.len()` a multiple of `head_dim`) into `out`
     /// ([`VectorCodec::encoded_len`] bytes), in parallel.

@@ -57,6 +57,67 @@ pub enum Error {
         head_dim: usize,
     },
 
+    /// A cache layer index past the last layer.
+    #[error("layer {layer} does not exist (the cache has {layers} layers)")]
+    LayerOutOfRange {
+        /// The layer asked for.
+        layer: usize,
+        /// Layers in the cache.
+        layers: usize,
+    },
+    /// A token range a cache layer does not hold: beyond its length, or evicted by the
+    /// sliding window or a page-range load.
+    #[error("tokens {start}..{end} are not held (the layer holds {held_start}..{held_end})")]
+    TokensNotHeld {
+        /// First token asked for.
+        start: usize,
+        /// One past the last token asked for.
+        end: usize,
+        /// First token the layer holds.
+        held_start: usize,
+        /// One past the last token the layer holds (its length).
+        held_end: usize,
+    },
+    /// The query heads are not a positive multiple of the cache's KV heads (GQA).
+    #[error("{q_heads} query heads are not a positive multiple of {kv_heads} KV heads")]
+    HeadsMismatch {
+        /// Query heads given.
+        q_heads: usize,
+        /// KV heads of the cache.
+        kv_heads: usize,
+    },
+    /// Values of one dtype where the cache was configured for another.
+    #[error("{what} are {actual:?}, the cache holds {expected:?}")]
+    DtypeMismatch {
+        /// Which tensor.
+        what: &'static str,
+        /// The cache's dtype.
+        expected: crate::format::Dtype,
+        /// The dtype given.
+        actual: crate::format::Dtype,
+    },
+    /// A cache layer's configuration is invalid (for example a codec that does not support
+    /// the cache's head_dim).
+    #[error("layer {layer}: {source}")]
+    InvalidLayer {
+        /// The layer.
+        layer: usize,
+        /// What is wrong with it.
+        #[source]
+        source: Box<Error>,
+    },
+    /// A cache plan names a different number of layers than the model has.
+    #[error("the plan has {actual} layers, the cache needs {expected}")]
+    PlanLayers {
+        /// Layers the cache needs.
+        expected: usize,
+        /// Layers in the plan.
+        actual: usize,
+    },
+    /// A cache plan is not valid JSON of the plan schema (or a spec in it does not parse).
+    #[error("invalid cache plan: {0}")]
+    PlanJson(#[from] serde_json::Error),
+
     // --- bad data ---
     /// The data ends before the structure it should hold.
     #[error("data truncated: {needed} bytes needed, {available} available")]
@@ -97,6 +158,12 @@ pub enum Error {
         /// What is wrong.
         reason: &'static str,
     },
+
+    // --- I/O ---
+    /// Reading or writing a cache file failed (a file that ends early is
+    /// [`Error::Truncated`] instead).
+    #[error("I/O error: {0}")]
+    Io(#[from] std::io::Error),
 
     // --- from the leaf crates ---
     /// A lattice-core error (codebook parameters).

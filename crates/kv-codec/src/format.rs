@@ -43,7 +43,8 @@ pub enum Dtype {
 }
 
 impl Dtype {
-    fn code(self) -> u8 {
+    /// The one-byte code of the stream and cache-file headers.
+    pub(crate) fn code(self) -> u8 {
         match self {
             Self::F32 => 0,
             Self::F16 => 1,
@@ -51,7 +52,8 @@ impl Dtype {
         }
     }
 
-    fn from_code(code: u8) -> Option<Self> {
+    /// The dtype of a header code, if it names one.
+    pub(crate) fn from_code(code: u8) -> Option<Self> {
         [Self::F32, Self::F16, Self::Bf16]
             .into_iter()
             .find(|d| d.code() == code)
@@ -69,20 +71,34 @@ pub struct Header {
     pub vectors: u64,
 }
 
-/// CRC-32 (IEEE 802.3, reflected, polynomial 0xEDB88320), bitwise: headers and test
-/// streams are small, and the table-free form is obviously correct.
-fn crc32_update(mut crc: u32, bytes: &[u8]) -> u32 {
-    for &b in bytes {
-        crc ^= u32::from(b);
-        for _ in 0..8 {
+/// The byte table of CRC-32 (IEEE 802.3, reflected, polynomial 0xEDB88320): entry `b` is
+/// eight bitwise steps of the register `b`, computed at compile time.
+const CRC_TABLE: [u32; 256] = {
+    let mut table = [0u32; 256];
+    let mut b = 0;
+    while b < 256 {
+        let mut crc = b as u32;
+        let mut bit = 0;
+        while bit < 8 {
             crc = if crc & 1 == 1 {
                 (crc >> 1) ^ 0xEDB8_8320
             } else {
                 crc >> 1
             };
+            bit += 1;
         }
+        table[b] = crc;
+        b += 1;
     }
-    crc
+    table
+};
+
+/// Feeds `bytes` into a CRC-32 register (start from `!0`, finish with `!`), a byte at a
+/// time through [`CRC_TABLE`]: cache files hold megabytes, where the bitwise form is slow.
+pub(crate) fn crc32_update(crc: u32, bytes: &[u8]) -> u32 {
+    bytes.iter().fold(crc, |crc, &b| {
+        (crc >> 8) ^ CRC_TABLE[((crc ^ u32::from(b)) & 0xff) as usize]
+    })
 }
 
 fn crc32(header: &[u8], payload: &[u8]) -> u32 {
@@ -103,11 +119,7 @@ fn read_u64(b: &[u8], at: usize) -> u64 {
 /// As [`crate::VectorCodec::encode`], and codec construction errors.
 pub fn encode_stream(config: &CodecConfig, input: Input<'_>) -> Result<Vec<u8>, Error> {
     let codec = config.build()?;
-    let (len, dtype) = match input {
-        Input::F32(v) => (v.len(), Dtype::F32),
-        Input::F16(v) => (v.len(), Dtype::F16),
-        Input::Bf16(v) => (v.len(), Dtype::Bf16),
-    };
+    let (len, dtype) = (input.len(), input.dtype());
     let vectors = len / config.head_dim;
     let mut out = vec![0u8; HEADER_LEN + codec.encoded_len(vectors)];
     codec.encode(input, &mut out[HEADER_LEN..])?;

@@ -23,6 +23,13 @@
 //! # Ok::<(), kv_codec::Error>(())
 //! ```
 //!
+//! # The cache
+//! [`cache::KvCache`] is the paged KV cache an inference engine plugs in: per layer a codec
+//! (or an uncompressed dtype, or the KIVI baseline) for K and for V, pages that hold the
+//! codec's packed bytes, appends per prefill chunk or token, crop, a sliding window,
+//! gather to plain tensors, attention computed on the compressed pages, and a checksummed
+//! file format.
+//!
 //! # Determinism
 //! The bytes depend only on the input values and the [`CodecConfig`]: not on the batch
 //! split, the thread count or the CPU's SIMD tier. Rounding is ties-to-even throughout,
@@ -35,6 +42,7 @@
 #![deny(missing_docs)]
 
 pub mod bits;
+pub mod cache;
 pub mod codec;
 pub mod codecs;
 pub mod config;
@@ -43,6 +51,7 @@ pub mod format;
 pub mod scale;
 pub mod spec;
 
+pub use cache::{CacheConfig, CachePlan, Kivi, Kv, KvCache, LayerPolicy, Storage};
 pub use codec::{Input, Output, Par, VectorCodec, decode_batch, encode_batch};
 pub use config::{CodecConfig, DEFAULT_SEED};
 pub use error::Error;

@@ -25,6 +25,8 @@ use lattice_core::{Codebook, D4Box, E8Box, MixedRadix};
 
 use crate::bits::{BitReader, BitWriter};
 use crate::codec::{VectorCodec, norm};
+// Saturating rather than overflowing: a corrupt or escaped norm must not yield infinities.
+use crate::codecs::baselines::scale_saturating;
 use crate::error::Error;
 use crate::spec::{CodecSpec, CompatLattice};
 
@@ -241,6 +243,32 @@ impl VectorCodec for CompatCodec {
         scratch: &mut [f32],
     ) -> Result<(), &'static str> {
         let y = &mut scratch[..self.d];
+        let n = self.decode_unrotated(bytes, y)?;
+        self.fwht.inverse(y, out);
+        scale_saturating(out, n);
+        Ok(())
+    }
+
+    fn rotation(&self) -> Option<&Fwht> {
+        Some(&self.fwht)
+    }
+
+    fn decode_rotated(
+        &self,
+        bytes: &[u8],
+        out: &mut [f32],
+        _scratch: &mut [f32],
+    ) -> Result<(), &'static str> {
+        let n = self.decode_unrotated(bytes, out)?;
+        scale_saturating(out, n);
+        Ok(())
+    }
+}
+
+impl CompatCodec {
+    /// The rotated unit-vector reconstruction `s·λ` of one vector into `y` (`head_dim`
+    /// values), and the norm to multiply by after rotating back.
+    fn decode_unrotated(&self, bytes: &[u8], y: &mut [f32]) -> Result<f32, &'static str> {
         let mut r = BitReader::new(bytes);
         let n = norm_from_bits(r.read(16).map_err(|_| "truncated")? as u16)?;
         let qmax = f16::from_bits(r.read(16).map_err(|_| "truncated")? as u16).to_f32();
@@ -277,11 +305,6 @@ impl VectorCodec for CompatCodec {
         for v in y.iter_mut() {
             *v *= s;
         }
-        self.fwht.inverse(y, out);
-        // Saturate rather than overflow: a corrupt or escaped norm must not yield infinities.
-        for v in out.iter_mut() {
-            *v = (*v * n).clamp(-f32::MAX, f32::MAX);
-        }
-        Ok(())
+        Ok(n)
     }
 }

@@ -355,6 +355,43 @@ impl VectorCodec for VoronoiCodec {
         scratch: &mut [f32],
     ) -> Result<(), &'static str> {
         let y = &mut scratch[..self.d];
+        let k = self.decode_unrotated(bytes, y)?;
+        self.fwht.inverse(y, out);
+        unscale(out, k);
+        Ok(())
+    }
+
+    fn rotation(&self) -> Option<&Fwht> {
+        Some(&self.fwht)
+    }
+
+    fn decode_rotated(
+        &self,
+        bytes: &[u8],
+        out: &mut [f32],
+        _scratch: &mut [f32],
+    ) -> Result<(), &'static str> {
+        let k = self.decode_unrotated(bytes, out)?;
+        unscale(out, k);
+        Ok(())
+    }
+}
+
+/// Undoes the power-of-two scaling `k` of [`VoronoiCodec::decode_unrotated`], saturating at
+/// ±`f32::MAX` so that output is finite whenever the input was.
+fn unscale(out: &mut [f32], k: f32) {
+    if k != 1.0 {
+        for v in out.iter_mut() {
+            *v = (*v / k).clamp(-f32::MAX, f32::MAX);
+        }
+    }
+}
+
+impl VoronoiCodec {
+    /// The rotated-domain reconstruction `ŷ·k` of one vector into `y` (`head_dim` values),
+    /// and the exact power of two `k` it is scaled by (1 unless σ is huge), so that the
+    /// caller can rotate back before unscaling without overflow.
+    fn decode_unrotated(&self, bytes: &[u8], y: &mut [f32]) -> Result<f32, &'static str> {
         let mut r = BitReader::new(bytes);
         let code = r
             .read(scale::bits(SCALE_MANTISSA))
@@ -406,13 +443,7 @@ impl VectorCodec for VoronoiCodec {
                 }
             }
         }
-        self.fwht.inverse(y, out);
-        if k != 1.0 {
-            for v in out.iter_mut() {
-                *v = (*v / k).clamp(-f32::MAX, f32::MAX);
-            }
-        }
-        Ok(())
+        Ok(k)
     }
 }
 

@@ -256,11 +256,44 @@ impl VectorCodec for LlamaCppCodec {
         scratch: &mut [f32],
     ) -> Result<(), &'static str> {
         let y = &mut scratch[..self.d];
+        let e = self.decode_unrotated(bytes, y)?;
+        self.fwht.inverse(y, out);
+        unscale(out, e);
+        Ok(())
+    }
+
+    fn rotation(&self) -> Option<&Fwht> {
+        Some(&self.fwht)
+    }
+
+    fn decode_rotated(
+        &self,
+        bytes: &[u8],
+        out: &mut [f32],
+        _scratch: &mut [f32],
+    ) -> Result<(), &'static str> {
+        let e = self.decode_unrotated(bytes, out)?;
+        unscale(out, e);
+        Ok(())
+    }
+}
+
+/// Multiplies by `2^e`, saturating.
+fn unscale(out: &mut [f32], e: i32) {
+    for o in out.iter_mut() {
+        *o = saturate(ldexp(*o, e));
+    }
+}
+
+impl LlamaCppCodec {
+    /// The rotated blocks of one vector into `y` (`head_dim` values), divided by `2^e`, and
+    /// the exponent `e` (one power of two for the whole vector keeps the inverse
+    /// butterflies in range).
+    fn decode_unrotated(&self, bytes: &[u8], y: &mut [f32]) -> Result<i32, &'static str> {
         let bb = self.block_bytes();
         if bytes.len() < self.blocks() * bb {
             return Err("truncated");
         }
-        // One power of two for the whole vector keeps the inverse butterflies in range.
         let mut top = 0f32;
         for block in bytes.chunks_exact(bb).take(self.blocks()) {
             top = top.max(block_scale(block)?.abs());
@@ -270,10 +303,6 @@ impl VectorCodec for LlamaCppCodec {
             let step = ldexp(block_scale(block)?, -e);
             dequantize_block(self.bits, block, step, ys)?;
         }
-        self.fwht.inverse(y, out);
-        for o in out.iter_mut() {
-            *o = saturate(ldexp(*o, e));
-        }
-        Ok(())
+        Ok(e)
     }
 }

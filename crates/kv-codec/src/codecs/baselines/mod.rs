@@ -88,6 +88,13 @@ pub(crate) fn saturate(v: f32) -> f32 {
     v.clamp(-f32::MAX, f32::MAX)
 }
 
+/// Multiplies every value by `n`, saturating (see [`saturate`]).
+pub(crate) fn scale_saturating(out: &mut [f32], n: f32) {
+    for o in out.iter_mut() {
+        *o = saturate(*o * n);
+    }
+}
+
 /// Largest magnitude of a slice (0 for an empty or all-zero slice).
 pub(crate) fn absmax(x: &[f32]) -> f32 {
     x.iter().fold(0f32, |m, v| m.max(v.abs()))

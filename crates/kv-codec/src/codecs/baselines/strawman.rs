@@ -35,7 +35,7 @@ use hadamard::Fwht;
 use half::f16;
 
 use super::turboquant::unit_and_norm;
-use super::{absmax, f16x, saturate};
+use super::{absmax, f16x, scale_saturating};
 use crate::bits::{BitReader, BitWriter};
 use crate::codec::VectorCodec;
 use crate::error::Error;
@@ -127,6 +127,32 @@ impl VectorCodec for StrawmanCodec {
         scratch: &mut [f32],
     ) -> Result<(), &'static str> {
         let y = &mut scratch[..self.d];
+        let n = self.decode_unrotated(bytes, y)?;
+        self.fwht.inverse(y, out);
+        scale_saturating(out, n);
+        Ok(())
+    }
+
+    fn rotation(&self) -> Option<&Fwht> {
+        Some(&self.fwht)
+    }
+
+    fn decode_rotated(
+        &self,
+        bytes: &[u8],
+        out: &mut [f32],
+        _scratch: &mut [f32],
+    ) -> Result<(), &'static str> {
+        let n = self.decode_unrotated(bytes, out)?;
+        scale_saturating(out, n);
+        Ok(())
+    }
+}
+
+impl StrawmanCodec {
+    /// The rotated unit-vector levels of one vector into `y` (`head_dim` values), and the
+    /// norm to multiply by after rotating back.
+    fn decode_unrotated(&self, bytes: &[u8], y: &mut [f32]) -> Result<f32, &'static str> {
         let mut r = BitReader::new(bytes);
         let n = f16x::decode(r.read(16).map_err(|_| "truncated")? as u16)
             .ok_or("norm escape out of range")?;
@@ -143,10 +169,6 @@ impl VectorCodec for StrawmanCodec {
             }
             *v = (k - l) as f32 * step;
         }
-        self.fwht.inverse(y, out);
-        for o in out.iter_mut() {
-            *o = saturate(*o * n);
-        }
-        Ok(())
+        Ok(n)
     }
 }

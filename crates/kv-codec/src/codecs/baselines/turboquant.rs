@@ -27,7 +27,7 @@ use std::sync::Arc;
 
 use hadamard::Fwht;
 
-use super::{absmax, exponent_of, ldexp, lloyd_max, saturate};
+use super::{absmax, exponent_of, ldexp, lloyd_max, scale_saturating};
 use crate::bits::{BitReader, BitWriter};
 use crate::codec::{VectorCodec, sum_of_squares};
 use crate::error::Error;
@@ -146,6 +146,32 @@ impl VectorCodec for TurboQuantCodec {
         scratch: &mut [f32],
     ) -> Result<(), &'static str> {
         let y = &mut scratch[..self.d];
+        let n = self.decode_unrotated(bytes, y)?;
+        self.fwht.inverse(y, out);
+        scale_saturating(out, n);
+        Ok(())
+    }
+
+    fn rotation(&self) -> Option<&Fwht> {
+        Some(&self.fwht)
+    }
+
+    fn decode_rotated(
+        &self,
+        bytes: &[u8],
+        out: &mut [f32],
+        _scratch: &mut [f32],
+    ) -> Result<(), &'static str> {
+        let n = self.decode_unrotated(bytes, out)?;
+        scale_saturating(out, n);
+        Ok(())
+    }
+}
+
+impl TurboQuantCodec {
+    /// The rotated unit-vector levels of one vector into `y` (`head_dim` values), and the
+    /// norm to multiply by after rotating back.
+    fn decode_unrotated(&self, bytes: &[u8], y: &mut [f32]) -> Result<f32, &'static str> {
         let mut r = BitReader::new(bytes);
         let code = r.read(16).map_err(|_| "truncated")? as u16;
         if code & 0x8000 != 0 {
@@ -156,10 +182,6 @@ impl VectorCodec for TurboQuantCodec {
             // Every b-bit index names a level.
             *v = self.levels[r.read(self.bits).map_err(|_| "truncated")? as usize];
         }
-        self.fwht.inverse(y, out);
-        for o in out.iter_mut() {
-            *o = saturate(*o * n);
-        }
-        Ok(())
+        Ok(n)
     }
 }

@@ -1,0 +1,169 @@
+//! Criterion benchmarks of the paged KV cache: decode attention on compressed pages against
+//! the same kernel on f32 and bf16 pages, and append throughput.
+//!
+//! * `decode_attention_b{batch}_t{tokens}`: one decode step (`attend` of one query
+//!   position) over `tokens` tokens of context, d = 128, 8 KV heads, 32 query heads, batch
+//!   1 and 8, for the default codec (`voronoi-e8-q16-s4`, 4.3 bits per value), two
+//!   compressed baselines (llama.cpp `q4_0` after rotation, KIVI-2) and uncompressed f32
+//!   and bf16 pages, all in one run so that their ratios compare like with like.
+//! * `append_{prefill,decode}`: tokens per second appended as one 1024-token prefill chunk
+//!   and token by token.
+//!
+//! The contexts are 1024, 8192 and 32768 tokens; `KV_BENCH_TOKENS=1024,8192` (a comma
+//! list) picks others: filling the 32k batch-8 caches encodes 4 M vectors per format,
+//! which takes minutes with a slow encoder. CI only compiles this file
+//! (`cargo check --benches`).
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use kv_codec::cache::{CacheConfig, Kivi, KvCache, LayerPolicy};
+use kv_codec::format::Dtype;
+use kv_codec::{Input, Output};
+
+const D: usize = 128;
+const KV_HEADS: usize = 8;
+const Q_HEADS: usize = 32;
+
+/// The formats compared, by name.
+fn formats() -> Vec<(&'static str, LayerPolicy)> {
+    let codec = |s: &str| {
+        let spec = s.parse().expect("a valid spec");
+        LayerPolicy::codecs(spec, spec)
+    };
+    vec![
+        ("voronoi-e8-q16-s4", codec("voronoi-e8-q16-s4")),
+        ("q4_0", codec("q4_0")),
+        ("kivi-2", LayerPolicy::Kivi(Kivi::KIVI2)),
+        ("f32", LayerPolicy::uncompressed(Dtype::F32)),
+        ("bf16", LayerPolicy::uncompressed(Dtype::Bf16)),
+    ]
+}
+
+/// Deterministic pseudo-Gaussian-ish values (a cheap hash, not a distribution test).
+fn values(n: usize, seed: u64) -> Vec<f32> {
+    (0..n as u64)
+        .map(|i| {
+            let mut x = (i ^ seed.rotate_left(32)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            x ^= x >> 29;
+            x = x.wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            x ^= x >> 32;
+            ((x >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 3.0
+        })
+        .collect()
+}
+
+/// A one-layer cache of `tokens` tokens, appended in prefill chunks of 512.
+fn filled(policy: LayerPolicy, batch: usize, tokens: usize) -> KvCache {
+    let cache = KvCache::new(CacheConfig::new(batch, KV_HEADS, D, vec![policy]))
+        .expect("a valid configuration");
+    let chunk = 512;
+    for c in 0..tokens / chunk {
+        let k = values(batch * KV_HEADS * chunk * D, 2 * c as u64);
+        let v = values(k.len(), 2 * c as u64 + 1);
+        cache
+            .append(0, Input::F32(&k), Input::F32(&v))
+            .expect("finite values");
+    }
+    cache
+}
+
+fn token_counts() -> Vec<usize> {
+    std::env::var("KV_BENCH_TOKENS")
+        .ok()
+        .map(|s| s.split(',').filter_map(|t| t.trim().parse().ok()).collect())
+        .unwrap_or_else(|| vec![1024, 8192, 32768])
+}
+
+fn decode_attention(c: &mut Criterion) {
+    for batch in [1usize, 8] {
+        for tokens in token_counts() {
+            let mut group = c.benchmark_group(format!("decode_attention_b{batch}_t{tokens}"));
+            group
+                .sample_size(10)
+                .warm_up_time(Duration::from_millis(300))
+                .measurement_time(Duration::from_secs(2));
+            let q = values(batch * Q_HEADS * D, 99);
+            let mut out = vec![0f32; q.len()];
+            for (name, policy) in formats() {
+                let cache = filled(policy, batch, tokens);
+                group.bench_function(BenchmarkId::from_parameter(name), |b| {
+                    b.iter(|| {
+                        cache
+                            .attend(0, Input::F32(black_box(&q)), Q_HEADS, Output::F32(&mut out))
+                            .expect("attention");
+                        black_box(&mut out);
+                    });
+                });
+            }
+            group.finish();
+        }
+    }
+}
+
+fn append(c: &mut Criterion) {
+    let prefill = 1024;
+    let k = values(KV_HEADS * prefill * D, 7);
+    let v = values(k.len(), 8);
+    let mut group = c.benchmark_group("append_prefill");
+    group
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(300))
+        .measurement_time(Duration::from_secs(2))
+        .throughput(Throughput::Elements(prefill as u64));
+    for (name, policy) in formats() {
+        let config = CacheConfig::new(1, KV_HEADS, D, vec![policy]);
+        group.bench_function(BenchmarkId::from_parameter(name), |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let cache = KvCache::new(config.clone()).expect("valid");
+                    let start = Instant::now();
+                    cache
+                        .append(0, Input::F32(&k), Input::F32(&v))
+                        .expect("finite");
+                    total += start.elapsed();
+                }
+                total
+            });
+        });
+    }
+    group.finish();
+
+    let mut group = c.benchmark_group("append_decode");
+    group
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(300))
+        .measurement_time(Duration::from_secs(2))
+        .throughput(Throughput::Elements(1));
+    // Token t of the prefill as a [1, KV_HEADS, 1, D] tensor.
+    let token = |x: &[f32], t: usize| -> Vec<f32> {
+        (0..KV_HEADS)
+            .flat_map(|h| x[(h * prefill + t) * D..][..D].to_vec())
+            .collect()
+    };
+    let steps: Vec<(Vec<f32>, Vec<f32>)> =
+        (0..prefill).map(|t| (token(&k, t), token(&v, t))).collect();
+    for (name, policy) in formats() {
+        let config = CacheConfig::new(1, KV_HEADS, D, vec![policy]);
+        group.bench_function(BenchmarkId::from_parameter(name), |b| {
+            b.iter_custom(|iters| {
+                // One growing cache per sample: iteration i appends token i.
+                let cache = KvCache::new(config.clone()).expect("valid");
+                let start = Instant::now();
+                for i in 0..iters as usize {
+                    let (k, v) = &steps[i % prefill];
+                    cache
+                        .append(0, Input::F32(k), Input::F32(v))
+                        .expect("finite");
+                }
+                start.elapsed()
+            });
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, decode_attention, append);
+criterion_main!(benches);

@@ -1,0 +1,315 @@
+//! Attention computed on the compressed pages: `softmax(q·Kᵀ/√d)·V` with a causal mask,
+//! grouped-query heads and an optional sliding window, without materialising K or V.
+//!
+//! The codecs rotate each vector by an orthonormal `R` before quantising, and `q·k̂ =
+//! (R_K·q)·(R_K·k̂)`, so each query is rotated once (and scaled by `1/√d`), and every key is
+//! decoded only to its rotated-domain reconstruction, a block of at most
+//! [`super::layer::BLOCK_TOKENS`] tokens at a time in a small buffer. Values are summed in
+//! V's rotated domain and each output is rotated back once: `o = R_Vᵀ·Σ pᵢ·(R_V·v̂ᵢ)`.
+//! Formats that do not rotate use the identity.
+//!
+//! The softmax is online (FlashAttention-style): each work item keeps, per query, the
+//! running maximum `m`, the sum `l` of `exp(s − m)` and the weighted sum of values, and
+//! rescales them when the maximum grows. Work items are (stream, chunk of
+//! [`CHUNK_TOKENS`] tokens), run in parallel and merged in chunk order, so the result is
+//! the same with [`Par::Seq`] and [`Par::Rayon`] and whatever the thread count. Each
+//! stream's key and value blocks are decoded once for all the queries that share them:
+//! every query head of its GQA group at every query position.
+
+use rayon::prelude::*;
+
+use super::Kv;
+use super::layer::Layer;
+use crate::codec::{Input, Output, Par};
+use crate::error::Error;
+
+/// Tokens per work item (rounded up to whole read blocks): long contexts are split into
+/// chunks that run in parallel and are merged in order.
+pub(crate) const CHUNK_TOKENS: usize = 1024;
+
+/// Online-softmax state of the queries of one stream over some keys.
+#[derive(Debug)]
+struct State {
+    /// Running maximum score per query (−∞ before any key).
+    max: Vec<f32>,
+    /// Sum of `exp(score − max)` per query.
+    sum: Vec<f32>,
+    /// Weighted sum of rotated values per query, `d` each.
+    acc: Vec<f32>,
+}
+
+impl State {
+    fn new(queries: usize, d: usize) -> Self {
+        Self {
+            max: vec![f32::NEG_INFINITY; queries],
+            sum: vec![0.0; queries],
+            acc: vec![0.0; queries * d],
+        }
+    }
+
+    /// Folds `other` (the state of later keys) into `self`.
+    fn merge(&mut self, other: &State, d: usize) {
+        for q in 0..self.max.len() {
+            if other.sum[q] == 0.0 {
+                continue;
+            }
+            let m = self.max[q].max(other.max[q]);
+            let (a, b) = ((self.max[q] - m).exp(), (other.max[q] - m).exp());
+            self.max[q] = m;
+            self.sum[q] = self.sum[q] * a + other.sum[q] * b;
+            let acc = &mut self.acc[q * d..(q + 1) * d];
+            for (x, &y) in acc.iter_mut().zip(&other.acc[q * d..(q + 1) * d]) {
+                *x = *x * a + y * b;
+            }
+        }
+    }
+}
+
+/// Dot product with eight interleaved partial sums (which compilers vectorise) in a fixed
+/// order, so that results do not depend on the CPU.
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut lanes = [0f32; 8];
+    let (ha, ta) = a.split_at(a.len() / 8 * 8);
+    let (hb, tb) = b.split_at(ha.len());
+    for (x, y) in ha.chunks_exact(8).zip(hb.chunks_exact(8)) {
+        for l in 0..8 {
+            lanes[l] += x[l] * y[l];
+        }
+    }
+    let tail: f32 = ta.iter().zip(tb).map(|(x, y)| x * y).sum();
+    ((lanes[0] + lanes[4]) + (lanes[2] + lanes[6]))
+        + ((lanes[1] + lanes[5]) + (lanes[3] + lanes[7]))
+        + tail
+}
+
+/// The queries of one call: positions and the keys each may see.
+#[derive(Clone, Copy, Debug)]
+struct Span {
+    /// Position of query 0 (queries are the last `n` positions of the layer).
+    first: usize,
+    /// Query positions per stream and head.
+    n: usize,
+    /// Sliding window in tokens (`usize::MAX`: none).
+    window: usize,
+}
+
+impl Span {
+    /// Keys query `i` sees: `lo..=position`.
+    fn keys(&self, i: usize) -> (usize, usize) {
+        let p = self.first + i;
+        ((p + 1).saturating_sub(self.window), p + 1)
+    }
+}
+
+/// The geometry of an attention call.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Heads {
+    /// Batch rows.
+    pub(crate) batch: usize,
+    /// KV heads.
+    pub(crate) kv_heads: usize,
+    /// Query heads (a multiple of `kv_heads`).
+    pub(crate) q_heads: usize,
+}
+
+/// Attention of `queries` (`[batch, q_heads, n, d]`, the layer's last `n` positions) over
+/// the layer, into `out` (same shape).
+///
+/// # Errors
+/// [`Error::HeadsMismatch`], [`Error::LengthMismatch`], [`Error::TokensNotHeld`] (keys a
+/// query needs were evicted or never appended), [`Error::CorruptPayload`].
+pub(crate) fn attend(
+    layer: &Layer,
+    heads: Heads,
+    queries: Input<'_>,
+    window: Option<usize>,
+    mut out: Output<'_>,
+    par: Par,
+) -> Result<(), Error> {
+    let Heads {
+        batch,
+        kv_heads,
+        q_heads,
+    } = heads;
+    if q_heads == 0 || !q_heads.is_multiple_of(kv_heads) {
+        return Err(Error::HeadsMismatch { q_heads, kv_heads });
+    }
+    let fmt = &layer.fmt;
+    let d = fmt.d;
+    let per_position = batch * q_heads * d;
+    if queries.len() == 0 || !queries.len().is_multiple_of(per_position) {
+        return Err(Error::LengthMismatch {
+            what: "queries",
+            expected: queries.len().max(1).next_multiple_of(per_position),
+            actual: queries.len(),
+        });
+    }
+    if out.len() != queries.len() {
+        return Err(Error::LengthMismatch {
+            what: "attention output",
+            expected: queries.len(),
+            actual: out.len(),
+        });
+    }
+    let n = queries.len() / per_position;
+    let pos = layer.pos;
+    if n > pos.len {
+        return Err(layer.not_held(0, n));
+    }
+    let span = Span {
+        first: pos.len - n,
+        n,
+        window: window.unwrap_or(usize::MAX),
+    };
+    let lo = span.keys(0).0;
+    if lo < layer.held_start() {
+        return Err(layer.not_held(lo, pos.len));
+    }
+
+    // Rotate every query once into K's rotated domain, with the 1/√d scale folded in.
+    let scale = 1.0 / (d as f32).sqrt();
+    let mut rotated = vec![0f32; queries.len()];
+    for (i, q) in rotated.chunks_exact_mut(d).enumerate() {
+        queries.load(i, d, q);
+        q.iter_mut().for_each(|v| *v *= scale);
+    }
+    if let Some(r) = fmt.k.rotation() {
+        r.forward_inplace(&mut rotated);
+    }
+
+    let group = q_heads / kv_heads;
+    let chunk = CHUNK_TOKENS.div_ceil(fmt.block()) * fmt.block();
+    let chunks: Vec<(usize, usize)> = {
+        let mut c = Vec::new();
+        let mut t = lo;
+        while t < pos.len {
+            let end = ((t / chunk + 1) * chunk).min(pos.len);
+            c.push((t, end));
+            t = end;
+        }
+        c
+    };
+    let items: Vec<(usize, (usize, usize))> = (0..layer.streams.len())
+        .flat_map(|s| chunks.iter().map(move |&c| (s, c)))
+        .collect();
+    let work = |&(s, (t0, t1)): &(usize, (usize, usize))| -> Result<State, Error> {
+        // The queries of stream s = b·kv_heads + h: heads h·group.., every position.
+        let (b, h) = (s / kv_heads, s % kv_heads);
+        let first = (b * q_heads + h * group) * n;
+        let q = &rotated[first * d..(first + group * n) * d];
+        chunk_state(layer, s, q, span, t0..t1)
+    };
+    let states: Vec<Result<State, Error>> = match par {
+        Par::Seq => items.iter().map(work).collect(),
+        Par::Rayon => items.par_iter().map(work).collect(),
+    };
+
+    let v_rotation = fmt.v.rotation();
+    let mut states = states.into_iter();
+    let mut o = vec![0f32; d];
+    for s in 0..layer.streams.len() {
+        let mut total = State::new(group * n, d);
+        for _ in 0..chunks.len() {
+            let state = states.next().expect("one state per stream and chunk")?;
+            total.merge(&state, d);
+        }
+        let (b, h) = (s / kv_heads, s % kv_heads);
+        let first = (b * q_heads + h * group) * n;
+        for (qi, acc) in total.acc.chunks_exact_mut(d).enumerate() {
+            // Every query sees at least its own token, so the sum is positive.
+            let inv = 1.0 / total.sum[qi];
+            acc.iter_mut().for_each(|v| *v *= inv);
+            match v_rotation {
+                Some(r) => r.inverse(acc, &mut o),
+                None => o.copy_from_slice(acc),
+            }
+            out.store((first + qi) * d, &o);
+        }
+    }
+    Ok(())
+}
+
+/// The online-softmax state of one stream's queries `q` (`group · n` rotated queries of
+/// `d` values, head-major) over the keys `range`.
+fn chunk_state(
+    layer: &Layer,
+    s: usize,
+    q: &[f32],
+    span: Span,
+    range: core::ops::Range<usize>,
+) -> Result<State, Error> {
+    let fmt = &layer.fmt;
+    let d = fmt.d;
+    let view = layer.view(s);
+    let queries = q.len() / d;
+    let block = fmt.block();
+    let mut state = State::new(queries, d);
+    let mut keys = vec![0f32; block * d];
+    let mut values = vec![0f32; block * d];
+    // Per query: its weights over the block's tokens, and which tokens it sees.
+    let mut weights = vec![0f32; queries * block];
+    let mut seen = vec![(0usize, 0usize); queries];
+    let mut scratch = fmt.scratches();
+    for (t0, count) in fmt.blocks(layer.pos, range.clone()) {
+        let t1 = t0 + count;
+        // The keys in this block that query `qi` (head-major, then position) may see.
+        let visible = |qi: usize| {
+            let (lo, hi) = span.keys(qi % span.n);
+            (lo.max(t0).max(range.start), hi.min(t1))
+        };
+        if (0..span.n).all(|i| {
+            let (a, b) = visible(i);
+            a >= b
+        }) {
+            continue;
+        }
+        let keys = &mut keys[..count * d];
+        view.read(Kv::K, t0, keys, true, &mut scratch)?;
+        for (qi, w) in weights.chunks_exact_mut(block).enumerate() {
+            let (a, b) = visible(qi);
+            seen[qi] = (a, b);
+            if a >= b {
+                continue;
+            }
+            let qv = &q[qi * d..(qi + 1) * d];
+            let w = &mut w[a - t0..b - t0];
+            let mut top = f32::NEG_INFINITY;
+            for (wt, k) in w.iter_mut().zip(keys[(a - t0) * d..].chunks_exact(d)) {
+                *wt = dot(qv, k);
+                top = top.max(*wt);
+            }
+            let m = state.max[qi].max(top);
+            let correction = (state.max[qi] - m).exp();
+            let mut sum = 0f32;
+            for wt in w.iter_mut() {
+                *wt = (*wt - m).exp();
+                sum += *wt;
+            }
+            state.max[qi] = m;
+            state.sum[qi] = state.sum[qi] * correction + sum;
+            if correction != 1.0 {
+                state.acc[qi * d..(qi + 1) * d]
+                    .iter_mut()
+                    .for_each(|x| *x *= correction);
+            }
+        }
+        let values = &mut values[..count * d];
+        view.read(Kv::V, t0, values, true, &mut scratch)?;
+        for (qi, w) in weights.chunks_exact(block).enumerate() {
+            let (a, b) = seen[qi];
+            if a >= b {
+                continue;
+            }
+            let acc = &mut state.acc[qi * d..(qi + 1) * d];
+            for (&wt, v) in w[a - t0..b - t0]
+                .iter()
+                .zip(values[(a - t0) * d..].chunks_exact(d))
+            {
+                for (x, &y) in acc.iter_mut().zip(v) {
+                    *x += wt * y;
+                }
+            }
+        }
+    }
+    Ok(state)
+}
