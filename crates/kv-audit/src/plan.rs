@@ -16,7 +16,7 @@
 //!   steepest hull step that still fits (marginal return per bit), the classic optimal
 //!   allocation for convex operational rate–distortion curves.
 //!
-//! The plan ([`Plan`]) is the JSON the cache consumes, `{"layers":[{"k":…,"v":…},…]}` with
+//! The plan ([`CachePlan`], kv-codec's type) is the JSON the cache consumes, `{"layers":[{"k":…,"v":…},…]}` with
 //! [`CodecSpec`] strings or `null`; the prediction ([`Prediction`]) is written beside it, and
 //! [`verify`] re-measures it with a real encode of every token.
 
@@ -25,8 +25,9 @@ use std::time::Instant;
 
 use half::f16;
 use kv_codec::CodecSpec;
+use kv_codec::cache::{CachePlan, LayerPlan};
 use kv_codec::codecs::voronoi::default_for_rate;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::audit::Kind;
 use crate::error::{Error, Result};
@@ -53,22 +54,6 @@ pub enum Objective {
     TargetSnrDb(f64),
     /// At most this many bits per value over the whole cache, at the least summed rel-MSE.
     BudgetBpv(f64),
-}
-
-/// The codecs of one layer; `None` keeps it uncompressed (f16).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LayerPlan {
-    /// The keys' codec.
-    pub k: Option<CodecSpec>,
-    /// The values' codec.
-    pub v: Option<CodecSpec>,
-}
-
-/// A plan: one entry per layer, in layer order. This is the whole schema the cache reads.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Plan {
-    /// The layers.
-    pub layers: Vec<LayerPlan>,
 }
 
 /// One candidate of one layer and kind, as probed.
@@ -150,7 +135,7 @@ pub struct Prediction {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Planned {
     /// The plan.
-    pub plan: Plan,
+    pub plan: CachePlan,
     /// Its prediction.
     pub prediction: Prediction,
     /// The probes, per layer, K then V.
@@ -410,7 +395,7 @@ pub fn plan(
     let values = source.values.len();
     let chosen = choose(&probes, objective, values)?;
 
-    let mut plan = Plan { layers: Vec::new() };
+    let mut plan = CachePlan { layers: Vec::new() };
     let mut outcomes = Vec::new();
     let empty = |c| outcome(c, 0, 0, d, 0.0);
     for (key, _, _) in &pairs {
@@ -446,7 +431,7 @@ pub fn plan(
 /// [`Error::PlanMismatch`] if the plan's layer count is not the source's; [`Error::Codec`].
 pub fn verify(
     source: &KvSource,
-    plan: &Plan,
+    plan: &CachePlan,
     objective: Objective,
     probe_tokens: usize,
 ) -> Result<Prediction> {

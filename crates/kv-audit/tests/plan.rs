@@ -4,9 +4,10 @@
 
 use kv_audit::Error;
 use kv_audit::metrics::snr_db;
-use kv_audit::plan::{Objective, Plan, plan, verify};
+use kv_audit::plan::{Objective, plan, verify};
 use kv_audit::source::{KvSource, default_sample_path};
 use kv_codec::CodecSpec;
+use kv_codec::cache::CachePlan as Plan;
 
 const RATES: [f64; 5] = [2.5, 3.0, 4.0, 5.0, 6.0];
 const PROBE_TOKENS: usize = 32;
