@@ -4,6 +4,7 @@
 use core::fmt;
 
 use hadamard::Fwht;
+use half::slice::HalfFloatSliceExt;
 use half::{bf16, f16};
 use rayon::prelude::*;
 
@@ -46,8 +47,10 @@ impl Input<'_> {
         let r = i * d..(i + 1) * d;
         match self {
             Self::F32(v) => out.copy_from_slice(&v[r]),
-            Self::F16(v) => out.iter_mut().zip(&v[r]).for_each(|(o, x)| *o = x.to_f32()),
-            Self::Bf16(v) => out.iter_mut().zip(&v[r]).for_each(|(o, x)| *o = x.to_f32()),
+            // half's slice conversions round exactly like the scalar ones, with SIMD where the
+            // CPU has it.
+            Self::F16(v) => v[r].convert_to_f32_slice(out),
+            Self::Bf16(v) => v[r].convert_to_f32_slice(out),
         }
     }
 }
@@ -77,14 +80,8 @@ impl Output<'_> {
         let r = at..at + y.len();
         match self {
             Self::F32(v) => v[r].copy_from_slice(y),
-            Self::F16(v) => v[r]
-                .iter_mut()
-                .zip(y)
-                .for_each(|(o, &x)| *o = f16::from_f32(x)),
-            Self::Bf16(v) => v[r]
-                .iter_mut()
-                .zip(y)
-                .for_each(|(o, &x)| *o = bf16::from_f32(x)),
+            Self::F16(v) => v[r].convert_from_f32_slice(y),
+            Self::Bf16(v) => v[r].convert_from_f32_slice(y),
         }
     }
 }
@@ -341,9 +338,7 @@ pub fn decode_batch<C: VectorCodec + ?Sized>(
         ($dst:expr, $conv:expr) => {{
             let body = |(chunk, (src, dst)): (usize, (&[u8], &mut [_]))| {
                 run(chunk, src, &mut |j, y: &[f32]| {
-                    for (o, &v) in dst[j * d..(j + 1) * d].iter_mut().zip(y) {
-                        *o = $conv(v);
-                    }
+                    $conv(&mut dst[j * d..(j + 1) * d], y)
                 })
             };
             let result: Vec<Result<(), Error>> = match par {
@@ -364,9 +359,9 @@ pub fn decode_batch<C: VectorCodec + ?Sized>(
         }};
     }
     match &mut out {
-        Output::F32(dst) => drive!(dst, |v: f32| v),
-        Output::F16(dst) => drive!(dst, f16::from_f32),
-        Output::Bf16(dst) => drive!(dst, bf16::from_f32),
+        Output::F32(dst) => drive!(dst, |o: &mut [f32], y: &[f32]| o.copy_from_slice(y)),
+        Output::F16(dst) => drive!(dst, |o: &mut [f16], y| o.convert_from_f32_slice(y)),
+        Output::Bf16(dst) => drive!(dst, |o: &mut [bf16], y| o.convert_from_f32_slice(y)),
     }
 }
 

@@ -13,6 +13,9 @@ use crate::error::Error;
 pub struct MixedRadix {
     radices: Vec<u64>,
     divisors: Vec<Divisor>,
+    /// Runs of consecutive digits whose radices multiply to less than 2^64, each read from
+    /// (and written to) the big number as one word: far fewer multi-limb divisions.
+    groups: Vec<Group>,
     bits: u32,
 }
 
@@ -42,9 +45,31 @@ impl MixedRadix {
         }
         sub_one(&mut max);
         let bits = bit_length(&max);
+        let mut groups: Vec<Group> = Vec::new();
+        for (i, &r) in radices.iter().enumerate() {
+            match groups
+                .last_mut()
+                .and_then(|g| Some((g.product.checked_mul(r)?, g)))
+            {
+                Some((product, g)) => {
+                    g.product = product;
+                    g.len += 1;
+                }
+                None => groups.push(Group {
+                    start: i,
+                    len: 1,
+                    product: r,
+                    divisor: Divisor::new(1),
+                }),
+            }
+        }
+        for g in &mut groups {
+            g.divisor = Divisor::new(g.product);
+        }
         Ok(Self {
             radices: radices.to_vec(),
             divisors: radices.iter().map(|&r| Divisor::new(r)).collect(),
+            groups,
             bits,
         })
     }
@@ -82,9 +107,17 @@ impl MixedRadix {
         assert_eq!(limbs.len(), self.limbs(), "limb buffer length");
         limbs.fill(0);
         let mut used = 0;
-        for (&d, &r) in digits.iter().zip(&self.radices).rev() {
-            assert!(d < r, "digit {d} is not below its radix {r}");
-            used = mul_add_prefix(limbs, used, r, d);
+        for g in self.groups.iter().rev() {
+            let run = g.start..g.start + g.len;
+            let word = digits[run.clone()]
+                .iter()
+                .zip(&self.radices[run])
+                .rev()
+                .fold(0u64, |word, (&d, &r)| {
+                    assert!(d < r, "digit {d} is not below its radix {r}");
+                    word * r + d
+                });
+            used = mul_add_prefix(limbs, used, g.product, word);
         }
     }
 
@@ -107,9 +140,17 @@ impl MixedRadix {
         assert_eq!(scratch.len(), self.limbs(), "scratch length");
         scratch.copy_from_slice(limbs);
         let mut used = significant_limbs(scratch);
-        for (d, divisor) in digits.iter_mut().zip(&self.divisors) {
-            *d = div_rem_prefix(scratch, used, divisor);
+        for g in &self.groups {
+            let mut word = div_rem_prefix(scratch, used, &g.divisor);
             used = significant_limbs(&scratch[..used]);
+            let (last, split) = (g.start + g.len - 1, g.start..g.start + g.len - 1);
+            for (d, divisor) in digits[split.clone()].iter_mut().zip(&self.divisors[split]) {
+                let (quotient, remainder) = divisor.div_rem(word);
+                *d = remainder;
+                word = quotient;
+            }
+            // The word is below the group's product, so what is left is below the last radix.
+            digits[last] = word;
         }
         // Whatever is left after dividing by every radix was ≥ ∏ rᵢ.
         if used == 0 {
@@ -154,6 +195,19 @@ fn mul_add_prefix(value: &mut [u64], used: usize, r: u64, add: u64) -> usize {
 }
 
 /// Divides `value[..used]` by `r` in place and returns the remainder.
+/// A run of digits read as one word (see [`MixedRadix`]'s `groups`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Group {
+    /// Index of the run's first digit.
+    start: usize,
+    /// Digits in the run.
+    len: usize,
+    /// The product of their radices (below 2^64).
+    product: u64,
+    /// `product` as a divisor.
+    divisor: Divisor,
+}
+
 /// A radix with its precomputed reciprocal, so that dividing a limb costs two
 /// multiplications instead of a 128-by-64-bit division (Möller & Granlund, "Improved
 /// division by invariant integers", IEEE Trans. Computers 60(2), 2011, Algorithm 4).
@@ -177,6 +231,15 @@ impl Divisor {
             shift,
             reciprocal,
         }
+    }
+
+    /// Quotient and remainder of `value` by the radix.
+    #[inline]
+    fn div_rem(&self, value: u64) -> (u64, u64) {
+        let s = self.shift;
+        let hi = if s == 0 { 0 } else { value >> (64 - s) };
+        let (q, r) = self.div_2by1(hi, value << s);
+        (q, r >> s)
     }
 
     /// Quotient and remainder of the two-limb number (`hi`, `lo`) by the normalized radix,

@@ -317,3 +317,25 @@ fn codeword_test_agrees_with_the_definition_on_the_cell_boundary() {
         "only {boundary} boundary points were tried"
     );
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn eight_cosets_at_once_are_the_same_points(
+        seeds in prop::array::uniform8(any::<u64>()),
+        q in 2u32..300,
+    ) {
+        let book = VoronoiCodebook::<E8, 8>::new(q).unwrap();
+        let coords = seeds.map(|mut s| {
+            std::array::from_fn(|_| {
+                s = s.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+                ((s >> 33) % u64::from(q)) as u32
+            })
+        });
+        let together = book.points_of_coordinates(&coords);
+        for (c, p) in coords.iter().zip(&together) {
+            prop_assert_eq!(p.map(f32::to_bits), book.point_of_coordinates(c).map(f32::to_bits));
+        }
+    }
+}

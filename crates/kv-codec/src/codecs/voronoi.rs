@@ -315,37 +315,43 @@ impl VectorCodec for VoronoiCodec {
         let sigma = scale::decode(code, SCALE_MANTISSA).expect("encode writes finite codes") * k;
         let mut w = BitWriter::new(out);
         w.write(u64::from(code), scale::bits(SCALE_MANTISSA));
-        let mut fields = [0u64; 2 * MAX_BLOCKS];
-        for (b, block) in y.chunks_exact(8).enumerate() {
-            let z: [f32; 8] = if sigma > 0.0 {
-                std::array::from_fn(|i| block[i] / sigma)
-            } else {
-                [0.0; 8]
-            };
-            let (choice, coords) = self.encode_block(&z);
-            match self.packing {
-                // Coordinate i fills bits i·log2 q … of the block index.
-                Packing::Raw {
-                    choice_bits,
-                    index_bits,
-                } => {
-                    w.write(u64::from(choice), choice_bits);
-                    for ci in coords {
-                        w.write(u64::from(ci), index_bits / 8);
+        with_joint_buffers(self.blocks(), |fields, limbs, _| {
+            for (b, block) in y.chunks_exact(8).enumerate() {
+                let z: [f32; 8] = if sigma > 0.0 {
+                    std::array::from_fn(|i| block[i] / sigma)
+                } else {
+                    [0.0; 8]
+                };
+                let (choice, coords) = self.encode_block(&z);
+                match self.packing {
+                    // Coordinate i fills bits i·log2 q … of the block index.
+                    Packing::Raw {
+                        choice_bits,
+                        index_bits,
+                    } => {
+                        w.write(u64::from(choice), choice_bits);
+                        // Four coordinates per write: 4·log2 q ≤ 60 bits.
+                        let b = index_bits / 8;
+                        for quad in coords.chunks_exact(4) {
+                            let packed = quad
+                                .iter()
+                                .rev()
+                                .fold(0u64, |acc, &ci| (acc << b) | u64::from(ci));
+                            w.write(packed, 4 * b);
+                        }
+                    }
+                    Packing::Joint(_) => {
+                        fields[2 * b] = u64::from(choice);
+                        fields[2 * b + 1] = self.joint_digit(&coords);
                     }
                 }
-                Packing::Joint(_) => {
-                    fields[2 * b] = u64::from(choice);
-                    fields[2 * b + 1] = self.joint_digit(&coords);
-                }
             }
-        }
-        if let Packing::Joint(m) = &self.packing {
-            let mut limbs = [0u64; MAX_LIMBS];
-            let limbs = &mut limbs[..m.limbs()];
-            m.encode(&fields[..2 * self.blocks()], limbs);
-            w.write_limbs(limbs, m.bits());
-        }
+            if let Packing::Joint(m) = &self.packing {
+                let limbs = &mut limbs[..m.limbs()];
+                m.encode(fields, limbs);
+                w.write_limbs(limbs, m.bits());
+            }
+        });
     }
 
     fn decode_vector(
@@ -406,13 +412,18 @@ impl VoronoiCodec {
         };
         let sigma = sigma * k;
         let blocks = self.blocks();
-        // Every field read is in range: raw digits have log2 q bits, and the mixed-radix
-        // decoder rejects digits at or above their radix.
-        let place = |block: &mut [f32], choice: usize, coords: &[u32; 8]| {
-            let point = self.book.point_of_coordinates(coords);
-            let s = sigma * self.alphas[choice];
-            for i in 0..8 {
-                block[i] = s * point[i];
+        // Blocks are reconstructed eight at a time (the E8 decoder runs them side by side);
+        // `fields` holds each block's (choice, coset coordinates). Every field read is in
+        // range: raw digits have log2 q bits, and the mixed-radix decoder rejects digits at
+        // or above their radix. Lanes past the last block keep earlier, valid coordinates.
+        let mut fields = [(0usize, [0u32; 8]); 8];
+        let place = |y: &mut [f32], fields: &[(usize, [u32; 8]); 8]| {
+            let points = self.book.points_of_coordinates(&fields.map(|f| f.1));
+            for ((block, point), &(choice, _)) in y.chunks_exact_mut(8).zip(&points).zip(fields) {
+                let s = sigma * self.alphas[choice];
+                for i in 0..8 {
+                    block[i] = s * point[i];
+                }
             }
         };
         match &self.packing {
@@ -420,30 +431,60 @@ impl VoronoiCodec {
                 choice_bits,
                 index_bits,
             } => {
-                for block in y.chunks_exact_mut(8) {
-                    let choice = r.read(*choice_bits).map_err(|_| "truncated")? as usize;
-                    let mut coords = [0u32; 8];
-                    for ci in &mut coords {
-                        *ci = r.read(index_bits / 8).map_err(|_| "truncated")? as u32;
+                for group in y.chunks_mut(64) {
+                    let b = index_bits / 8;
+                    for field in &mut fields[..group.len() / 8] {
+                        field.0 = r.read(*choice_bits).map_err(|_| "truncated")? as usize;
+                        for quad in field.1.chunks_exact_mut(4) {
+                            let packed = r.read(4 * b).map_err(|_| "truncated")?;
+                            for (i, ci) in quad.iter_mut().enumerate() {
+                                *ci = ((packed >> (i as u32 * b)) & ((1 << b) - 1)) as u32;
+                            }
+                        }
                     }
-                    place(block, choice, &coords);
+                    place(group, &fields);
                 }
             }
-            Packing::Joint(m) => {
-                let mut limbs = [0u64; MAX_LIMBS];
-                let mut spare = [0u64; MAX_LIMBS];
-                let mut digits = [0u64; 2 * MAX_BLOCKS];
-                let limbs = &mut limbs[..m.limbs()];
-                let digits = &mut digits[..2 * blocks];
+            Packing::Joint(m) => with_joint_buffers(blocks, |digits, limbs, spare| {
+                let (limbs, spare) = (&mut limbs[..m.limbs()], &mut spare[..m.limbs()]);
                 r.read_limbs(limbs, m.bits()).map_err(|_| "truncated")?;
-                m.decode(limbs, digits, &mut spare[..m.limbs()])
+                m.decode(limbs, digits, spare)
                     .map_err(|_| "joint index out of range")?;
-                for (block, pair) in y.chunks_exact_mut(8).zip(digits.chunks_exact(2)) {
-                    place(block, pair[0] as usize, &self.coordinates_of_digit(pair[1]));
+                for (group, pairs) in y.chunks_mut(64).zip(digits.chunks(16)) {
+                    for (field, pair) in fields.iter_mut().zip(pairs.chunks_exact(2)) {
+                        *field = (pair[0] as usize, self.coordinates_of_digit(pair[1]));
+                    }
+                    place(group, &fields);
                 }
-            }
+                Ok::<(), &'static str>(())
+            })?,
         }
         Ok(k)
+    }
+}
+
+/// Calls `f` with zeroed buffers for a joint index of `blocks` blocks: the (choice, index)
+/// digits (exactly `2 · blocks`), the limbs and spare limbs (at least enough). They live on
+/// the stack in the smallest size class that fits, because zeroing buffers for the largest
+/// head_dim cost more than the rest of decoding a small vector.
+fn with_joint_buffers<R>(
+    blocks: usize,
+    f: impl FnOnce(&mut [u64], &mut [u64], &mut [u64]) -> R,
+) -> R {
+    fn run<const DIGITS: usize, const LIMBS: usize, R>(
+        blocks: usize,
+        f: impl FnOnce(&mut [u64], &mut [u64], &mut [u64]) -> R,
+    ) -> R {
+        let (mut digits, mut limbs, mut spare) = ([0u64; DIGITS], [0u64; LIMBS], [0u64; LIMBS]);
+        f(&mut digits[..2 * blocks], &mut limbs, &mut spare)
+    }
+    // Limbs for b blocks of at most 66 bits: ⌈66·b / 64⌉.
+    match blocks {
+        0..=8 => run::<16, 9, R>(blocks, f),
+        9..=16 => run::<32, 17, R>(blocks, f),
+        17..=32 => run::<64, 33, R>(blocks, f),
+        33..=64 => run::<128, 66, R>(blocks, f),
+        _ => run::<{ 2 * MAX_BLOCKS }, MAX_LIMBS, R>(blocks, f),
     }
 }
 
