@@ -531,6 +531,32 @@ impl<L: Lattice<N>, const N: usize> VoronoiCodebook<L, N> {
         self.point_of_coordinates(&self.coset_coordinates(lambda)) == *lambda
     }
 
+    /// [`VoronoiCodebook::is_codeword`] of eight lattice points at once.
+    ///
+    /// # Panics
+    /// Panics if a point is not a point of the lattice.
+    pub fn are_codewords(&self, lambdas: &[[f32; N]; 8]) -> [bool; 8] {
+        let q = self.q as f32;
+        let gauges = L::cell_gauges(lambdas);
+        let mut answers = gauges.map(|g| g < q);
+        if gauges.contains(&q) {
+            let coords = std::array::from_fn(|b| {
+                if gauges[b] == q {
+                    self.coset_coordinates(&lambdas[b])
+                } else {
+                    [0; N]
+                }
+            });
+            let points = self.points_of_coordinates(&coords);
+            for b in 0..8 {
+                if gauges[b] == q {
+                    answers[b] = points[b] == lambdas[b];
+                }
+            }
+        }
+        answers
+    }
+
     /// Index of the coset of the lattice point `lambda`: [`VoronoiCodebook::coset_coordinates`]
     /// as the mixed-radix number Σ cᵢ·q^i.
     ///

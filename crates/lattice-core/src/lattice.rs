@@ -108,6 +108,12 @@ pub trait Lattice<const N: usize>: Copy + Debug + Default + Send + Sync + 'stati
         x.map(|block| Self::closest_point(&block))
     }
 
+    /// [`Lattice::cell_gauge`] of eight inputs, bit for bit.
+    #[inline]
+    fn cell_gauges(x: &[[f32; N]; 8]) -> [f32; 8] {
+        x.map(|block| Self::cell_gauge(&block))
+    }
+
     /// Whether `p` belongs to the lattice.
     fn contains(p: &Point<N>) -> bool;
 }
@@ -248,6 +254,26 @@ impl Lattice<8> for E8 {
         let take_half = s1.simd_lt(s0);
         let points: [f32x8; 8] = std::array::from_fn(|i| take_half.bitselect(p1[i], p0[i]));
         f32x8::transpose(points).map(|p| p.to_array())
+    }
+
+    /// One block per lane, with the same operations in the same order as `cell_gauge`.
+    fn cell_gauges(x: &[[f32; 8]; 8]) -> [f32; 8] {
+        let coords = f32x8::transpose(x.map(f32x8::from));
+        let (mut a1, mut a2) = (f32x8::ZERO, f32x8::ZERO);
+        let (mut sum, mut smallest) = (f32x8::ZERO, f32x8::splat(f32::INFINITY));
+        // Lane masks: all ones where an odd number of coordinates so far were negative.
+        let mut odd = f32x8::ZERO;
+        for &c in &coords {
+            let a = c.abs();
+            let above_first = a.simd_gt(a1);
+            a2 = above_first.bitselect(a1, a.simd_gt(a2).bitselect(a, a2));
+            a1 = above_first.bitselect(a, a1);
+            sum += a;
+            smallest = smallest.min(a);
+            odd ^= c.simd_lt(f32x8::ZERO);
+        }
+        let half = f32x8::splat(0.5) * odd.bitselect(sum - f32x8::splat(2.0) * smallest, sum);
+        (a1 + a2).max(half).to_array()
     }
 
     fn contains(p: &Point<8>) -> bool {
@@ -503,6 +529,16 @@ mod tests {
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(20_000))]
+
+        #[test]
+        fn eight_lane_e8_gauge_matches_one_block_at_a_time(
+            x in prop::array::uniform8(prop::array::uniform8(coord())),
+        ) {
+            let lanes = E8::cell_gauges(&x);
+            for (block, gauge) in x.iter().zip(lanes) {
+                prop_assert_eq!(gauge.to_bits(), E8::cell_gauge(block).to_bits());
+            }
+        }
 
         #[test]
         fn eight_lane_e8_decoder_matches_one_block_at_a_time(

@@ -339,3 +339,25 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn eight_codeword_tests_at_once_agree_with_one_at_a_time() {
+    let mut rng = 0x2545_f491_4f6c_dd1du64;
+    for q in [2u32, 3, 4, 8, 13, 16] {
+        let book = VoronoiCodebook::<E8, 8>::new(q).unwrap();
+        for _ in 0..2_000 {
+            let lambdas: [[f32; 8]; 8] = std::array::from_fn(|_| {
+                E8::closest_point(&std::array::from_fn(|_| {
+                    rng ^= rng << 13;
+                    rng ^= rng >> 7;
+                    rng ^= rng << 17;
+                    ((rng >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 1.2 * q as f32
+                }))
+            });
+            let together = book.are_codewords(&lambdas);
+            for (lambda, answer) in lambdas.iter().zip(together) {
+                assert_eq!(answer, book.is_codeword(lambda), "q = {q}, λ = {lambda:?}");
+            }
+        }
+    }
+}
