@@ -391,3 +391,17 @@ pub fn default_for_rate(bits_per_value: f64, head_dim: usize) -> Result<CodecSpe
 /// Mean gap to the Shannon bound (dB) per number of scale choices, measured on iid Gaussian
 /// vectors at d = 128 over q = 4…32 (see `tests/codecs.rs` for the checked bounds).
 const GAUSSIAN_GAP_DB: [(u32, f64); 3] = [(2, 2.6), (3, 2.5), (4, 2.4)];
+
+/// What other backends need to repeat this codec's arithmetic exactly.
+impl VoronoiCodec {
+    /// The per-block scale multipliers αⱼ, in choice order.
+    pub fn alphas(&self) -> &[f32] {
+        &self.alphas
+    }
+
+    /// `fill · q`, the divisor of the rotated vector's rms in the vector scale, rounded to
+    /// f32 as the encoder computes it.
+    pub fn fill_q(&self) -> f32 {
+        self.fill * self.q as f32
+    }
+}
