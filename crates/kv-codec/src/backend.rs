@@ -79,7 +79,10 @@ mod tests {
             .unwrap_err();
         assert!(matches!(
             err,
-            Error::BackendUnavailable { backend: "cuda", .. }
+            Error::BackendUnavailable {
+                backend: "cuda",
+                ..
+            }
         ));
     }
 }

@@ -6,24 +6,28 @@
 //! need from the CPU codec itself (its scale multipliers, its Lloyd–Max levels), and
 //! [`CudaCodec`] checks that the kernels' size per vector equals the CPU codec's.
 //!
-//! Codecs on the GPU: `voronoi-e8-q<q>-s<k>` (q ≤ 256), `turboquant-b<b>`, `fp8-e4m3[-g<n>]`,
-//! `int<b>[-g<n>]` and `bf16`, at head dimensions that are multiples of 8 up to 256 (groups
-//! multiples of 8). Others return [`Error::Cuda`] with [`kv_cuda::Error::Unsupported`].
+//! Codecs on the GPU: `voronoi-e8-q<q>-s<k>` (q ≤ 256), `compat-d4-q<Q>[-joint]` and
+//! `compat-e8-q<Q>[-joint]` (boxes of fewer than 2^64 points), `turboquant-b<b>`,
+//! `fp8-e4m3[-g<n>]`, `int<b>[-g<n>]` and `bf16`, at head dimensions that are multiples of 8
+//! up to 256 (groups multiples of 8). Not yet: `q8_0`/`q4_0` and the strawman. Others return
+//! [`Error::Cuda`] with [`kv_cuda::Error::Unsupported`].
 
 use std::sync::Arc;
 
 use half::slice::HalfFloatSliceExt;
 
 pub use kv_cuda::{
-    Device, DeviceBuffer, DevicePlan, Dtype, KernelCodec, Plan, Values, ValuesMut, is_available,
+    BoxLattice, Device, DeviceBuffer, DevicePlan, Dtype, KernelCodec, Plan, Values, ValuesMut,
+    is_available,
 };
 
 use crate::codec::{Input, Output, VectorCodec};
 use crate::codecs::baselines::turboquant::TurboQuantCodec;
+use crate::codecs::compat::CompatCodec;
 use crate::codecs::voronoi::VoronoiCodec;
 use crate::config::CodecConfig;
 use crate::error::Error;
-use crate::spec::CodecSpec;
+use crate::spec::{CodecSpec, CompatLattice};
 
 /// The kernels' description of the codec `config` builds.
 ///
@@ -64,12 +68,25 @@ pub fn kernel_codec(config: &CodecConfig) -> Result<KernelCodec, Error> {
             group: whole(group),
         },
         CodecSpec::Bf16 => KernelCodec::Bf16 { head_dim: d },
+        spec @ CodecSpec::Compat { lattice, q, joint } => {
+            // Builds the CPU codec for its parameter and head_dim checks.
+            CompatCodec::new(spec, d)?;
+            KernelCodec::Compat {
+                head_dim: d,
+                lattice: match lattice {
+                    CompatLattice::D4 => BoxLattice::D4,
+                    CompatLattice::E8 => BoxLattice::E8,
+                },
+                q,
+                joint,
+            }
+        }
         other => {
             let (id, _) = other.wire();
             return Err(Error::Cuda(kv_cuda::Error::Unsupported {
                 what: "codec id",
                 value: u64::from(id),
-                supported: "voronoi-e8, turboquant, fp8-e4m3, int, bf16",
+                supported: "voronoi-e8, compat, turboquant, fp8-e4m3, int, bf16",
             }));
         }
     })
@@ -231,17 +248,23 @@ impl VectorCodec for CudaCodec {
         match out {
             Output::F32(v) => {
                 let mut y = device.zeros::<f32>(v.len())?;
-                self.plan.decode(&src, ValuesMut::F32(&mut y)).map_err(from_cuda)?;
+                self.plan
+                    .decode(&src, ValuesMut::F32(&mut y))
+                    .map_err(from_cuda)?;
                 device.download(&y, v)?;
             }
             Output::F16(v) => {
                 let mut y = device.zeros::<u16>(v.len())?;
-                self.plan.decode(&src, ValuesMut::F16(&mut y)).map_err(from_cuda)?;
+                self.plan
+                    .decode(&src, ValuesMut::F16(&mut y))
+                    .map_err(from_cuda)?;
                 device.download(&y, v.reinterpret_cast_mut())?;
             }
             Output::Bf16(v) => {
                 let mut y = device.zeros::<u16>(v.len())?;
-                self.plan.decode(&src, ValuesMut::Bf16(&mut y)).map_err(from_cuda)?;
+                self.plan
+                    .decode(&src, ValuesMut::Bf16(&mut y))
+                    .map_err(from_cuda)?;
                 device.download(&y, v.reinterpret_cast_mut())?;
             }
         }

@@ -7,7 +7,9 @@
 pub enum Error {
     // --- availability and the driver ---
     /// A CUDA library could not be loaded on this machine.
-    #[error("the {library} library was not found on this machine (no NVIDIA driver or CUDA toolkit)")]
+    #[error(
+        "the {library} library was not found on this machine (no NVIDIA driver or CUDA toolkit)"
+    )]
     LibraryMissing {
         /// `"CUDA driver (libcuda)"` or `"NVRTC (libnvrtc)"`.
         library: &'static str,

@@ -968,3 +968,268 @@ extern "C" __global__ void kvc_scalar_decode(const Params P, const void* src, vo
         store8(P, dst, v, L.t, y);
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Compatibility mode: the published D4/E8 box codec (kv-codec's codecs/compat.rs)
+// ---------------------------------------------------------------------------------------------
+
+#define FAULT_BLOCK_RANGE 11u
+#define FAULT_COMPAT_SCALE 12u
+#define MAX_COMPAT_LIMBS 64u
+
+// counts[j][t] of lattice-core's ParityBox (length-j integer vectors in [lo, hi] whose sum
+// has parity t), as u64 pairs of words at word offset `off` of the tables.
+__device__ __forceinline__ u64 box_count(const u32* tab, u32 off, int j, u32 t) {
+    const u32* w = tab + off + 4u * (u32)j + 2u * t;
+    return (u64)w[0] | ((u64)w[1] << 32);
+}
+
+// Number of even integers in [a, b] (floor division by 2 is an arithmetic shift).
+__device__ __forceinline__ long long evens_in(long long a, long long b) {
+    return a > b ? 0 : (b >> 1) - ((a - 1) >> 1);
+}
+
+// Lexicographic rank of the even-sum vector z in [lo, hi]^k (ParityBox::rank).
+__device__ __forceinline__ u64 box_rank(const u32* tab, u32 off, long long lo, int k, const int* z) {
+    u32 t = 0u;
+    u64 rank = 0ull;
+    for (int pos = 0; pos < k; ++pos) {
+        const long long v = z[pos];
+        const long long evens_below = evens_in(lo, v - 1);
+        const long long odds_below = (v - lo) - evens_below;
+        rank += (u64)evens_below * box_count(tab, off, k - pos - 1, t) + (u64)odds_below * box_count(tab, off, k - pos - 1, t ^ 1u);
+        t ^= (u32)(v & 1);
+    }
+    return rank;
+}
+
+// The even-sum vector of rank `index` (ParityBox::unrank; the caller checked the range).
+__device__ __forceinline__ void box_unrank(const u32* tab, u32 off, long long lo, int k, u64 index, float* out) {
+    u32 t = 0u;
+    const u32 plo = (u32)(lo & 1);
+    for (int pos = 0; pos < k; ++pos) {
+        const u64 first = box_count(tab, off, k - pos - 1, t ^ plo);
+        const u64 pair = box_count(tab, off, k - pos - 1, t) + box_count(tab, off, k - pos - 1, t ^ 1u);
+        const u64 p = index / pair;
+        index -= p * pair;
+        long long v = lo + 2 * (long long)p;
+        if (index >= first) { index -= first; v += 1; }
+        out[pos] = (float)v;
+        t ^= (u32)(v & 1);
+    }
+}
+
+__device__ __forceinline__ u64 words_u64(u32 lo, u32 hi) { return (u64)lo | ((u64)hi << 32); }
+
+// Quantises one block (4 or 8 values of y/s) to its box point and returns the index.
+__device__ __forceinline__ u64 compat_encode_block(const Params& P, const u32* tab, const float* x) {
+    const float q = P.box_qf;
+    const long long lo = -(long long)P.box_q;
+    float p[8];
+    int z[8];
+    if (P.cblock == 4u) {
+        dn_nearest_in_range(x, p, 4, -q, q);
+        for (int i = 0; i < 4; ++i) z[i] = (int)p[i];
+        return box_rank(tab, P.off_counts, lo, 4, z);
+    }
+    e8_nearest_in_range(x, p, -q, q);
+    const bool integer = (((int)(p[0] * 2.0f)) & 1) == 0;
+    if (integer) {
+        for (int i = 0; i < 8; ++i) z[i] = (int)p[i];
+        return box_rank(tab, P.off_counts, lo, 8, z);
+    }
+    for (int i = 0; i < 8; ++i) z[i] = (int)(p[i] - 0.5f);
+    return words_u64(P.int_size_lo, P.int_size_hi) + box_rank(tab, P.off_counts_half, lo, 8, z);
+}
+
+// The box point of `index` (false when the index is past the codebook).
+__device__ __forceinline__ bool compat_decode_block(const Params& P, const u32* tab, u64 index, float* out) {
+    const long long lo = -(long long)P.box_q;
+    const int k = (int)P.cblock;
+    for (int i = 0; i < k; ++i) out[i] = 0.0f;
+    if (index >= words_u64(P.size_lo, P.size_hi)) return false;
+    if (k == 4) { box_unrank(tab, P.off_counts, lo, 4, index, out); return true; }
+    const u64 integers = words_u64(P.int_size_lo, P.int_size_hi);
+    if (index < integers) { box_unrank(tab, P.off_counts, lo, 8, index, out); return true; }
+    box_unrank(tab, P.off_counts_half, lo, 8, index - integers, out);
+    for (int i = 0; i < 8; ++i) out[i] = out[i] + 0.5f;
+    return true;
+}
+
+// (u1·2^64 + u0) / v for u1 < v: quotient, remainder in *r (Hacker's Delight, divlu).
+__device__ __forceinline__ u64 div128by64(u64 u1, u64 u0, u64 v, u64* r) {
+    const u64 b = 1ull << 32;
+    const int s = __clzll((long long)v);
+    v <<= s;
+    const u64 vn1 = v >> 32, vn0 = v & 0xffffffffull;
+    const u64 un32 = (u1 << s) | (s == 0 ? 0ull : (u0 >> (64 - s)));
+    const u64 un10 = u0 << s;
+    const u64 un1 = un10 >> 32, un0 = un10 & 0xffffffffull;
+    u64 q1 = un32 / vn1;
+    u64 rhat = un32 - q1 * vn1;
+    while (q1 >= b || q1 * vn0 > b * rhat + un1) { q1 -= 1; rhat += vn1; if (rhat >= b) break; }
+    const u64 un21 = un32 * b + un1 - q1 * v;
+    u64 q0 = un21 / vn1;
+    rhat = un21 - q0 * vn1;
+    while (q0 >= b || q0 * vn0 > b * rhat + un0) { q0 -= 1; rhat += vn1; if (rhat >= b) break; }
+    *r = (un21 * b + un0 - q0 * v) >> s;
+    return q1 * b + q0;
+}
+
+// norm_to_bits of compat.rs: the f16 of the norm, or (outside f16's normal range) the sign
+// bit as an escape flag over the bf16 of the norm.
+__device__ __forceinline__ u32 compat_norm_bits(float n) {
+    const u32 h = f32_to_f16(n);
+    const u32 e = (h >> 10) & 0x1fu;
+    if ((e != 0u && e != 31u) || n == 0.0f) return h;
+    return 0x8000u | f32_to_bf16(n);
+}
+
+extern "C" __global__ void kvc_compat_encode(const Params P, const void* src, void* dst, const u32* tab, u64* status) {
+    extern __shared__ u32 smem[];
+    const Lane L = lane_of(P);
+    const u32 chunk = blockIdx.x;
+    zero_words(smem, P.bits);
+    __syncthreads();
+    const u32 per_round = (blockDim.x >> 5) * P.vpw;
+    const u32 bpt = 8u / P.cblock;  // blocks per thread
+    for (u32 r0 = 0u; r0 < CHUNK; r0 += per_round) {
+        const u32 lv = r0 + L.warp * P.vpw + L.seg;
+        const u64 v = (u64)chunk * CHUNK + lv;
+        const bool active = L.slot && lv < CHUNK && v < (u64)P.n;
+        float x[8];
+        load8(P, src, v, L.t, active, x);
+        if (active && !all_finite8(x)) fault(status, v, 0u, 0u);
+        // codec::norm: the fixed-order norm of x·k, k the exact power of two of safe_prescale.
+        const float m = absmax_threads(L, x, 0u, P.t_per_vec);
+        const float k = m > pow2f(60) ? pow2f(-70) : ((m > 0.0f && m < pow2f(-60)) ? pow2f(70) : 1.0f);
+        float w[8];
+        for (int j = 0; j < 8; ++j) w[j] = x[j] * k;
+        const float root = sqrtf(sumsq(P, L, w));
+        const float n = k == 1.0f ? root : fminf(root / k, __uint_as_float(0x7f7fffffu));
+        const bool zero = n == 0.0f;
+        float y[8];
+        for (int j = 0; j < 8; ++j) y[j] = zero ? 0.0f : x[j] / n;
+        fwht(P, L, tab, y, true, false);
+        const u32 qh = f32_to_f16(absmax_threads(L, y, 0u, P.t_per_vec));
+        const float s = f16_to_f32(qh) / P.box_qf;
+        for (int j = 0; j < 8; ++j) y[j] = zero ? 0.0f : y[j] / s;
+        u64 idx[2];
+        for (u32 b = 0u; b < bpt; ++b) idx[b] = compat_encode_block(P, tab, y + b * P.cblock);
+        const u32 pos = lv * P.bits;
+        if (!P.joint) {
+            if (active) {
+                if (L.t == 0u) {
+                    put_bits(smem, pos, compat_norm_bits(n), 16u);
+                    put_bits(smem, pos + 16u, zero ? 0u : qh, 16u);
+                }
+                for (u32 b = 0u; b < bpt; ++b) put_bits(smem, pos + 32u + (L.t * bpt + b) * P.block_bits, idx[b], P.block_bits);
+            }
+        } else {
+            // One mixed-radix number over the blocks, radix = codebook size: Horner from the
+            // last block, in 64-bit limbs.
+            const u64 radix = words_u64(P.size_lo, P.size_hi);
+            u64 limbs[MAX_COMPAT_LIMBS];
+            for (u32 i = 0u; i < P.joint_limbs; ++i) limbs[i] = 0ull;
+            for (int t = (int)P.t_per_vec - 1; t >= 0; --t) {
+                u64 got[2];
+                for (u32 b = 0u; b < 2u; ++b) {
+                    const u32 lo32 = shfl_u((u32)idx[b < bpt ? b : 0u], L.base + (u32)t);
+                    const u32 hi32 = shfl_u((u32)(idx[b < bpt ? b : 0u] >> 32), L.base + (u32)t);
+                    got[b] = words_u64(lo32, hi32);
+                }
+                if (L.t == 0u) {
+                    for (int b = (int)bpt - 1; b >= 0; --b) {
+                        u64 carry = got[b];
+                        for (u32 i = 0u; i < P.joint_limbs; ++i) {
+                            const u64 lo = limbs[i] * radix;
+                            const u64 hi = __umul64hi(limbs[i], radix);
+                            const u64 sum = lo + carry;
+                            limbs[i] = sum;
+                            carry = hi + (sum < lo ? 1ull : 0ull);
+                        }
+                    }
+                }
+            }
+            if (active && L.t == 0u) {
+                put_bits(smem, pos, compat_norm_bits(n), 16u);
+                put_bits(smem, pos + 16u, zero ? 0u : qh, 16u);
+                u32 left = P.joint_bits;
+                for (u32 i = 0u; left > 0u; ++i) {
+                    const u32 take = left < 64u ? left : 64u;
+                    put_bits(smem, pos + 32u + 64u * i, take == 64u ? limbs[i] : (limbs[i] & ((1ull << take) - 1ull)), take);
+                    left -= take;
+                }
+            }
+        }
+    }
+    __syncthreads();
+    store_chunk(P, smem, (unsigned char*)dst, chunk);
+}
+
+extern "C" __global__ void kvc_compat_decode(const Params P, const void* src, void* dst, const u32* tab, u64* status) {
+    extern __shared__ u32 smem[];
+    const Lane L = lane_of(P);
+    const u32 chunk = blockIdx.x;
+    load_chunk(P, (const unsigned char*)src, smem, chunk);
+    const u32 per_round = (blockDim.x >> 5) * P.vpw;
+    const u32 bpt = 8u / P.cblock;
+    for (u32 r0 = 0u; r0 < CHUNK; r0 += per_round) {
+        const u32 lv = r0 + L.warp * P.vpw + L.seg;
+        const u64 v = (u64)chunk * CHUNK + lv;
+        const bool active = L.slot && lv < CHUNK && v < (u64)P.n;
+        const u32 pos = lv * P.bits;
+        const u32 nb = active ? (u32)get_bits(smem, pos, 16u) : 0u;
+        const u32 qb = active ? (u32)get_bits(smem, pos + 16u, 16u) : 0u;
+        float n = (nb & 0x8000u) == 0u ? f16_to_f32(nb) : bf16_to_f32(nb & 0x7fffu);
+        if (!finite_f(n)) { if (active && L.t == 0u) fault(status, v, 0u, FAULT_NORM_NOT_FINITE); n = 0.0f; }
+        const float qmax = f16_to_f32(qb);
+        if (!finite_f(qmax) || qmax < 0.0f) { if (active && L.t == 0u) fault(status, v, 16u, FAULT_COMPAT_SCALE); }
+        const float s = qmax / P.box_qf;
+        u64 idx[2] = {0ull, 0ull};
+        if (!P.joint) {
+            for (u32 b = 0u; b < bpt; ++b) {
+                idx[b] = active ? get_bits(smem, pos + 32u + (L.t * bpt + b) * P.block_bits, P.block_bits) : 0ull;
+            }
+        } else {
+            const u64 radix = words_u64(P.size_lo, P.size_hi);
+            u64 limbs[MAX_COMPAT_LIMBS];
+            u32 left = P.joint_bits;
+            for (u32 i = 0u; i < P.joint_limbs; ++i) {
+                const u32 take = left < 64u ? left : 64u;
+                limbs[i] = (active && L.t == 0u) ? get_bits(smem, pos + 32u + 64u * i, take) : 0ull;
+                left -= take;
+            }
+            for (u32 t = 0u; t < P.t_per_vec; ++t) {
+                u64 mine[2] = {0ull, 0ull};
+                if (L.t == 0u) {
+                    for (u32 b = 0u; b < bpt; ++b) {
+                        u64 rem = 0ull;
+                        for (int i = (int)P.joint_limbs - 1; i >= 0; --i) limbs[i] = div128by64(rem, limbs[i], radix, &rem);
+                        mine[b] = rem;
+                    }
+                }
+                for (u32 b = 0u; b < 2u; ++b) {
+                    const u32 lo32 = shfl_u((u32)mine[b], L.base);
+                    const u32 hi32 = shfl_u((u32)(mine[b] >> 32), L.base);
+                    if (L.t == t) idx[b] = words_u64(lo32, hi32);
+                }
+            }
+            if (active && L.t == 0u) {
+                bool bad = false;
+                for (u32 i = 0u; i < P.joint_limbs; ++i) bad = bad || limbs[i] != 0ull;
+                if (bad) fault(status, v, 32u, FAULT_JOINT_RANGE);
+            }
+        }
+        float y[8];
+        for (u32 b = 0u; b < bpt; ++b) {
+            if (!compat_decode_block(P, tab, idx[b], y + b * P.cblock) && active) {
+                fault(status, v, 32u + (L.t * bpt + b) * P.block_bits, FAULT_BLOCK_RANGE);
+            }
+        }
+        for (int j = 0; j < 8; ++j) y[j] = y[j] * s;
+        fwht(P, L, tab, y, false, false);
+        for (int j = 0; j < 8; ++j) y[j] = saturate_f(y[j] * n);
+        if (active) store8(P, dst, v, L.t, y);
+    }
+}

@@ -63,7 +63,9 @@ fn driver(op: &'static str) -> impl Fn(DriverError) -> Error {
 fn ptx_for(arch: &str) -> Result<String, Error> {
     static CACHE: OnceLock<Mutex<HashMap<String, String>>> = OnceLock::new();
     let cache = CACHE.get_or_init(|| Mutex::new(HashMap::new()));
-    let mut cache = cache.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let mut cache = cache
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     if let Some(ptx) = cache.get(arch) {
         return Ok(ptx.clone());
     }
@@ -74,7 +76,10 @@ fn ptx_for(arch: &str) -> Result<String, Error> {
         prec_sqrt: Some(true),
         prec_div: Some(true),
         fmad: Some(false),
-        options: vec![format!("--gpu-architecture={arch}"), "--std=c++17".to_owned()],
+        options: vec![
+            format!("--gpu-architecture={arch}"),
+            "--std=c++17".to_owned(),
+        ],
         name: Some("kv_cuda_kernels.cu".to_owned()),
         ..CompileOptions::default()
     };
@@ -287,7 +292,11 @@ impl Device {
     ///
     /// # Errors
     /// [`Error::LengthMismatch`] unless the lengths are equal; [`Error::Driver`].
-    pub fn download<T: Element>(&self, buffer: &DeviceBuffer<T>, host: &mut [T]) -> Result<(), Error> {
+    pub fn download<T: Element>(
+        &self,
+        buffer: &DeviceBuffer<T>,
+        host: &mut [T],
+    ) -> Result<(), Error> {
         check_len("host destination", buffer.len(), host.len())?;
         if !host.is_empty() {
             self.stream
@@ -301,7 +310,11 @@ impl Device {
     ///
     /// # Errors
     /// [`Error::LengthMismatch`] unless the lengths are equal; [`Error::Driver`].
-    pub fn copy<T: Element>(&self, src: &DeviceBuffer<T>, dst: &mut DeviceBuffer<T>) -> Result<(), Error> {
+    pub fn copy<T: Element>(
+        &self,
+        src: &DeviceBuffer<T>,
+        dst: &mut DeviceBuffer<T>,
+    ) -> Result<(), Error> {
         check_len("copy destination", src.len(), dst.len())?;
         if src.is_empty() {
             return Ok(());
@@ -316,14 +329,20 @@ impl Device {
     ///
     /// # Errors
     /// [`Error::Driver`].
-    pub fn fill_bytes<T: Element>(&self, buffer: &mut DeviceBuffer<T>, byte: u8) -> Result<(), Error> {
+    pub fn fill_bytes<T: Element>(
+        &self,
+        buffer: &mut DeviceBuffer<T>,
+        byte: u8,
+    ) -> Result<(), Error> {
         let bytes = buffer.len * std::mem::size_of::<T>();
         let (ptr, _record) = buffer.slice.device_ptr_mut(&self.stream);
         // SAFETY: `ptr` is the start of the live allocation `buffer` owns, which holds at least
         // `bytes` bytes; it was allocated on `self.stream`, the stream the memset runs on; and
         // every byte pattern is a valid value of the element types (integers and f32).
-        unsafe { cudarc::driver::result::memset_d8_async(ptr, byte, bytes, self.stream.cu_stream()) }
-            .map_err(driver("cuMemsetD8Async"))
+        unsafe {
+            cudarc::driver::result::memset_d8_async(ptr, byte, bytes, self.stream.cu_stream())
+        }
+        .map_err(driver("cuMemsetD8Async"))
     }
 
     /// Waits until all work queued on this device's stream has finished.
@@ -331,7 +350,9 @@ impl Device {
     /// # Errors
     /// [`Error::Driver`], including faults of earlier kernels.
     pub fn synchronize(&self) -> Result<(), Error> {
-        self.stream.synchronize().map_err(driver("cuStreamSynchronize"))
+        self.stream
+            .synchronize()
+            .map_err(driver("cuStreamSynchronize"))
     }
 
     /// Runs `work` (which queues operations on this device) between two events and returns
@@ -343,10 +364,14 @@ impl Device {
         let flags = Some(sys::CUevent_flags::CU_EVENT_DEFAULT);
         let start = self.ctx.new_event(flags).map_err(driver("cuEventCreate"))?;
         let end = self.ctx.new_event(flags).map_err(driver("cuEventCreate"))?;
-        start.record(&self.stream).map_err(driver("cuEventRecord"))?;
+        start
+            .record(&self.stream)
+            .map_err(driver("cuEventRecord"))?;
         let result = work()?;
         end.record(&self.stream).map_err(driver("cuEventRecord"))?;
-        let ms = start.elapsed_ms(&end).map_err(driver("cuEventElapsedTime"))?;
+        let ms = start
+            .elapsed_ms(&end)
+            .map_err(driver("cuEventElapsedTime"))?;
         Ok((result, ms))
     }
 
@@ -426,6 +451,8 @@ fn fault_reason(code: u32) -> &'static str {
         8 => "scale escape out of range",
         9 => "scale is negative",
         10 => "integer level −2^(b−1) is never written",
+        11 => "block index out of range",
+        12 => "scale is not finite and non-negative",
         _ => "unknown fault",
     }
 }
@@ -473,7 +500,11 @@ impl DevicePlan {
     ///
     /// # Errors
     /// [`Error::LengthMismatch`], [`Error::BatchTooLarge`], [`Error::Driver`].
-    pub fn enqueue_encode(&self, input: Values<'_>, out: &mut DeviceBuffer<u8>) -> Result<(), Error> {
+    pub fn enqueue_encode(
+        &self,
+        input: Values<'_>,
+        out: &mut DeviceBuffer<u8>,
+    ) -> Result<(), Error> {
         let n = self.vectors(input.len())?;
         check_len("encoded output", self.plan.encoded_len(n), out.len())?;
         let Some(launch) = self.plan.launch(Op::Encode, n, input.dtype())? else {
@@ -481,9 +512,13 @@ impl DevicePlan {
         };
         let mut status = self.status.lock().unwrap_or_else(|p| p.into_inner());
         match input {
-            Values::F32(b) => self.device.run(&launch, &b.slice, &mut out.slice, &self.tables, &mut status),
+            Values::F32(b) => {
+                self.device
+                    .run(&launch, &b.slice, &mut out.slice, &self.tables, &mut status)
+            }
             Values::F16(b) | Values::Bf16(b) => {
-                self.device.run(&launch, &b.slice, &mut out.slice, &self.tables, &mut status)
+                self.device
+                    .run(&launch, &b.slice, &mut out.slice, &self.tables, &mut status)
             }
         }
     }
@@ -493,7 +528,11 @@ impl DevicePlan {
     ///
     /// # Errors
     /// [`Error::LengthMismatch`], [`Error::BatchTooLarge`], [`Error::Driver`].
-    pub fn enqueue_decode(&self, bytes: &DeviceBuffer<u8>, out: ValuesMut<'_>) -> Result<(), Error> {
+    pub fn enqueue_decode(
+        &self,
+        bytes: &DeviceBuffer<u8>,
+        out: ValuesMut<'_>,
+    ) -> Result<(), Error> {
         let n = self.vectors(out.len())?;
         check_len("encoded input", self.plan.encoded_len(n), bytes.len())?;
         let Some(launch) = self.plan.launch(Op::Decode, n, out.dtype())? else {
@@ -501,10 +540,20 @@ impl DevicePlan {
         };
         let mut status = self.status.lock().unwrap_or_else(|p| p.into_inner());
         match out {
-            ValuesMut::F32(b) => self.device.run(&launch, &bytes.slice, &mut b.slice, &self.tables, &mut status),
-            ValuesMut::F16(b) | ValuesMut::Bf16(b) => {
-                self.device.run(&launch, &bytes.slice, &mut b.slice, &self.tables, &mut status)
-            }
+            ValuesMut::F32(b) => self.device.run(
+                &launch,
+                &bytes.slice,
+                &mut b.slice,
+                &self.tables,
+                &mut status,
+            ),
+            ValuesMut::F16(b) | ValuesMut::Bf16(b) => self.device.run(
+                &launch,
+                &bytes.slice,
+                &mut b.slice,
+                &self.tables,
+                &mut status,
+            ),
         }
     }
 

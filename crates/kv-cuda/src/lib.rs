@@ -37,8 +37,9 @@
 //!
 //! # Scope
 //! Head dimensions that are multiples of 8 up to 256 (a vector fits one warp). Codecs:
-//! E8 Voronoi (q ≤ 256, raw or joint packing), TurboQuant-MSE, FP8 E4M3, INT2–8 and bf16,
-//! with groups that are multiples of 8 values.
+//! E8 Voronoi (q ≤ 256, raw or joint packing), the compatibility D4/E8 box codecs (boxes of
+//! fewer than 2^64 points, per-block or joint packing), TurboQuant-MSE, FP8 E4M3, INT2–8 and
+//! bf16, with groups that are multiples of 8 values.
 #![deny(unsafe_code)]
 #![deny(missing_docs)]
 
@@ -53,6 +54,7 @@ pub use error::Error;
 pub use launch::{Device, DeviceBuffer, DevicePlan, Element, Values, ValuesMut, is_available};
 pub use params::Params;
 pub use plan::{
-    BLOCK_THREADS, CHUNK, Dtype, KernelCodec, Launch, MAX_HEAD_DIM, MAX_VORONOI_Q, Op, Plan,
+    BLOCK_THREADS, BoxLattice, CHUNK, Dtype, KernelCodec, Launch, MAX_HEAD_DIM, MAX_VORONOI_Q, Op,
+    Plan,
 };
 pub use source::kernel_source;

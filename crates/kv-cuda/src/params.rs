@@ -16,7 +16,7 @@ pub(crate) enum Kind {
 use Kind::{F32, U32};
 
 /// Every field, in layout order.
-pub(crate) const FIELDS: [(&str, Kind); 32] = [
+pub(crate) const FIELDS: [(&str, Kind); 43] = [
     // Shape and launch.
     ("codec", U32),
     ("d", U32),
@@ -53,6 +53,18 @@ pub(crate) const FIELDS: [(&str, Kind); 32] = [
     ("off_levels", U32),
     ("off_thresholds", U32),
     ("nthresholds", U32),
+    // Compatibility box codecs (64-bit values as low and high words).
+    ("cblock", U32),
+    ("box_q", U32),
+    ("box_qf", F32),
+    ("block_bits", U32),
+    ("off_counts", U32),
+    ("off_counts_half", U32),
+    ("size_lo", U32),
+    ("size_hi", U32),
+    ("int_size_lo", U32),
+    ("int_size_hi", U32),
+    ("joint_limbs", U32),
 ];
 
 /// Number of 32-bit words in the block.
@@ -76,7 +88,10 @@ impl Params {
             .iter()
             .position(|f| f.0 == name)
             .unwrap_or_else(|| panic!("kernel parameter {name} does not exist"));
-        assert_eq!(FIELDS[i].1, kind, "kernel parameter {name} has another type");
+        assert_eq!(
+            FIELDS[i].1, kind,
+            "kernel parameter {name} has another type"
+        );
         i
     }
 

@@ -4,11 +4,13 @@
 //! so all of it is tested on machines without one.
 
 use hadamard::Shape;
-use lattice_core::MixedRadix;
+use lattice_core::{Codebook, D4Box, E8Box, MixedRadix};
 
 use crate::error::Error;
 use crate::params::Params;
-use crate::source::{CODEC_BF16, CODEC_FP8, CODEC_INT, CODEC_TURBOQUANT, CODEC_VORONOI};
+use crate::source::{
+    CODEC_BF16, CODEC_COMPAT, CODEC_FP8, CODEC_INT, CODEC_TURBOQUANT, CODEC_VORONOI,
+};
 
 /// Vectors coded by one thread block: 32 vectors of any bit length end on a 32-bit word, so
 /// blocks never share an output word.
@@ -25,6 +27,18 @@ pub const MAX_VORONOI_Q: u32 = 256;
 
 /// Largest joint (mixed-radix) index the Voronoi kernels hold, in bits.
 const MAX_JOINT_BITS: u32 = 80 * 32;
+
+/// Largest joint index the compatibility kernels hold, in bits (64 limbs of 64 bits).
+const MAX_COMPAT_JOINT_BITS: u32 = 64 * 64;
+
+/// The lattice of a compatibility-mode box codebook.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum BoxLattice {
+    /// D4 ∩ [−Q, Q]^4, blocks of 4 values.
+    D4,
+    /// E8 ∩ [−Q, Q]^8, blocks of 8 values.
+    E8,
+}
 
 /// The element type of values in device memory.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -102,6 +116,48 @@ pub enum KernelCodec {
         /// Values per vector.
         head_dim: usize,
     },
+    /// The published KakeyaLattice pipeline (f16 norm, Sylvester–Hadamard, f16 absmax, box
+    /// codebook at Q with lattice-core's indexing), per-block or joint index packing.
+    Compat {
+        /// Values per vector (a power of two).
+        head_dim: usize,
+        /// D4 or E8 blocks.
+        lattice: BoxLattice,
+        /// Box half-width Q.
+        q: u32,
+        /// One mixed-radix index per vector instead of whole bits per block.
+        joint: bool,
+    },
+}
+
+/// lattice-core's `ParityBox` counts for `[lo, hi]^k`: `counts[j][t]` vectors of length `j`
+/// whose sum has parity `t`, as u64 word pairs; `None` if a count needs more than 64 bits.
+fn parity_counts(lo: i64, hi: i64, k: usize) -> Option<Vec<u32>> {
+    let evens_in = |a: i64, b: i64| {
+        if a > b {
+            0
+        } else {
+            b.div_euclid(2) - (a - 1).div_euclid(2)
+        }
+    };
+    let evens = evens_in(lo, hi) as u128;
+    let odds = (hi - lo + 1) as u128 - evens;
+    let mut counts = vec![[1u128, 0u128]];
+    for j in 1..=k {
+        let prev = counts[j - 1];
+        counts.push([
+            evens * prev[0] + odds * prev[1],
+            evens * prev[1] + odds * prev[0],
+        ]);
+    }
+    let mut words = Vec::with_capacity(4 * (k + 1));
+    for pair in counts {
+        for c in pair {
+            let c = u64::try_from(c).ok()?;
+            words.extend([c as u32, (c >> 32) as u32]);
+        }
+    }
+    Some(words)
 }
 
 /// Which direction a launch goes.
@@ -252,10 +308,11 @@ impl Plan {
                         u64::from(q),
                         "q^8 below 2^64 for joint packing",
                     ))?;
-                    let radices: Vec<u64> = (0..blocks).flat_map(|_| [u64::from(scales), block]).collect();
-                    let joint = MixedRadix::new(&radices).map_err(|_| {
-                        unsupported("scales", u64::from(scales), "at least 1")
-                    })?;
+                    let radices: Vec<u64> = (0..blocks)
+                        .flat_map(|_| [u64::from(scales), block])
+                        .collect();
+                    let joint = MixedRadix::new(&radices)
+                        .map_err(|_| unsupported("scales", u64::from(scales), "at least 1"))?;
                     if joint.bits() > MAX_JOINT_BITS {
                         return Err(unsupported(
                             "joint index bits",
@@ -323,6 +380,79 @@ impl Plan {
                 params.set("vbits", *b);
                 bits = (*head_dim / g) as u64 * 16 + u64::from(*b) * *head_dim as u64;
                 kernels = ["kvc_scalar_encode", "kvc_scalar_decode"];
+            }
+            KernelCodec::Compat {
+                head_dim,
+                lattice,
+                q,
+                joint,
+            } => {
+                let d = *head_dim;
+                if !d.is_power_of_two() {
+                    return Err(unsupported("head_dim", d as u64, "a power of two"));
+                }
+                let s = shape(&mut params, d, true)?;
+                params.set("off_mix", tables.len() as u32);
+                tables.extend(hadamard::mixing_table(s).iter().map(|w| w.to_bits()));
+                const TOO_BIG: &str = "a box of fewer than 2^64 points (D4: Q ≤ 4095, E8: Q ≤ 124)";
+                let big = || unsupported("q", u64::from(*q), TOO_BIG);
+                let lo = -i64::from(*q);
+                let (block, size, integers) = match lattice {
+                    BoxLattice::D4 => {
+                        let book = D4Box::new(*q).map_err(|_| big())?;
+                        (4usize, book.size(), book.size())
+                    }
+                    BoxLattice::E8 => {
+                        let book = E8Box::new(*q).map_err(|_| big())?;
+                        let integers = lattice_core::D8Box::new(*q).map_err(|_| big())?.size();
+                        (8, book.size(), integers)
+                    }
+                };
+                let size = u64::try_from(size).map_err(|_| big())?;
+                let counts = parity_counts(lo, i64::from(*q), block).ok_or_else(big)?;
+                params.set("off_counts", tables.len() as u32);
+                tables.extend(&counts);
+                if block == 8 {
+                    let half = parity_counts(lo, i64::from(*q) - 1, 8).ok_or_else(big)?;
+                    params.set("off_counts_half", tables.len() as u32);
+                    tables.extend(&half);
+                }
+                // The integer coset's count from the recurrence must be lattice-core's.
+                let last = counts.len() - 4;
+                let even_total = u128::from(counts[last]) | (u128::from(counts[last + 1]) << 32);
+                assert_eq!(
+                    even_total, integers,
+                    "box counts disagree with lattice-core"
+                );
+                params.set("codec", CODEC_COMPAT);
+                params.set("cblock", block as u32);
+                params.set("box_q", *q);
+                params.set_f32("box_qf", *q as f32);
+                params.set("size_lo", size as u32);
+                params.set("size_hi", (size >> 32) as u32);
+                params.set("int_size_lo", integers as u32);
+                params.set("int_size_hi", (integers >> 32) as u32);
+                let block_bits = 64 - (size - 1).leading_zeros();
+                params.set("block_bits", block_bits);
+                let blocks = d / block;
+                let index_bits = if *joint {
+                    let m = MixedRadix::uniform(size, blocks).map_err(|_| big())?;
+                    if m.bits() > MAX_COMPAT_JOINT_BITS {
+                        return Err(unsupported(
+                            "joint index bits",
+                            u64::from(m.bits()),
+                            "at most 4096",
+                        ));
+                    }
+                    params.set("joint", 1);
+                    params.set("joint_bits", m.bits());
+                    params.set("joint_limbs", m.limbs() as u32);
+                    u64::from(m.bits())
+                } else {
+                    blocks as u64 * u64::from(block_bits)
+                };
+                bits = 32 + index_bits;
+                kernels = ["kvc_compat_encode", "kvc_compat_decode"];
             }
             KernelCodec::Bf16 { head_dim } => {
                 shape(&mut params, *head_dim, false)?;
@@ -420,9 +550,21 @@ mod tests {
         assert_eq!(voronoi(128, 16, 4).unwrap().bits_per_vector(), 11 + 16 * 34);
         // Joint: ⌈log2 (3 · 16^8)^16⌉ = ⌈16 · 33.585⌉ = 538.
         assert_eq!(voronoi(128, 16, 3).unwrap().bits_per_vector(), 11 + 538);
-        assert!(matches!(voronoi(512, 16, 4), Err(Error::Unsupported { what: "head_dim", .. })));
-        assert!(matches!(voronoi(100, 16, 4), Err(Error::Unsupported { .. })));
-        assert!(matches!(voronoi(128, 512, 4), Err(Error::Unsupported { what: "q", .. })));
+        assert!(matches!(
+            voronoi(512, 16, 4),
+            Err(Error::Unsupported {
+                what: "head_dim",
+                ..
+            })
+        ));
+        assert!(matches!(
+            voronoi(100, 16, 4),
+            Err(Error::Unsupported { .. })
+        ));
+        assert!(matches!(
+            voronoi(128, 512, 4),
+            Err(Error::Unsupported { what: "q", .. })
+        ));
         let p = voronoi(96, 8, 2).unwrap();
         assert_eq!(p.tables().len(), 96 + 9);
     }
@@ -432,7 +574,10 @@ mod tests {
         let p = voronoi(64, 16, 4).unwrap();
         assert_eq!(p.launch(Op::Encode, 0, Dtype::F32).unwrap(), None);
         let l = p.launch(Op::Decode, 65, Dtype::Bf16).unwrap().unwrap();
-        assert_eq!((l.kernel, l.grid, l.block), ("kvc_voronoi_decode", 3, BLOCK_THREADS));
+        assert_eq!(
+            (l.kernel, l.grid, l.block),
+            ("kvc_voronoi_decode", 3, BLOCK_THREADS)
+        );
         assert_eq!(l.shared_bytes, 4 * p.bits_per_vector());
         assert_eq!(l.params.get("n"), 65);
         assert_eq!(l.params.get("vpw"), 4);
@@ -440,11 +585,27 @@ mod tests {
 
     #[test]
     fn baselines_have_their_cpu_sizes() {
-        let fp8 = Plan::new(KernelCodec::Fp8E4m3 { head_dim: 128, group: 64 }).unwrap();
+        let fp8 = Plan::new(KernelCodec::Fp8E4m3 {
+            head_dim: 128,
+            group: 64,
+        })
+        .unwrap();
         assert_eq!(fp8.bits_per_vector(), 2 * 16 + 8 * 128);
-        let int4 = Plan::new(KernelCodec::Int { head_dim: 64, bits: 4, group: 64 }).unwrap();
+        let int4 = Plan::new(KernelCodec::Int {
+            head_dim: 64,
+            bits: 4,
+            group: 64,
+        })
+        .unwrap();
         assert_eq!(int4.bits_per_vector(), 16 + 4 * 64);
-        assert!(Plan::new(KernelCodec::Int { head_dim: 64, bits: 4, group: 4 }).is_err());
+        assert!(
+            Plan::new(KernelCodec::Int {
+                head_dim: 64,
+                bits: 4,
+                group: 4
+            })
+            .is_err()
+        );
         let bf16 = Plan::new(KernelCodec::Bf16 { head_dim: 24 }).unwrap();
         assert_eq!(bf16.encoded_len(3), 3 * 48);
     }

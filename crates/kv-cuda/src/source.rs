@@ -11,16 +11,19 @@ pub(crate) const CODEC_TURBOQUANT: u32 = 2;
 pub(crate) const CODEC_FP8: u32 = 3;
 pub(crate) const CODEC_INT: u32 = 4;
 pub(crate) const CODEC_BF16: u32 = 5;
+pub(crate) const CODEC_COMPAT: u32 = 6;
 
 /// The kernels, by entry point name; every one has the signature
 /// `(Params, const void* src, void* dst, const u32* tables, u64* status)`.
-pub(crate) const KERNELS: [&str; 6] = [
+pub(crate) const KERNELS: [&str; 8] = [
     "kvc_voronoi_encode",
     "kvc_voronoi_decode",
     "kvc_turboquant_encode",
     "kvc_turboquant_decode",
     "kvc_scalar_encode",
     "kvc_scalar_decode",
+    "kvc_compat_encode",
+    "kvc_compat_decode",
 ];
 
 /// The complete CUDA C source of the kernels.
@@ -35,6 +38,7 @@ pub fn kernel_source() -> String {
         ("CODEC_FP8", CODEC_FP8),
         ("CODEC_INT", CODEC_INT),
         ("CODEC_BF16", CODEC_BF16),
+        ("CODEC_COMPAT", CODEC_COMPAT),
         ("DTYPE_F32", crate::Dtype::F32.id()),
         ("DTYPE_F16", crate::Dtype::F16.id()),
         ("DTYPE_BF16", crate::Dtype::Bf16.id()),
