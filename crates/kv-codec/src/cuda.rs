@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 use half::slice::HalfFloatSliceExt;
 
+pub use kv_cuda::Error as CudaError;
 pub use kv_cuda::{
     BoxLattice, Device, DeviceBuffer, DevicePlan, Dtype, KernelCodec, Plan, Values, ValuesMut,
     is_available,
