@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 mod ci;
+mod gpu_bundle;
 mod json;
 mod manifest;
 mod metadata;
@@ -22,6 +23,10 @@ commands:
           this is what .ci/run runs, and it stops at the first failing step
   tidy    run only the house-style checks (file headers, SAFETY comments, debugging macros,
           layering, workspace pins, forbid(unsafe_code), CI entry point)
+  gpu-bundle
+          build the GPU test, parity and benchmark binaries (release, `cuda` feature) into
+          gpu-bundle/ with a run script, and print the command that runs them on a GPU
+          machine (which needs no Rust toolchain)
   help    print this message
 ";
 
@@ -35,6 +40,7 @@ fn main() -> ExitCode {
         }
         ["ci"] => ci::run(&workspace_root()),
         ["tidy"] => tidy::main(&workspace_root()),
+        ["gpu-bundle"] => gpu_bundle::main(&workspace_root()),
         _ => {
             eprintln!("error: unrecognised arguments: {}\n", args.join(" "));
             eprint!("{USAGE}");
