@@ -528,6 +528,20 @@ __device__ __forceinline__ bool try_at(const Params& P, const float v[8], float 
     for (int i = 0; i < 8; ++i) s[i] = v[i] * t;
     e8_closest(s, lam);
     coset_coords(P, lam, c);
+    // Fast path, same result: when |lam|^2 <= 0.4 q^2 (exact, in doubled integer
+    // coordinates: 5 |2 lam|^2 <= 8 q^2), the origin is the unique nearest E8 point of lam/q,
+    // nearer than any other by more than 0.2 in squared distance, so the CPU's reduction
+    // lam - q Q(lam/q) returns lam itself: the point is its own representative. Adding +0
+    // turns -0 coordinates into the +0 the reduction would give.
+    long long norm2 = 0;
+    for (int i = 0; i < 8; ++i) {
+        const long long tw = (long long)(lam[i] * 2.0f);
+        norm2 += tw * tw;
+    }
+    if (5 * norm2 <= 8 * (long long)P.q * (long long)P.q) {
+        for (int i = 0; i < 8; ++i) pt[i] = lam[i] + 0.0f;
+        return true;
+    }
     point_of_coords(P, c, pt);
     bool inside = true;
     for (int i = 0; i < 8; ++i) inside = inside && (pt[i] == lam[i]);
