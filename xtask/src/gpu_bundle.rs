@@ -96,7 +96,7 @@ step() {
   if "$@" > "$out/$name.log" 2>&1; then result=ok; else result="FAILED($?)"; fi
   summary="$summary$(printf '%-10s %-10s %5ss  %s' "$name" "$result" "$(( $(date +%s) - start ))" "$out/$name.log")\n"
 }
-nvidia-smi -L > "$out/device.log" 2>&1
+{ nvidia-smi -L; ldconfig -p | grep -E 'libcuda\.so|libnvrtc'; echo "LD_LIBRARY_PATH=$LD_LIBRARY_PATH"; } > "$out/device.log" 2>&1
 for s in ${*:-tests parity bench memcheck}; do
   case $s in
     tests)
@@ -153,6 +153,22 @@ fn build(root: &Path, b: &Build) -> Result<PathBuf, String> {
         .ok_or_else(|| format!("cargo {} reported no executable", b.args.join(" ")))
 }
 
+/// Drops the debug sections of a copied binary (line tables make the bundle ten times larger
+/// than the transfer to the GPU machine allows). Without a `strip` program the binary stays
+/// as it is, which only costs size.
+fn strip(binary: &Path) {
+    let stripped = std::process::Command::new("strip")
+        .arg(binary)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !stripped {
+        println!(
+            "note: could not strip {}; it keeps its debug sections",
+            binary.display()
+        );
+    }
+}
+
 fn bundle(root: &Path) -> Result<(), String> {
     let dir = root.join(DIR);
     let bin = dir.join("bin");
@@ -161,6 +177,7 @@ fn bundle(root: &Path) -> Result<(), String> {
         let exe = build(root, b)?;
         let to = bin.join(b.name);
         fs::copy(&exe, &to).map_err(|e| format!("cannot copy {}: {e}", exe.display()))?;
+        strip(&to);
     }
     let data = root.join(DATA);
     if data.is_file() {

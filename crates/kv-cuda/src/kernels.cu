@@ -255,8 +255,11 @@ __device__ __forceinline__ void store8(const Params& P, void* dst, u64 v, u32 t,
     const u64 off = v * (u64)P.d + 8ull * t;
     if (P.dtype == DTYPE_F32) {
         float4* p = (float4*)((float*)dst + off);
-        p[0] = make_float4(y[0], y[1], y[2], y[3]);
-        p[1] = make_float4(y[4], y[5], y[6], y[7]);
+        float4 a, b;
+        a.x = y[0]; a.y = y[1]; a.z = y[2]; a.w = y[3];
+        b.x = y[4]; b.y = y[5]; b.z = y[6]; b.w = y[7];
+        p[0] = a;
+        p[1] = b;
     } else {
         u32 words[4];
         for (int j = 0; j < 4; ++j) {
@@ -264,7 +267,9 @@ __device__ __forceinline__ void store8(const Params& P, void* dst, u64 v, u32 t,
             const u32 hi = P.dtype == DTYPE_F16 ? f32_to_f16(y[2 * j + 1]) : f32_to_bf16(y[2 * j + 1]);
             words[j] = lo | (hi << 16);
         }
-        *(uint4*)((u16*)dst + off) = make_uint4(words[0], words[1], words[2], words[3]);
+        uint4 w;
+        w.x = words[0]; w.y = words[1]; w.z = words[2]; w.w = words[3];
+        *(uint4*)((u16*)dst + off) = w;
     }
 }
 
