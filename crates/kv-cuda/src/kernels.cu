@@ -28,7 +28,6 @@ typedef unsigned long long u64;
 typedef unsigned short u16;
 
 #define FULL_MASK 0xffffffffu
-#define CHUNK 32u
 
 // ---------------------------------------------------------------------------------------------
 // Bit patterns and conversions
@@ -321,12 +320,26 @@ __device__ __forceinline__ u64 get_bits(const u32* buf, u32 pos, u32 nbits) {
     return v;
 }
 
+// Words of one chunk's packed bits (P.chunk is a multiple of 32 vectors).
+__device__ __forceinline__ u32 chunk_words(const Params& P) { return (P.chunk >> 5) * P.bits; }
+
 // Byte range of chunk `chunk` in a batch of P.n vectors: [start, end).
 __device__ __forceinline__ void chunk_bytes(const Params& P, u32 chunk, u64* start, u64* end) {
     const u64 total = ((u64)P.n * (u64)P.bits + 7ull) >> 3;
-    *start = (u64)chunk * 4ull * (u64)P.bits;
-    u64 e = *start + 4ull * (u64)P.bits;
+    *start = (u64)chunk * 4ull * (u64)chunk_words(P);
+    u64 e = *start + 4ull * (u64)chunk_words(P);
     *end = e < total ? e : total;
+}
+
+// Per-warp scratch in shared memory, after the chunk's packed bits: 32 lanes x 8 floats
+// (squares for sumsq, then the blocks' z for the overload tasks), then 32 task slots of
+// four words (task, error, index low, index high).
+#define SCRATCH_WORDS_PER_WARP (32u * 8u + 32u * 4u)
+__device__ __forceinline__ float* warp_vals(const Params& P, u32* smem, const Lane& L) {
+    return (float*)(smem + chunk_words(P) + L.warp * SCRATCH_WORDS_PER_WARP);
+}
+__device__ __forceinline__ u32* warp_slots(const Params& P, u32* smem, const Lane& L) {
+    return smem + chunk_words(P) + L.warp * SCRATCH_WORDS_PER_WARP + 32u * 8u;
 }
 
 __device__ __forceinline__ void zero_words(u32* buf, u32 words) {
@@ -349,7 +362,7 @@ __device__ __forceinline__ void load_chunk(const Params& P, const unsigned char*
     const u32 words = (u32)((end - start) >> 2);
     const u32 tail = (u32)((end - start) & 3ull);
     const u32* src = (const u32*)(in + start);
-    for (u32 i = threadIdx.x; i < P.bits; i += blockDim.x) buf[i] = i < words ? src[i] : 0u;
+    for (u32 i = threadIdx.x; i < chunk_words(P); i += blockDim.x) buf[i] = i < words ? src[i] : 0u;
     __syncthreads();
     if (threadIdx.x == 0u && tail != 0u) {
         u32 w = 0u;
@@ -365,14 +378,27 @@ __device__ __forceinline__ void load_chunk(const Params& P, const unsigned char*
 
 // kv-codec's sum_of_squares: lane j of eight adds the squares of the values at i = j mod 8 in
 // increasing i (here: over the vector's threads in order), then
-// ((l0 + l4) + (l2 + l6)) + ((l1 + l5) + (l3 + l7)). Every lane of the vector gets the result.
-__device__ __forceinline__ float sumsq(const Params& P, const Lane& L, const float v[8]) {
-    float sq[8], acc[8];
-    for (int j = 0; j < 8; ++j) { sq[j] = v[j] * v[j]; acc[j] = 0.0f; }
-    for (u32 s = 0u; s < P.t_per_vec; ++s) {
-        for (int j = 0; j < 8; ++j) acc[j] = acc[j] + shfl_f(sq[j], L.base + s);
+// ((l0 + l4) + (l2 + l6)) + ((l1 + l5) + (l3 + l7)). The squares go through the warp's
+// scratch, each of the eight running sums is kept by one thread, and every thread of the
+// vector gets the result. All lanes of the warp must call it.
+__device__ __forceinline__ float sumsq(const Params& P, const Lane& L, float* vals, const float v[8]) {
+    if (L.slot) {
+        for (int j = 0; j < 8; ++j) vals[L.lane * 8u + (u32)j] = v[j] * v[j];
     }
-    return ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7]));
+    __syncwarp();
+    if (L.slot) {
+        for (u32 j = L.t; j < 8u; j += P.t_per_vec) {
+            float acc = 0.0f;
+            for (u32 s = 0u; s < P.t_per_vec; ++s) acc = acc + vals[(L.base + s) * 8u + j];
+            // Column j is read by this thread alone, so its first row can take the sum.
+            vals[L.base * 8u + j] = acc;
+        }
+    }
+    __syncwarp();
+    float l[8];
+    for (int j = 0; j < 8; ++j) l[j] = L.slot ? vals[L.base * 8u + (u32)j] : 0.0f;
+    __syncwarp();
+    return ((l[0] + l[4]) + (l[2] + l[6])) + ((l[1] + l[5]) + (l[3] + l[7]));
 }
 
 // Largest magnitude over `threads` consecutive threads starting at thread `first` of the
@@ -459,9 +485,16 @@ __device__ __forceinline__ void dn_nearest_in_range(const float* x, float* r, in
         r[i] = ri;
     }
     for (int i = 0; i < n; ++i) sum += (int)r[i];
+    // The first index of the largest key; selects instead of indexing by `flip`, so that the
+    // arrays stay in registers.
     int flip = 0;
-    for (int i = 1; i < n; ++i) flip = key[i] > key[flip] ? i : flip;
-    if (sum & 1) r[flip] = alt[flip];
+    float best = key[0];
+    for (int i = 1; i < n; ++i) {
+        if (key[i] > best) { best = key[i]; flip = i; }
+    }
+    if (sum & 1) {
+        for (int i = 0; i < n; ++i) r[i] = i == flip ? alt[i] : r[i];
+    }
 }
 
 __device__ __forceinline__ float dist2(const float* a, const float* b, int n) {
@@ -553,10 +586,10 @@ __device__ __forceinline__ bool try_at(const Params& P, const float v[8], float 
     return inside;
 }
 
-// kv-codec's clip_to_cell: the nearest point if inside the cell, else the nearest point of
-// t*v for the largest t on a grid of 1/2^8 (found by bisection) whose nearest point is inside.
-__device__ __forceinline__ void clip_to_cell(const Params& P, const float v[8], u32 c[8], float pt[8]) {
-    if (try_at(P, v, 1.0f, c, pt)) return;
+// The overload branch of kv-codec's clip_to_cell, for a block whose nearest point (t = 1) is
+// outside the cell: the nearest point of t*v for the largest t on a grid of 1/2^8, found by
+// bisection, whose nearest point is inside (t = 0 always is).
+__device__ __forceinline__ void bisect_to_cell(const Params& P, const float v[8], u32 c[8], float pt[8]) {
     float lo = 0.0f, hi = 1.0f;
     try_at(P, v, 0.0f, c, pt);
     for (int it = 0; it < 8; ++it) {
@@ -576,26 +609,105 @@ __device__ __forceinline__ float alpha_of(const Params& P, u32 j) {
     return j == 0u ? P.alpha0 : (j == 1u ? P.alpha1 : (j == 2u ? P.alpha2 : P.alpha3));
 }
 
-// kv-codec's encode_block: the scale choice with the least squared error (first on ties).
-__device__ __forceinline__ void voronoi_block(const Params& P, const float z[8], u32* choice, u32 c[8]) {
+// Squared error of z against alpha * pt, summed in index order.
+__device__ __forceinline__ float block_error(const float z[8], float a, const float pt[8]) {
+    float err = 0.0f;
+    for (int i = 0; i < 8; ++i) {
+        const float e = z[i] - a * pt[i];
+        err = err + e * e;
+    }
+    return err;
+}
+
+// Inclusive prefix sum over the warp's lanes.
+__device__ __forceinline__ u32 warp_inclusive_sum(u32 x, u32 lane) {
+    for (u32 k = 1u; k < 32u; k <<= 1) {
+        const u32 o = shfl_u(x, lane - k);
+        if (lane >= k) x += o;
+    }
+    return x;
+}
+
+// kv-codec's encode_block for the block z of every lane of the warp (all lanes call it): the
+// scale choice with the least squared error (the first on ties), and its coset index
+// sum c_i q^i. Each choice first tries the block's nearest point; the overloaded (block,
+// choice) pairs, whose bisection costs nine more tries, are then shared out over the
+// warp's lanes, so that a warp pays for them in proportion to their number rather than
+// whenever any one lane has one. Same operations on the same values: same result.
+__device__ __forceinline__ void voronoi_block(const Params& P, const Lane& L, u32* smem, const float z[8], u32* choice, u64* index) {
+    float errs[4];
+    u64 idxs[4];
+    u32 pending = 0u;
+    for (u32 j = 0u; j < 4u; ++j) {
+        errs[j] = 0.0f;
+        idxs[j] = 0ull;
+        if (j < P.scales) {
+            const float a = alpha_of(P, j);
+            float v[8], pt[8];
+            u32 c[8];
+            for (int i = 0; i < 8; ++i) v[i] = z[i] / a;
+            if (try_at(P, v, 1.0f, c, pt)) {
+                errs[j] = block_error(z, a, pt);
+                idxs[j] = pack_index(P, c);
+            } else {
+                pending |= 1u << j;
+            }
+        }
+    }
+    // Lanes without a vector have z = 0, whose nearest point is inside: never pending.
+    const u32 count = (u32)__popc(pending);
+    const u32 inclusive = warp_inclusive_sum(count, L.lane);
+    const u32 first = inclusive - count;
+    const u32 total = shfl_u(inclusive, 31u);
+    float* vals = warp_vals(P, smem, L);
+    u32* slots = warp_slots(P, smem, L);
+    for (int i = 0; i < 8; ++i) vals[L.lane * 8u + (u32)i] = z[i];
+    __syncwarp();
+    for (u32 r0 = 0u; r0 < total; r0 += 32u) {
+        // Owners post this round's tasks: task k of the warp goes to lane k - r0.
+        u32 k = first;
+        for (u32 j = 0u; j < 4u; ++j) {
+            if (pending & (1u << j)) {
+                if (k >= r0 && k < r0 + 32u) slots[4u * (k - r0)] = (L.lane << 2) | j;
+                ++k;
+            }
+        }
+        __syncwarp();
+        if (r0 + L.lane < total) {
+            const u32 task = slots[4u * L.lane];
+            const u32 owner = task >> 2;
+            const float a = alpha_of(P, task & 3u);
+            float zo[8], v[8], pt[8];
+            u32 c[8];
+            for (int i = 0; i < 8; ++i) { zo[i] = vals[owner * 8u + (u32)i]; v[i] = zo[i] / a; }
+            bisect_to_cell(P, v, c, pt);
+            const u64 idx = pack_index(P, c);
+            slots[4u * L.lane + 1u] = __float_as_uint(block_error(zo, a, pt));
+            slots[4u * L.lane + 2u] = (u32)idx;
+            slots[4u * L.lane + 3u] = (u32)(idx >> 32);
+        }
+        __syncwarp();
+        k = first;
+        for (u32 j = 0u; j < 4u; ++j) {
+            if (pending & (1u << j)) {
+                if (k >= r0 && k < r0 + 32u) {
+                    const u32 at = 4u * (k - r0);
+                    errs[j] = __uint_as_float(slots[at + 1u]);
+                    idxs[j] = (u64)slots[at + 2u] | ((u64)slots[at + 3u] << 32);
+                }
+                ++k;
+            }
+        }
+        __syncwarp();
+    }
     float best = __uint_as_float(0x7f800000u);
     *choice = 0u;
-    for (int i = 0; i < 8; ++i) c[i] = 0u;
-    for (u32 j = 0u; j < P.scales; ++j) {
-        const float a = alpha_of(P, j);
-        float v[8], pt[8];
-        u32 cj[8];
-        for (int i = 0; i < 8; ++i) v[i] = z[i] / a;
-        clip_to_cell(P, v, cj, pt);
-        float err = 0.0f;
-        for (int i = 0; i < 8; ++i) {
-            const float e = z[i] - a * pt[i];
-            err = err + e * e;
-        }
-        if (err < best) {
-            best = err;
+    *index = 0ull;
+    for (u32 j = 0u; j < 4u; ++j) {
+        if (j < P.scales && errs[j] < best) {
+            best = errs[j];
             *choice = j;
-            for (int i = 0; i < 8; ++i) c[i] = cj[i];
+            *index = idxs[j];
         }
     }
 }
@@ -636,13 +748,13 @@ extern "C" __global__ void kvc_voronoi_encode(const Params P, const void* src, v
     extern __shared__ u32 smem[];
     const Lane L = lane_of(P);
     const u32 chunk = blockIdx.x;
-    zero_words(smem, P.bits);
+    zero_words(smem, chunk_words(P));
     __syncthreads();
     const u32 per_round = (blockDim.x >> 5) * P.vpw;
-    for (u32 r0 = 0u; r0 < CHUNK; r0 += per_round) {
+    for (u32 r0 = 0u; r0 < P.chunk; r0 += per_round) {
         const u32 lv = r0 + L.warp * P.vpw + L.seg;
-        const u64 v = (u64)chunk * CHUNK + lv;
-        const bool active = L.slot && lv < CHUNK && v < (u64)P.n;
+        const u64 v = (u64)chunk * P.chunk + lv;
+        const bool active = L.slot && lv < P.chunk && v < (u64)P.n;
         float x[8];
         load8(P, src, v, L.t, active, x);
         if (active && !all_finite8(x)) fault(status, v, 0u, 0u);
@@ -651,13 +763,25 @@ extern "C" __global__ void kvc_voronoi_encode(const Params P, const void* src, v
         const float k = m > pow2f(60) ? pow2f(-70) : ((m > 0.0f && m < pow2f(-60)) ? pow2f(70) : 1.0f);
         for (int j = 0; j < 8; ++j) x[j] = x[j] * k;
         fwht(P, L, tab, x, true, true);
-        const float rms = sqrtf(sumsq(P, L, x) / (float)P.d);
+        const float rms = sqrtf(sumsq(P, L, warp_vals(P, smem, L), x) / (float)P.d);
         const u32 code = scale_encode(rms / P.fill_q / k, VORONOI_SCALE_MANTISSA);
         const float sigma = scale_value(code, VORONOI_SCALE_MANTISSA) * k;
         float z[8];
         for (int j = 0; j < 8; ++j) z[j] = sigma > 0.0f ? x[j] / sigma : 0.0f;
-        u32 choice, c[8];
-        voronoi_block(P, z, &choice, c);
+        u32 choice;
+        u64 index;
+        voronoi_block(P, L, smem, z, &choice, &index);
+        // The coset coordinates back from the index sum c_i q^i.
+        u32 c[8];
+        const u32 lq = (u32)(__ffs((int)P.q) - 1);
+        for (int i = 0; i < 8; ++i) {
+            if (P.q_pow2) {
+                c[i] = (u32)(index >> ((u32)i * lq)) & (P.q - 1u);
+            } else {
+                c[i] = (u32)(index % P.q);
+                index /= P.q;
+            }
+        }
         const u32 pos = lv * P.bits;
         if (!P.joint) {
             if (active) {
@@ -705,10 +829,10 @@ extern "C" __global__ void kvc_voronoi_decode(const Params P, const void* src, v
     const u32 chunk = blockIdx.x;
     load_chunk(P, (const unsigned char*)src, smem, chunk);
     const u32 per_round = (blockDim.x >> 5) * P.vpw;
-    for (u32 r0 = 0u; r0 < CHUNK; r0 += per_round) {
+    for (u32 r0 = 0u; r0 < P.chunk; r0 += per_round) {
         const u32 lv = r0 + L.warp * P.vpw + L.seg;
-        const u64 v = (u64)chunk * CHUNK + lv;
-        const bool active = L.slot && lv < CHUNK && v < (u64)P.n;
+        const u64 v = (u64)chunk * P.chunk + lv;
+        const bool active = L.slot && lv < P.chunk && v < (u64)P.n;
         const u32 pos = lv * P.bits;
         const u32 code = active ? (u32)get_bits(smem, pos, VORONOI_SCALE_BITS) : 0u;
         float sigma = scale_value(code, VORONOI_SCALE_MANTISSA);
@@ -786,13 +910,13 @@ extern "C" __global__ void kvc_turboquant_encode(const Params P, const void* src
     const Lane L = lane_of(P);
     const u32 chunk = blockIdx.x;
     const float* thresholds = (const float*)(tab + P.off_thresholds);
-    zero_words(smem, P.bits);
+    zero_words(smem, chunk_words(P));
     __syncthreads();
     const u32 per_round = (blockDim.x >> 5) * P.vpw;
-    for (u32 r0 = 0u; r0 < CHUNK; r0 += per_round) {
+    for (u32 r0 = 0u; r0 < P.chunk; r0 += per_round) {
         const u32 lv = r0 + L.warp * P.vpw + L.seg;
-        const u64 v = (u64)chunk * CHUNK + lv;
-        const bool active = L.slot && lv < CHUNK && v < (u64)P.n;
+        const u64 v = (u64)chunk * P.chunk + lv;
+        const bool active = L.slot && lv < P.chunk && v < (u64)P.n;
         float x[8];
         load8(P, src, v, L.t, active, x);
         if (active && !all_finite8(x)) fault(status, v, 0u, 0u);
@@ -801,7 +925,7 @@ extern "C" __global__ void kvc_turboquant_encode(const Params P, const void* src
         const float m = absmax_threads(L, x, 0u, P.t_per_vec);
         const int e = m > 0.0f ? exponent_of(m) : 0;
         for (int j = 0; j < 8; ++j) x[j] = m > 0.0f ? ldexp_steps(x[j], -e) : 0.0f;
-        const float n = sqrtf(sumsq(P, L, x));
+        const float n = sqrtf(sumsq(P, L, warp_vals(P, smem, L), x));
         for (int j = 0; j < 8; ++j) x[j] = m > 0.0f ? x[j] / n : 0.0f;
         const u32 code = m > 0.0f ? scale_encode(ldexp_steps(n, e), 7u) : 0u;
         fwht(P, L, tab, x, true, true);
@@ -830,10 +954,10 @@ extern "C" __global__ void kvc_turboquant_decode(const Params P, const void* src
     const float* levels = (const float*)(tab + P.off_levels);
     load_chunk(P, (const unsigned char*)src, smem, chunk);
     const u32 per_round = (blockDim.x >> 5) * P.vpw;
-    for (u32 r0 = 0u; r0 < CHUNK; r0 += per_round) {
+    for (u32 r0 = 0u; r0 < P.chunk; r0 += per_round) {
         const u32 lv = r0 + L.warp * P.vpw + L.seg;
-        const u64 v = (u64)chunk * CHUNK + lv;
-        const bool active = L.slot && lv < CHUNK && v < (u64)P.n;
+        const u64 v = (u64)chunk * P.chunk + lv;
+        const bool active = L.slot && lv < P.chunk && v < (u64)P.n;
         const u32 pos = lv * P.bits;
         const u32 code = active ? (u32)get_bits(smem, pos, 16u) : 0u;
         float n = scale_value(code & 0x7fffu, 7u);
@@ -877,14 +1001,14 @@ extern "C" __global__ void kvc_scalar_encode(const Params P, const void* src, vo
     extern __shared__ u32 smem[];
     const Lane L = lane_of(P);
     const u32 chunk = blockIdx.x;
-    zero_words(smem, P.bits);
+    zero_words(smem, chunk_words(P));
     __syncthreads();
     const u32 per_round = (blockDim.x >> 5) * P.vpw;
     const u32 gt = P.group >> 3;  // threads per group
-    for (u32 r0 = 0u; r0 < CHUNK; r0 += per_round) {
+    for (u32 r0 = 0u; r0 < P.chunk; r0 += per_round) {
         const u32 lv = r0 + L.warp * P.vpw + L.seg;
-        const u64 v = (u64)chunk * CHUNK + lv;
-        const bool active = L.slot && lv < CHUNK && v < (u64)P.n;
+        const u64 v = (u64)chunk * P.chunk + lv;
+        const bool active = L.slot && lv < P.chunk && v < (u64)P.n;
         float x[8];
         load8(P, src, v, L.t, active, x);
         if (active && !all_finite8(x)) fault(status, v, 0u, 0u);
@@ -937,10 +1061,10 @@ extern "C" __global__ void kvc_scalar_decode(const Params P, const void* src, vo
     const u32 chunk = blockIdx.x;
     load_chunk(P, (const unsigned char*)src, smem, chunk);
     const u32 per_round = (blockDim.x >> 5) * P.vpw;
-    for (u32 r0 = 0u; r0 < CHUNK; r0 += per_round) {
+    for (u32 r0 = 0u; r0 < P.chunk; r0 += per_round) {
         const u32 lv = r0 + L.warp * P.vpw + L.seg;
-        const u64 v = (u64)chunk * CHUNK + lv;
-        const bool active = L.slot && lv < CHUNK && v < (u64)P.n;
+        const u64 v = (u64)chunk * P.chunk + lv;
+        const bool active = L.slot && lv < P.chunk && v < (u64)P.n;
         if (!active) continue;
         const u32 pos = lv * P.bits;
         float y[8];
@@ -1040,13 +1164,14 @@ __device__ __forceinline__ void box_unrank(const u32* tab, u32 off, long long lo
 
 __device__ __forceinline__ u64 words_u64(u32 lo, u32 hi) { return (u64)lo | ((u64)hi << 32); }
 
-// Quantises one block (4 or 8 values of y/s) to its box point and returns the index.
-__device__ __forceinline__ u64 compat_encode_block(const Params& P, const u32* tab, const float* x) {
+// Quantises one block of k = 4 (D4) or 8 (E8) values of y/s to its box point and returns
+// the index. `k` is a constant at every call, so the arrays stay in registers.
+__device__ __forceinline__ u64 compat_encode_block(const Params& P, const u32* tab, const float* x, int k) {
     const float q = P.box_qf;
     const long long lo = -(long long)P.box_q;
     float p[8];
     int z[8];
-    if (P.cblock == 4u) {
+    if (k == 4) {
         dn_nearest_in_range(x, p, 4, -q, q);
         for (int i = 0; i < 4; ++i) z[i] = (int)p[i];
         return box_rank(tab, P.off_counts, lo, 4, z);
@@ -1061,10 +1186,9 @@ __device__ __forceinline__ u64 compat_encode_block(const Params& P, const u32* t
     return words_u64(P.int_size_lo, P.int_size_hi) + box_rank(tab, P.off_counts_half, lo, 8, z);
 }
 
-// The box point of `index` (false when the index is past the codebook).
-__device__ __forceinline__ bool compat_decode_block(const Params& P, const u32* tab, u64 index, float* out) {
+// The box point of `index` (false when the index is past the codebook), k as above.
+__device__ __forceinline__ bool compat_decode_block(const Params& P, const u32* tab, u64 index, float* out, int k) {
     const long long lo = -(long long)P.box_q;
-    const int k = (int)P.cblock;
     for (int i = 0; i < k; ++i) out[i] = 0.0f;
     if (index >= words_u64(P.size_lo, P.size_hi)) return false;
     if (k == 4) { box_unrank(tab, P.off_counts, lo, 4, index, out); return true; }
@@ -1073,6 +1197,18 @@ __device__ __forceinline__ bool compat_decode_block(const Params& P, const u32* 
     box_unrank(tab, P.off_counts_half, lo, 8, index - integers, out);
     for (int i = 0; i < 8; ++i) out[i] = out[i] + 0.5f;
     return true;
+}
+
+// value = value * radix + add over 64-bit limbs.
+__device__ __forceinline__ void limbs64_mul_add(u64* limbs, u32 count, u64 radix, u64 add) {
+    u64 carry = add;
+    for (u32 i = 0u; i < count; ++i) {
+        const u64 lo = limbs[i] * radix;
+        const u64 hi = __umul64hi(limbs[i], radix);
+        const u64 sum = lo + carry;
+        limbs[i] = sum;
+        carry = hi + (sum < lo ? 1ull : 0ull);
+    }
 }
 
 // (u1·2^64 + u0) / v for u1 < v: quotient, remainder in *r (Hacker's Delight, divlu).
@@ -1108,14 +1244,14 @@ extern "C" __global__ void kvc_compat_encode(const Params P, const void* src, vo
     extern __shared__ u32 smem[];
     const Lane L = lane_of(P);
     const u32 chunk = blockIdx.x;
-    zero_words(smem, P.bits);
+    zero_words(smem, chunk_words(P));
     __syncthreads();
     const u32 per_round = (blockDim.x >> 5) * P.vpw;
     const u32 bpt = 8u / P.cblock;  // blocks per thread
-    for (u32 r0 = 0u; r0 < CHUNK; r0 += per_round) {
+    for (u32 r0 = 0u; r0 < P.chunk; r0 += per_round) {
         const u32 lv = r0 + L.warp * P.vpw + L.seg;
-        const u64 v = (u64)chunk * CHUNK + lv;
-        const bool active = L.slot && lv < CHUNK && v < (u64)P.n;
+        const u64 v = (u64)chunk * P.chunk + lv;
+        const bool active = L.slot && lv < P.chunk && v < (u64)P.n;
         float x[8];
         load8(P, src, v, L.t, active, x);
         if (active && !all_finite8(x)) fault(status, v, 0u, 0u);
@@ -1124,7 +1260,7 @@ extern "C" __global__ void kvc_compat_encode(const Params P, const void* src, vo
         const float k = m > pow2f(60) ? pow2f(-70) : ((m > 0.0f && m < pow2f(-60)) ? pow2f(70) : 1.0f);
         float w[8];
         for (int j = 0; j < 8; ++j) w[j] = x[j] * k;
-        const float root = sqrtf(sumsq(P, L, w));
+        const float root = sqrtf(sumsq(P, L, warp_vals(P, smem, L), w));
         const float n = k == 1.0f ? root : fminf(root / k, __uint_as_float(0x7f7fffffu));
         const bool zero = n == 0.0f;
         float y[8];
@@ -1133,8 +1269,14 @@ extern "C" __global__ void kvc_compat_encode(const Params P, const void* src, vo
         const u32 qh = f32_to_f16(absmax_threads(L, y, 0u, P.t_per_vec));
         const float s = f16_to_f32(qh) / P.box_qf;
         for (int j = 0; j < 8; ++j) y[j] = zero ? 0.0f : y[j] / s;
-        u64 idx[2];
-        for (u32 b = 0u; b < bpt; ++b) idx[b] = compat_encode_block(P, tab, y + b * P.cblock);
+        // D4: two blocks per thread (values 0-3 and 4-7); E8: one.
+        u64 idx0, idx1 = 0ull;
+        if (bpt == 2u) {
+            idx0 = compat_encode_block(P, tab, y, 4);
+            idx1 = compat_encode_block(P, tab, y + 4, 4);
+        } else {
+            idx0 = compat_encode_block(P, tab, y, 8);
+        }
         const u32 pos = lv * P.bits;
         if (!P.joint) {
             if (active) {
@@ -1142,7 +1284,8 @@ extern "C" __global__ void kvc_compat_encode(const Params P, const void* src, vo
                     put_bits(smem, pos, compat_norm_bits(n), 16u);
                     put_bits(smem, pos + 16u, zero ? 0u : qh, 16u);
                 }
-                for (u32 b = 0u; b < bpt; ++b) put_bits(smem, pos + 32u + (L.t * bpt + b) * P.block_bits, idx[b], P.block_bits);
+                put_bits(smem, pos + 32u + L.t * bpt * P.block_bits, idx0, P.block_bits);
+                if (bpt == 2u) put_bits(smem, pos + 32u + (L.t * 2u + 1u) * P.block_bits, idx1, P.block_bits);
             }
         } else {
             // One mixed-radix number over the blocks, radix = codebook size: Horner from the
@@ -1151,23 +1294,11 @@ extern "C" __global__ void kvc_compat_encode(const Params P, const void* src, vo
             u64 limbs[MAX_COMPAT_LIMBS];
             for (u32 i = 0u; i < P.joint_limbs; ++i) limbs[i] = 0ull;
             for (int t = (int)P.t_per_vec - 1; t >= 0; --t) {
-                u64 got[2];
-                for (u32 b = 0u; b < 2u; ++b) {
-                    const u32 lo32 = shfl_u((u32)idx[b < bpt ? b : 0u], L.base + (u32)t);
-                    const u32 hi32 = shfl_u((u32)(idx[b < bpt ? b : 0u] >> 32), L.base + (u32)t);
-                    got[b] = words_u64(lo32, hi32);
-                }
+                const u64 got0 = words_u64(shfl_u((u32)idx0, L.base + (u32)t), shfl_u((u32)(idx0 >> 32), L.base + (u32)t));
+                const u64 got1 = words_u64(shfl_u((u32)idx1, L.base + (u32)t), shfl_u((u32)(idx1 >> 32), L.base + (u32)t));
                 if (L.t == 0u) {
-                    for (int b = (int)bpt - 1; b >= 0; --b) {
-                        u64 carry = got[b];
-                        for (u32 i = 0u; i < P.joint_limbs; ++i) {
-                            const u64 lo = limbs[i] * radix;
-                            const u64 hi = __umul64hi(limbs[i], radix);
-                            const u64 sum = lo + carry;
-                            limbs[i] = sum;
-                            carry = hi + (sum < lo ? 1ull : 0ull);
-                        }
-                    }
+                    if (bpt == 2u) limbs64_mul_add(limbs, P.joint_limbs, radix, got1);
+                    limbs64_mul_add(limbs, P.joint_limbs, radix, got0);
                 }
             }
             if (active && L.t == 0u) {
@@ -1193,10 +1324,10 @@ extern "C" __global__ void kvc_compat_decode(const Params P, const void* src, vo
     load_chunk(P, (const unsigned char*)src, smem, chunk);
     const u32 per_round = (blockDim.x >> 5) * P.vpw;
     const u32 bpt = 8u / P.cblock;
-    for (u32 r0 = 0u; r0 < CHUNK; r0 += per_round) {
+    for (u32 r0 = 0u; r0 < P.chunk; r0 += per_round) {
         const u32 lv = r0 + L.warp * P.vpw + L.seg;
-        const u64 v = (u64)chunk * CHUNK + lv;
-        const bool active = L.slot && lv < CHUNK && v < (u64)P.n;
+        const u64 v = (u64)chunk * P.chunk + lv;
+        const bool active = L.slot && lv < P.chunk && v < (u64)P.n;
         const u32 pos = lv * P.bits;
         const u32 nb = active ? (u32)get_bits(smem, pos, 16u) : 0u;
         const u32 qb = active ? (u32)get_bits(smem, pos + 16u, 16u) : 0u;
@@ -1205,10 +1336,11 @@ extern "C" __global__ void kvc_compat_decode(const Params P, const void* src, vo
         const float qmax = f16_to_f32(qb);
         if (!finite_f(qmax) || qmax < 0.0f) { if (active && L.t == 0u) fault(status, v, 16u, FAULT_COMPAT_SCALE); }
         const float s = qmax / P.box_qf;
-        u64 idx[2] = {0ull, 0ull};
+        u64 idx0 = 0ull, idx1 = 0ull;
         if (!P.joint) {
-            for (u32 b = 0u; b < bpt; ++b) {
-                idx[b] = active ? get_bits(smem, pos + 32u + (L.t * bpt + b) * P.block_bits, P.block_bits) : 0ull;
+            if (active) {
+                idx0 = get_bits(smem, pos + 32u + L.t * bpt * P.block_bits, P.block_bits);
+                if (bpt == 2u) idx1 = get_bits(smem, pos + 32u + (L.t * 2u + 1u) * P.block_bits, P.block_bits);
             }
         } else {
             const u64 radix = words_u64(P.size_lo, P.size_hi);
@@ -1220,19 +1352,20 @@ extern "C" __global__ void kvc_compat_decode(const Params P, const void* src, vo
                 left -= take;
             }
             for (u32 t = 0u; t < P.t_per_vec; ++t) {
-                u64 mine[2] = {0ull, 0ull};
+                u64 mine0 = 0ull, mine1 = 0ull;
                 if (L.t == 0u) {
-                    for (u32 b = 0u; b < bpt; ++b) {
-                        u64 rem = 0ull;
+                    u64 rem = 0ull;
+                    for (int i = (int)P.joint_limbs - 1; i >= 0; --i) limbs[i] = div128by64(rem, limbs[i], radix, &rem);
+                    mine0 = rem;
+                    if (bpt == 2u) {
+                        rem = 0ull;
                         for (int i = (int)P.joint_limbs - 1; i >= 0; --i) limbs[i] = div128by64(rem, limbs[i], radix, &rem);
-                        mine[b] = rem;
+                        mine1 = rem;
                     }
                 }
-                for (u32 b = 0u; b < 2u; ++b) {
-                    const u32 lo32 = shfl_u((u32)mine[b], L.base);
-                    const u32 hi32 = shfl_u((u32)(mine[b] >> 32), L.base);
-                    if (L.t == t) idx[b] = words_u64(lo32, hi32);
-                }
+                const u64 got0 = words_u64(shfl_u((u32)mine0, L.base), shfl_u((u32)(mine0 >> 32), L.base));
+                const u64 got1 = words_u64(shfl_u((u32)mine1, L.base), shfl_u((u32)(mine1 >> 32), L.base));
+                if (L.t == t) { idx0 = got0; idx1 = got1; }
             }
             if (active && L.t == 0u) {
                 bool bad = false;
@@ -1241,10 +1374,11 @@ extern "C" __global__ void kvc_compat_decode(const Params P, const void* src, vo
             }
         }
         float y[8];
-        for (u32 b = 0u; b < bpt; ++b) {
-            if (!compat_decode_block(P, tab, idx[b], y + b * P.cblock) && active) {
-                fault(status, v, 32u + (L.t * bpt + b) * P.block_bits, FAULT_BLOCK_RANGE);
-            }
+        if (bpt == 2u) {
+            if (!compat_decode_block(P, tab, idx0, y, 4) && active) fault(status, v, 32u + L.t * 2u * P.block_bits, FAULT_BLOCK_RANGE);
+            if (!compat_decode_block(P, tab, idx1, y + 4, 4) && active) fault(status, v, 32u + (L.t * 2u + 1u) * P.block_bits, FAULT_BLOCK_RANGE);
+        } else {
+            if (!compat_decode_block(P, tab, idx0, y, 8) && active) fault(status, v, 32u + L.t * P.block_bits, FAULT_BLOCK_RANGE);
         }
         for (int j = 0; j < 8; ++j) y[j] = y[j] * s;
         fwht(P, L, tab, y, false, false);

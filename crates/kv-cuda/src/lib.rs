@@ -54,7 +54,7 @@ pub use error::Error;
 pub use launch::{Device, DeviceBuffer, DevicePlan, Element, Values, ValuesMut, is_available};
 pub use params::Params;
 pub use plan::{
-    BLOCK_THREADS, BoxLattice, CHUNK, Dtype, KernelCodec, Launch, MAX_HEAD_DIM, MAX_VORONOI_Q, Op,
-    Plan,
+    BLOCK_THREADS, BoxLattice, Dtype, KernelCodec, Launch, MAX_CHUNK, MAX_HEAD_DIM, MAX_VORONOI_Q,
+    Op, Plan,
 };
 pub use source::kernel_source;

@@ -16,7 +16,7 @@ pub(crate) enum Kind {
 use Kind::{F32, U32};
 
 /// Every field, in layout order.
-pub(crate) const FIELDS: [(&str, Kind); 43] = [
+pub(crate) const FIELDS: [(&str, Kind); 44] = [
     // Shape and launch.
     ("codec", U32),
     ("d", U32),
@@ -25,6 +25,7 @@ pub(crate) const FIELDS: [(&str, Kind); 43] = [
     ("t_per_vec", U32),
     ("vpw", U32),
     ("n", U32),
+    ("chunk", U32),
     ("bits", U32),
     ("dtype", U32),
     // Rotation tables (word offsets into the plan's table buffer).

@@ -12,12 +12,20 @@ use crate::source::{
     CODEC_BF16, CODEC_COMPAT, CODEC_FP8, CODEC_INT, CODEC_TURBOQUANT, CODEC_VORONOI,
 };
 
-/// Vectors coded by one thread block: 32 vectors of any bit length end on a 32-bit word, so
-/// blocks never share an output word.
-pub const CHUNK: usize = 32;
+/// Threads per block (eight warps).
+pub const BLOCK_THREADS: u32 = 256;
 
-/// Threads per block (four warps).
-pub const BLOCK_THREADS: u32 = 128;
+/// Most vectors one thread block codes. A block's chunk is a multiple of 32 vectors (32
+/// vectors of any bit length end on a 32-bit word, so blocks never share an output word),
+/// as large as a 24 KiB shared-memory budget allows.
+pub const MAX_CHUNK: usize = 128;
+
+/// Shared memory a chunk's packed bits may take, in bytes.
+const CHUNK_BUDGET: usize = 24 * 1024;
+
+/// Shared memory words per warp for the fixed-order sums and the overload tasks (must match
+/// kernels.cu's SCRATCH_WORDS_PER_WARP).
+const SCRATCH_WORDS_PER_WARP: u32 = 32 * 8 + 32 * 4;
 
 /// Largest head_dim the kernels take: a vector is held by at most one warp (8 values per lane).
 pub const MAX_HEAD_DIM: usize = 256;
@@ -174,11 +182,12 @@ pub enum Op {
 pub struct Launch {
     /// The kernel's entry point.
     pub kernel: &'static str,
-    /// Thread blocks (one per [`CHUNK`] vectors).
+    /// Thread blocks (one per chunk of [`Plan::chunk`] vectors).
     pub grid: u32,
     /// Threads per block.
     pub block: u32,
-    /// Dynamic shared memory per block, in bytes (one chunk's packed bits).
+    /// Dynamic shared memory per block, in bytes (one chunk's packed bits, then each warp's
+    /// scratch).
     pub shared_bytes: u32,
     /// The parameter block.
     pub params: Params,
@@ -464,6 +473,11 @@ impl Plan {
             }
         }
         params.set("bits", bits as u32);
+        let mut chunk = MAX_CHUNK;
+        while chunk > 32 && chunk / 32 * bits as usize * 4 > CHUNK_BUDGET {
+            chunk /= 2;
+        }
+        params.set("chunk", chunk as u32);
         // The table buffer is never empty, so that every plan has a device allocation.
         if tables.is_empty() {
             tables.push(0);
@@ -489,6 +503,11 @@ impl Plan {
     /// Bits per vector, exactly (must equal the CPU codec's).
     pub fn bits_per_vector(&self) -> u32 {
         self.params.get("bits")
+    }
+
+    /// Vectors coded by one thread block.
+    pub fn chunk(&self) -> usize {
+        self.params.get("chunk") as usize
     }
 
     /// Bytes a batch of `vectors` vectors occupies: ⌈vectors · bits / 8⌉, as on the CPU.
@@ -520,11 +539,12 @@ impl Plan {
             Op::Encode => self.kernels[0],
             Op::Decode => self.kernels[1],
         };
+        let chunk_words = self.chunk() as u32 / 32 * self.bits_per_vector();
         Ok(Some(Launch {
             kernel,
-            grid: vectors.div_ceil(CHUNK) as u32,
+            grid: vectors.div_ceil(self.chunk()) as u32,
             block: BLOCK_THREADS,
-            shared_bytes: 4 * self.bits_per_vector(),
+            shared_bytes: 4 * (chunk_words + BLOCK_THREADS / 32 * SCRATCH_WORDS_PER_WARP),
             params,
         }))
     }
@@ -573,13 +593,20 @@ mod tests {
     fn launches_cover_the_batch_in_chunks() {
         let p = voronoi(64, 16, 4).unwrap();
         assert_eq!(p.launch(Op::Encode, 0, Dtype::F32).unwrap(), None);
-        let l = p.launch(Op::Decode, 65, Dtype::Bf16).unwrap().unwrap();
+        let l = p.launch(Op::Decode, 300, Dtype::Bf16).unwrap().unwrap();
+        assert_eq!(p.chunk(), 128);
         assert_eq!(
             (l.kernel, l.grid, l.block),
             ("kvc_voronoi_decode", 3, BLOCK_THREADS)
         );
-        assert_eq!(l.shared_bytes, 4 * p.bits_per_vector());
-        assert_eq!(l.params.get("n"), 65);
+        assert_eq!(
+            l.shared_bytes,
+            4 * (4 * p.bits_per_vector() + 8 * SCRATCH_WORDS_PER_WARP)
+        );
+        assert_eq!(l.params.get("n"), 300);
+        // Wide vectors get smaller chunks, within the shared-memory budget.
+        let bf16 = Plan::new(KernelCodec::Bf16 { head_dim: 256 }).unwrap();
+        assert_eq!(bf16.chunk(), 32);
         assert_eq!(l.params.get("vpw"), 4);
     }
 
