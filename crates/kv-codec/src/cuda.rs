@@ -18,8 +18,8 @@ use half::slice::HalfFloatSliceExt;
 
 pub use kv_cuda::Error as CudaError;
 pub use kv_cuda::{
-    BoxLattice, Device, DeviceBuffer, DevicePlan, Dtype, KernelCodec, Plan, Values, ValuesMut,
-    is_available,
+    BoxLattice, Device, DeviceBuffer, DevicePlan, Dtype, KernelCodec, Launch, Op, Plan, Values,
+    ValuesMut, is_available, kernel_source,
 };
 
 use crate::codec::{Input, Output, VectorCodec};
