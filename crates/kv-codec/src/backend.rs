@@ -31,7 +31,7 @@ impl CodecConfig {
     ///
     /// # Errors
     /// The codec's parameter errors; for [`Backend::Cuda`], [`Error::BackendUnavailable`]
-    /// without the `cuda` feature or without a usable GPU, and [`Error::Cuda`] (with the
+    /// without the `cuda` feature or without a usable GPU, and `Error::Cuda` (with the
     /// feature) for device failures or shapes the kernels do not implement.
     pub fn build_on(&self, backend: Backend) -> Result<Box<dyn VectorCodec>, Error> {
         match backend {

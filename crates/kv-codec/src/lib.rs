@@ -33,7 +33,7 @@
 //! operations in the CPU's order ([`CodecConfig::build_on`]).
 //!
 //! # Feature flags
-//! * `cuda` (off by default): the GPU backend, [`Backend::Cuda`], and the [`cuda`] module
+//! * `cuda` (off by default): the GPU backend, [`Backend::Cuda`], and the `cuda` module
 //!   (kernels compiled at run time by NVRTC through the `kv-cuda` crate; builds without a
 //!   CUDA toolkit). Without it, [`Backend::Cuda`] exists and returns
 //!   [`Error::BackendUnavailable`].

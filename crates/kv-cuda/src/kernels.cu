@@ -1,4 +1,5 @@
-// kv-cuda kernels: CUDA C compiled at run time by NVRTC (see src/nvrtc.rs for the options).
+// kv-cuda kernels: CUDA C compiled at run time by NVRTC (see ptx_for in src/launch.rs for the
+// options).
 //
 // Every kernel reproduces, operation for operation, the scalar CPU code of the same codec in
 // kv-codec, so that the output bytes (encode) and output bits (decode) are identical. The
@@ -13,9 +14,9 @@
 //
 // Layout of the work: a vector of d values is held by T = d/8 consecutive lanes of a warp,
 // lane t holding values 8t..8t+7 in registers (d <= 256, so a vector never spans warps), and
-// a warp holds vpw = floor(32/T) vectors. A thread block codes one chunk of 32 vectors: 32
-// vectors of any bit length end on a 32-bit word boundary, so chunks never share an output
-// word. Each chunk's packed bits are assembled in shared memory (atomicOr of each field)
+// a warp holds vpw = floor(32/T) vectors. A thread block codes one chunk of P.chunk vectors
+// (a multiple of 32: 32 vectors of any bit length end on a 32-bit word boundary, so chunks
+// never share an output word). Each chunk's packed bits are assembled in shared memory (atomicOr of each field)
 // and written to global memory with coalesced word stores; decoders read a chunk into
 // shared memory the same way. Every lane runs every warp collective (shuffles) even when
 // it holds no vector, so that the full-mask shuffles are well defined.

@@ -611,6 +611,46 @@ mod tests {
     }
 
     #[test]
+    fn compat_sizes_are_the_published_ones() {
+        let compat = |lattice, q, joint| {
+            Plan::new(KernelCodec::Compat {
+                head_dim: 128,
+                lattice,
+                q,
+                joint,
+            })
+        };
+        // The published accounting at d = 128: D4 Q=38 832 bits, E8 Q=38 848 bits.
+        assert_eq!(
+            compat(BoxLattice::D4, 38, false).unwrap().bits_per_vector(),
+            832
+        );
+        assert_eq!(
+            compat(BoxLattice::E8, 38, false).unwrap().bits_per_vector(),
+            848
+        );
+        // Joint packing saves the rounding of every block.
+        assert!(compat(BoxLattice::D4, 38, true).unwrap().bits_per_vector() < 832);
+        // E8 boxes of 2^64 points or more have no kernels.
+        assert!(matches!(
+            compat(BoxLattice::E8, 200, false),
+            Err(Error::Unsupported { what: "q", .. })
+        ));
+        assert!(matches!(
+            Plan::new(KernelCodec::Compat {
+                head_dim: 96,
+                lattice: BoxLattice::D4,
+                q: 10,
+                joint: false
+            }),
+            Err(Error::Unsupported {
+                what: "head_dim",
+                ..
+            })
+        ));
+    }
+
+    #[test]
     fn baselines_have_their_cpu_sizes() {
         let fp8 = Plan::new(KernelCodec::Fp8E4m3 {
             head_dim: 128,
