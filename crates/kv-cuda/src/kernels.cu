@@ -16,9 +16,9 @@
 // lane t holding values 8t..8t+7 in registers (d <= 256, so a vector never spans warps), and
 // a warp holds vpw = floor(32/T) vectors. A thread block codes one chunk of P.chunk vectors
 // (a multiple of 32: 32 vectors of any bit length end on a 32-bit word boundary, so chunks
-// never share an output word). Each chunk's packed bits are assembled in shared memory (atomicOr of each field)
-// and written to global memory with coalesced word stores; decoders read a chunk into
-// shared memory the same way. Every lane runs every warp collective (shuffles) even when
+// never share an output word). Each chunk's packed bits are assembled in shared memory
+// (atomicOr of each field) and written to global memory with coalesced word stores;
+// decoders read a chunk into shared memory the same way. Every lane runs every warp collective (shuffles) even when
 // it holds no vector, so that the full-mask shuffles are well defined.
 //
 // The generated prelude (src/source.rs) defines `struct Params` (one 32-bit word per field,
