@@ -1,8 +1,8 @@
 //! `cargo xtask ci`: every check the project runs before a change lands, in a fixed order.
 //!
 //! The plan is data: [`plan`] turns a few facts read from the manifests (which packages
-//! declare features, whether `kv-codec` has a `cuda` feature) into a list of steps, so that a
-//! step such as the `--features cuda` clippy run switches itself on once the feature exists.
+//! declare features, which declare a `cuda` feature) into a list of steps, so that a step
+//! such as the `--features cuda` clippy run switches itself on once the feature exists.
 //!
 //! All steps share the default target directory and profiles. Clippy, `cargo doc` and
 //! `cargo check` then reuse each other's dependency metadata builds, and only the test build
@@ -39,8 +39,9 @@ struct Step {
 /// What the plan depends on, gathered from the workspace and the environment.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 struct Facts {
-    /// `crates/kv-codec/Cargo.toml` declares a `cuda` feature.
-    kv_codec_has_cuda: bool,
+    /// Members whose manifests declare a `cuda` feature (kv-codec's GPU backend and the
+    /// crates that forward it), linted with it on.
+    cuda_packages: Vec<String>,
     /// Members whose manifests declare a `[features]` table with at least one feature.
     packages_with_features: Vec<String>,
     /// `CI` is already set in the environment (and then left alone).
@@ -69,12 +70,16 @@ fn plan(facts: &Facts) -> Vec<Step> {
         _ => "-D warnings".to_owned(),
     };
 
-    let clippy_cuda = if facts.kv_codec_has_cuda {
-        cargo(
-            &[
-                "clippy",
-                "--package",
-                "kv-codec",
+    let clippy_cuda = if facts.cuda_packages.is_empty() {
+        Action::Skip("no member declares a `cuda` feature".to_owned())
+    } else {
+        let mut args = vec!["clippy".to_owned()];
+        for package in &facts.cuda_packages {
+            args.push("--package".to_owned());
+            args.push(package.clone());
+        }
+        args.extend(
+            [
                 "--all-targets",
                 "--features",
                 "cuda",
@@ -82,11 +87,13 @@ fn plan(facts: &Facts) -> Vec<Step> {
                 "--",
                 "-D",
                 "warnings",
-            ],
-            Vec::new(),
-        )
-    } else {
-        Action::Skip("crates/kv-codec/Cargo.toml declares no `cuda` feature".to_owned())
+            ]
+            .map(str::to_owned),
+        );
+        Action::Cargo {
+            args,
+            env: Vec::new(),
+        }
     };
 
     let test_no_default = if facts.packages_with_features.is_empty() {
@@ -125,7 +132,7 @@ fn plan(facts: &Facts) -> Vec<Step> {
             ),
         },
         Step {
-            name: "clippy (kv-codec, cuda)",
+            name: "clippy (cuda feature)",
             action: clippy_cuda,
         },
         Step {
@@ -165,20 +172,22 @@ fn plan(facts: &Facts) -> Vec<Step> {
 
 /// Reads the facts the plan needs from the workspace at `root`.
 fn gather_facts(root: &Path) -> Result<Facts, String> {
-    let kv_codec = fs::read_to_string(root.join("crates/kv-codec/Cargo.toml")).unwrap_or_default();
     let workspace = metadata::load(root)?;
     let mut packages_with_features = Vec::new();
+    let mut cuda_packages = Vec::new();
     for member in &workspace.members {
         let text = fs::read_to_string(&member.manifest_path)
             .map_err(|e| format!("cannot read {}: {e}", member.manifest_path.display()))?;
-        if !manifest::declared_features(&text).is_empty() {
+        let features = manifest::declared_features(&text);
+        if !features.is_empty() {
             packages_with_features.push(member.name.clone());
+        }
+        if features.iter().any(|f| f == "cuda") {
+            cuda_packages.push(member.name.clone());
         }
     }
     Ok(Facts {
-        kv_codec_has_cuda: manifest::declared_features(&kv_codec)
-            .iter()
-            .any(|f| f == "cuda"),
+        cuda_packages,
         packages_with_features,
         ci_var_set: std::env::var_os("CI").is_some(),
         rustdocflags: std::env::var_os("RUSTDOCFLAGS")
@@ -321,7 +330,7 @@ mod tests {
             [
                 "fmt",
                 "clippy",
-                "clippy (kv-codec, cuda)",
+                "clippy (cuda feature)",
                 "test",
                 "test (no default features)",
                 "tidy",
@@ -355,14 +364,14 @@ mod tests {
     #[test]
     fn feature_steps_switch_on_from_the_facts() {
         let facts = Facts {
-            kv_codec_has_cuda: true,
+            cuda_packages: vec!["kv-codec".to_owned(), "kv-audit".to_owned()],
             packages_with_features: vec!["kv-codec".to_owned(), "hadamard".to_owned()],
             ..Facts::default()
         };
         let steps = plan(&facts);
         assert_eq!(
             args_of(&steps[2]).unwrap(),
-            "clippy --package kv-codec --all-targets --features cuda --locked -- -D warnings"
+            "clippy --package kv-codec --package kv-audit --all-targets --features cuda --locked -- -D warnings"
         );
         assert_eq!(
             args_of(&steps[4]).unwrap(),

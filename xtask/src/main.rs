@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 mod ci;
+mod gpu_bundle;
 mod json;
 mod manifest;
 mod metadata;
@@ -25,6 +26,10 @@ commands:
           layering, workspace pins, forbid(unsafe_code), CI entry point, README results block)
   report  regenerate the README's results block from bench/results/*.json and, through
           `kvc report --from`, the charts and reports in docs/report/<name>/
+  gpu-bundle
+          build the GPU test, parity and benchmark binaries (release, `cuda` feature) into
+          gpu-bundle/ with a run script, and print the command that runs them on a GPU
+          machine (which needs no Rust toolchain)
   help    print this message
 ";
 
@@ -39,6 +44,7 @@ fn main() -> ExitCode {
         ["ci"] => ci::run(&workspace_root()),
         ["tidy"] => tidy::main(&workspace_root()),
         ["report"] => report::run(&workspace_root()),
+        ["gpu-bundle"] => gpu_bundle::main(&workspace_root()),
         _ => {
             eprintln!("error: unrecognised arguments: {}\n", args.join(" "));
             eprint!("{USAGE}");

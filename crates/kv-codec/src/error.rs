@@ -164,6 +164,19 @@ pub enum Error {
     /// [`Error::Truncated`] instead).
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),
+    // --- backends ---
+    /// The requested backend is not compiled in, or this machine cannot run it.
+    #[error("the {backend} backend is not available: {reason}")]
+    BackendUnavailable {
+        /// The backend asked for.
+        backend: &'static str,
+        /// Why it is not available.
+        reason: &'static str,
+    },
+    /// The CUDA backend failed (driver, compiler, or a shape its kernels do not implement).
+    #[cfg(feature = "cuda")]
+    #[error(transparent)]
+    Cuda(#[from] kv_cuda::Error),
 
     // --- from the leaf crates ---
     /// A lattice-core error (codebook parameters).

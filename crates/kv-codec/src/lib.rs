@@ -36,22 +36,32 @@
 //! no fused multiply-add feeds a quantisation decision, and sums run in one fixed order
 //! ([`codec::sum_of_squares`]).
 //!
+//! The bytes do not depend on the [`Backend`] either: the CUDA kernels repeat the CPU's
+//! operations in the CPU's order ([`CodecConfig::build_on`]).
+//!
 //! # Feature flags
-//! None yet; a `cuda` feature will add the GPU backend.
+//! * `cuda` (off by default): the GPU backend, [`Backend::Cuda`], and the `cuda` module
+//!   (kernels compiled at run time by NVRTC through the `kv-cuda` crate; builds without a
+//!   CUDA toolkit). Without it, [`Backend::Cuda`] exists and returns
+//!   [`Error::BackendUnavailable`].
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod backend;
 pub mod bits;
 pub mod cache;
 pub mod codec;
 pub mod codecs;
 pub mod config;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 mod error;
 pub mod format;
 pub mod scale;
 pub mod spec;
 
 pub use cache::{CacheConfig, CachePlan, Kivi, Kv, KvCache, LayerPolicy, Storage};
+pub use backend::Backend;
 pub use codec::{Input, Output, Par, VectorCodec, decode_batch, encode_batch};
 pub use config::{CodecConfig, DEFAULT_SEED};
 pub use error::Error;

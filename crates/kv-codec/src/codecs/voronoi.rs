@@ -527,3 +527,17 @@ pub fn default_for_rate(bits_per_value: f64, head_dim: usize) -> Result<CodecSpe
 /// Gaussian's range, and overload weighs more as the granular error shrinks, so their gap
 /// grows faster with the rate.
 const GAUSSIAN_GAP_DB: [(u32, f64, f64); 3] = [(2, 2.5, 0.55), (3, 2.4, 0.2), (4, 2.3, 0.08)];
+
+/// What other backends need to repeat this codec's arithmetic exactly.
+impl VoronoiCodec {
+    /// The per-block scale multipliers αⱼ, in choice order.
+    pub fn alphas(&self) -> &[f32] {
+        &self.alphas
+    }
+
+    /// `fill · q`, the divisor of the rotated vector's rms in the vector scale, rounded to
+    /// f32 as the encoder computes it.
+    pub fn fill_q(&self) -> f32 {
+        self.fill * self.q as f32
+    }
+}

@@ -86,6 +86,12 @@ impl TurboQuantCodec {
     pub fn levels(&self) -> &[f32] {
         &self.levels
     }
+
+    /// The decision thresholds between the levels, ascending (a value goes to the cell of
+    /// the number of thresholds below it).
+    pub fn thresholds(&self) -> &[f32] {
+        &self.thresholds
+    }
 }
 
 /// `x / ‖x‖` into `u` and the 16-bit code of `‖x‖`, without overflow or underflow: the

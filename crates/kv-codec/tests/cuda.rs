@@ -1,0 +1,273 @@
+//! CPU↔CUDA parity of every codec with kernels (feature `cuda`): the GPU must write the same
+//! bytes as the CPU and decode them to the same bits, report the same first fault, and write
+//! every output element (outputs are poisoned before each run).
+//!
+//! Tests that need a GPU print why they skip when `kv_cuda::is_available()` is false (written
+//! straight to stderr, past the test harness's capture, so a skip is never silent). The
+//! larger parity runs (10^7 random vectors, the real K/V of ../shared/data) are in kv-audit's
+//! `gpu_parity` example.
+#![cfg(feature = "cuda")]
+
+use std::io::Write;
+use std::sync::{Arc, OnceLock};
+
+use half::slice::HalfFloatSliceExt;
+use half::{bf16, f16};
+use kv_codec::cuda::{self, Device, Plan, Values, ValuesMut};
+use kv_codec::{
+    Backend, CodecConfig, CodecSpec, Error, Input, Output, Par, decode_batch, encode_batch,
+};
+
+/// The device, or `None` with the skip reason printed for `test`.
+fn device(test: &str) -> Option<Arc<Device>> {
+    static DEVICE: OnceLock<Option<Arc<Device>>> = OnceLock::new();
+    let device = DEVICE
+        .get_or_init(|| {
+            cuda::is_available().then(|| Arc::new(Device::new(0).expect("device 0 opens")))
+        })
+        .clone();
+    if device.is_none() {
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIPPED {test}: kv_cuda::is_available() is false (no CUDA driver, NVRTC or GPU)"
+        );
+    }
+    device
+}
+
+/// Gaussian vectors at random scales, with the awkward cases mixed in: zero vectors, one-hot
+/// and constant vectors (worst cases of the rotation), a huge outlier channel, half-integer
+/// values (rounding ties) and scales from 1e-30 to 1e30 (the exact prescaling paths).
+fn vectors(n: usize, d: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed | 1;
+    let mut next = move || {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        ((s >> 11) as f64 + 0.5) / (1u64 << 53) as f64
+    };
+    let mut x = Vec::with_capacity(n * d);
+    for v in 0..n {
+        let scale = 10f64.powf(next() * 60.0 - 30.0);
+        for i in 0..d {
+            let g = (-2.0 * next().ln()).sqrt() * (std::f64::consts::TAU * next()).cos();
+            let value = match v % 16 {
+                0 => 0.0,
+                1 => f64::from(u8::from(i == 5)) * scale,
+                2 => scale,
+                3 if i % 7 == 0 => 50.0 * scale,
+                4 => (2.0 * g).round() * 0.5,
+                5..=9 => g,
+                _ => g * scale,
+            };
+            x.push(value as f32);
+        }
+    }
+    x
+}
+
+const SPECS: [&str; 14] = [
+    "voronoi-e8-q16-s4",
+    "voronoi-e8-q4-s2",
+    "voronoi-e8-q6-s3",
+    "voronoi-e8-q256-s1",
+    "compat-d4-q38",
+    "compat-e8-q4",
+    "compat-d4-q10-joint",
+    "compat-e8-q10-joint",
+    "turboquant-b3",
+    "fp8-e4m3",
+    "fp8-e4m3-g64",
+    "int8",
+    "int4-g32",
+    "bf16",
+];
+
+/// Encodes and decodes `n` vectors in each dtype on both backends and compares the bits.
+fn check_parity(device: &Arc<Device>, spec: &str, d: usize, n: usize) {
+    let config = CodecConfig::new(spec.parse::<CodecSpec>().unwrap(), d);
+    let Ok(cpu) = config.build() else {
+        return; // a shape this codec refuses on every backend
+    };
+    let plan = device
+        .load(Plan::new(cuda::kernel_codec(&config).unwrap()).unwrap())
+        .unwrap();
+    assert_eq!(plan.plan().bits_per_vector(), cpu.bits_per_vector());
+    let x = vectors(n, d, 0x5eed ^ d as u64);
+    let x16: Vec<f16> = x
+        .iter()
+        .map(|&v| f16::from_f32(v.clamp(-6e4, 6e4)))
+        .collect();
+    let xb: Vec<bf16> = x.iter().map(|&v| bf16::from_f32(v)).collect();
+    let bytes_len = cpu.encoded_len(n);
+    let mut out = device.zeros::<u8>(bytes_len).unwrap();
+    for (name, input) in [
+        ("f32", Input::F32(&x)),
+        ("f16", Input::F16(&x16)),
+        ("bf16", Input::Bf16(&xb)),
+    ] {
+        let mut want = vec![0u8; bytes_len];
+        encode_batch(cpu.as_ref(), input, &mut want, Par::Rayon).unwrap();
+        device.fill_bytes(&mut out, 0xCD).unwrap();
+        match input {
+            Input::F32(v) => plan.encode(Values::F32(&device.upload(v).unwrap()), &mut out),
+            Input::F16(v) => plan.encode(
+                Values::F16(&device.upload(v.reinterpret_cast()).unwrap()),
+                &mut out,
+            ),
+            Input::Bf16(v) => plan.encode(
+                Values::Bf16(&device.upload(v.reinterpret_cast()).unwrap()),
+                &mut out,
+            ),
+        }
+        .unwrap();
+        let mut got = vec![0u8; bytes_len];
+        device.download(&out, &mut got).unwrap();
+        let first = want.iter().zip(&got).position(|(a, b)| a != b);
+        assert_eq!(first, None, "{spec} d={d} {name}: encoded bytes differ");
+
+        // Decode the CPU's bytes into each output dtype.
+        let src = device.upload(&want).unwrap();
+        let mut y = vec![0f32; n * d];
+        decode_batch(cpu.as_ref(), &want, Output::F32(&mut y), Par::Rayon).unwrap();
+        let mut gy = device.zeros::<f32>(n * d).unwrap();
+        device.fill_bytes(&mut gy, 0xCD).unwrap();
+        plan.decode(&src, ValuesMut::F32(&mut gy)).unwrap();
+        let mut got_y = vec![0f32; n * d];
+        device.download(&gy, &mut got_y).unwrap();
+        let first = y
+            .iter()
+            .zip(&got_y)
+            .position(|(a, b)| a.to_bits() != b.to_bits());
+        assert_eq!(first, None, "{spec} d={d} {name}: decoded f32 differ");
+
+        let mut y16 = vec![f16::ZERO; n * d];
+        decode_batch(cpu.as_ref(), &want, Output::F16(&mut y16), Par::Rayon).unwrap();
+        let mut g16 = device.zeros::<u16>(n * d).unwrap();
+        device.fill_bytes(&mut g16, 0xCD).unwrap();
+        plan.decode(&src, ValuesMut::F16(&mut g16)).unwrap();
+        let mut got16 = vec![0u16; n * d];
+        device.download(&g16, &mut got16).unwrap();
+        assert_eq!(
+            y16.reinterpret_cast(),
+            &got16[..],
+            "{spec} d={d} {name}: decoded f16 differ"
+        );
+
+        let mut yb = vec![bf16::ZERO; n * d];
+        decode_batch(cpu.as_ref(), &want, Output::Bf16(&mut yb), Par::Rayon).unwrap();
+        let mut gb = device.zeros::<u16>(n * d).unwrap();
+        device.fill_bytes(&mut gb, 0xCD).unwrap();
+        plan.decode(&src, ValuesMut::Bf16(&mut gb)).unwrap();
+        let mut gotb = vec![0u16; n * d];
+        device.download(&gb, &mut gotb).unwrap();
+        assert_eq!(
+            yb.reinterpret_cast(),
+            &gotb[..],
+            "{spec} d={d} {name}: decoded bf16 differ"
+        );
+    }
+}
+
+#[test]
+fn every_codec_matches_the_cpu_bit_for_bit() {
+    let Some(device) = device("every_codec_matches_the_cpu_bit_for_bit") else {
+        return;
+    };
+    // Counts that are not multiples of the 32-vector chunk exercise the partial last chunk.
+    for spec in SPECS {
+        for d in [64, 96, 128, 256] {
+            check_parity(&device, spec, d, 4099);
+        }
+    }
+    for d in [8, 24, 80, 112, 160, 192, 224] {
+        for spec in ["voronoi-e8-q16-s4", "turboquant-b4", "int4", "fp8-e4m3"] {
+            check_parity(&device, spec, d, 1027);
+        }
+    }
+}
+
+#[test]
+fn host_api_on_the_cuda_backend_matches_the_cpu() {
+    let Some(_) = device("host_api_on_the_cuda_backend_matches_the_cpu") else {
+        return;
+    };
+    let config = CodecConfig::default();
+    let gpu = config.build_on(Backend::Cuda { ordinal: 0 }).unwrap();
+    let cpu = config.build().unwrap();
+    let x = vectors(777, 128, 3);
+    let mut a = vec![0u8; cpu.encoded_len(777)];
+    let mut b = vec![0u8; cpu.encoded_len(777)];
+    cpu.encode(Input::F32(&x), &mut a).unwrap();
+    gpu.encode(Input::F32(&x), &mut b).unwrap();
+    assert_eq!(a, b);
+    let (mut ya, mut yb) = (vec![0f32; x.len()], vec![0f32; x.len()]);
+    cpu.decode(&a, Output::F32(&mut ya)).unwrap();
+    gpu.decode(&a, Output::F32(&mut yb)).unwrap();
+    assert!(ya.iter().zip(&yb).all(|(p, q)| p.to_bits() == q.to_bits()));
+    // Lengths are checked before anything reaches the device.
+    assert!(matches!(
+        gpu.encode(Input::F32(&x[..100]), &mut b),
+        Err(Error::LengthMismatch { .. })
+    ));
+}
+
+#[test]
+fn faults_are_the_cpus() {
+    let Some(_) = device("faults_are_the_cpus") else {
+        return;
+    };
+    for spec in SPECS {
+        let config = CodecConfig::new(spec.parse::<CodecSpec>().unwrap(), 128);
+        let cpu = config.build().unwrap();
+        let gpu = config.build_on(Backend::Cuda { ordinal: 0 }).unwrap();
+        let n = 300;
+        // A NaN in vector 77 and an infinity in vector 201: both report vector 77.
+        let mut x = vectors(n, 128, 9);
+        x[77 * 128 + 3] = f32::NAN;
+        x[201 * 128] = f32::INFINITY;
+        let mut bytes = vec![0u8; cpu.encoded_len(n)];
+        let err = gpu.encode(Input::F32(&x), &mut bytes).unwrap_err();
+        assert!(
+            matches!(err, Error::NonFinite { vector: 77 }),
+            "{spec}: {err}"
+        );
+        // Random bytes: the same first corrupt vector and reason as the CPU, or no error.
+        let mut s = 0x9e37_79b9_7f4a_7c15u64;
+        for b in &mut bytes {
+            s = s.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            *b = (s >> 56) as u8;
+        }
+        let mut y = vec![0f32; n * 128];
+        let want = cpu
+            .decode(&bytes, Output::F32(&mut y))
+            .err()
+            .map(|e| e.to_string());
+        let got = gpu
+            .decode(&bytes, Output::F32(&mut y))
+            .err()
+            .map(|e| e.to_string());
+        assert_eq!(got, want, "{spec}");
+    }
+}
+
+#[test]
+fn shapes_without_kernels_are_typed_errors() {
+    // Needs no device: the plan is refused before any driver call.
+    for (spec, d) in [
+        ("voronoi-e8-q16-s4", 512),
+        ("voronoi-e8-q512-s4", 128),
+        ("int4-g4", 64),
+        ("q4_0", 128),
+        ("strawman-b3", 128),
+    ] {
+        let config = CodecConfig::new(spec.parse::<CodecSpec>().unwrap(), d);
+        let err = cuda::kernel_codec(&config)
+            .and_then(|k| Plan::new(k).map_err(Error::from))
+            .unwrap_err();
+        assert!(
+            matches!(err, Error::Cuda(cuda::CudaError::Unsupported { .. })),
+            "{spec} d={d}: {err}"
+        );
+    }
+}
