@@ -60,8 +60,8 @@ pub mod format;
 pub mod scale;
 pub mod spec;
 
-pub use cache::{CacheConfig, CachePlan, Kivi, Kv, KvCache, LayerPolicy, Storage};
 pub use backend::Backend;
+pub use cache::{CacheConfig, CachePlan, Kivi, Kv, KvCache, LayerPolicy, Storage};
 pub use codec::{Input, Output, Par, VectorCodec, decode_batch, encode_batch};
 pub use config::{CodecConfig, DEFAULT_SEED};
 pub use error::Error;
