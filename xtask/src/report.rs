@@ -23,14 +23,19 @@ pub(crate) const RESULTS_DIR: &str = "bench/results";
 /// Where `kvc report --from` writes each file's report, relative to the root.
 const REPORT_DIR: &str = "docs/report";
 
-/// The committed result files, sorted by name.
+/// The committed rate–distortion sweeps (`rd-*.json`, written by `kvc rd --json`), sorted
+/// by name; other results (GPU throughput, evaluations) have their own formats and tables.
 pub(crate) fn result_files(root: &Path) -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = fs::read_dir(root.join(RESULTS_DIR))
         .into_iter()
         .flatten()
         .flatten()
         .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .filter(|p| {
+            p.extension().is_some_and(|e| e == "json")
+                && p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with("rd-"))
+        })
         .collect();
     files.sort();
     files
