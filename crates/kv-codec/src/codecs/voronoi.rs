@@ -173,19 +173,21 @@ impl VoronoiCodec {
         self.d / 8
     }
 
-    /// Chooses the scale multiplier and the coset (as basis coordinates mod q) of one block
-    /// of `y / σ`: the choice with the least squared error (the first on ties), where an
-    /// overloaded block (its nearest E8 point outside the cell of qE8) is first pulled
-    /// towards the origin until its nearest point is a codebook point, so that overload
-    /// costs a clipping error, not a wrap-around.
+    /// Chooses, for each of the first `count` blocks of `z` (blocks of `y / σ`; the other
+    /// lanes are ignored), the scale multiplier and the coset (as basis coordinates mod q):
+    /// the choice with the least squared error (the first on ties), where an overloaded block
+    /// (its nearest E8 point outside the cell of qE8) is first pulled towards the origin
+    /// until its nearest point is a codebook point, so that overload costs a clipping error,
+    /// not a wrap-around. Eight blocks go through each step side by side.
     ///
     /// Clipping costs up to [`CLIP_BISECTIONS`] more decodes, so an overloaded choice is
-    /// clipped only if a lower bound on its error does not already lose: the clipped point
-    /// is an E8 point inside the cell of qE8, so its error is at least the unclipped nearest
-    /// point's and at least the distance to the cell (from its gauge). The result is the
+    /// clipped only if a lower bound on its error does not already lose to the best choice
+    /// that needed no clipping: the clipped point is an E8 point inside the cell of qE8, so
+    /// its error is at least the unclipped nearest point's and at least the distance to the
+    /// cell (from its gauge). Only choices that cannot win are skipped, so the result is the
     /// same as clipping every choice.
-    fn encode_block(&self, z: &[f32; 8]) -> (u32, [u32; 8]) {
-        let error = |alpha: f32, point: &[f32; 8]| {
+    fn encode_blocks(&self, z: &[[f32; 8]; 8], count: usize) -> [(u32, [u32; 8]); 8] {
+        let error = |z: &[f32; 8], alpha: f32, point: &[f32; 8]| {
             let mut err = 0f32;
             for i in 0..8 {
                 let e = z[i] - alpha * point[i];
@@ -193,56 +195,76 @@ impl VoronoiCodec {
             }
             err
         };
-        // (choice, point, error), keeping the first choice among equal errors.
-        let mut best = (u32::MAX, [0f32; 8], f32::INFINITY);
+        // Per block (choice, point, error), keeping the first choice among equal errors.
+        let mut best = [(u32::MAX, [0f32; 8], f32::INFINITY); 8];
         let offer = |best: &mut (u32, [f32; 8], f32), j: u32, point: [f32; 8], err: f32| {
             if err < best.2 || (err == best.2 && j < best.0) {
                 *best = (j, point, err);
             }
         };
-        let mut overloaded = [(0f32, 0u32); MAX_SCALES];
+        // Overloaded (block, choice, error bound).
+        let mut overloaded = [(0usize, 0u32, 0f32); 8 * MAX_SCALES];
         let mut pending = 0;
         for (j, &alpha) in self.alphas.iter().enumerate() {
-            let v = z.map(|x| x / alpha);
-            let lambda = E8::closest_point(&v);
-            let err = error(alpha, &lambda);
-            if self.book.is_codeword(&lambda) {
-                offer(&mut best, j as u32, lambda, err);
-            } else {
-                // Each facet of the cell of qE8 is {⟨x, r⟩ = q} for a root r of norm √2.
-                let beyond = (E8::cell_gauge(&v) - self.q as f32).max(0.0) * FRAC_1_SQRT_2;
-                let bound = err.max(alpha * alpha * beyond * beyond);
-                overloaded[pending] = (bound, j as u32);
-                pending += 1;
+            let v = z.map(|zb| zb.map(|x| x / alpha));
+            let lambdas = E8::closest_points(&v);
+            let codewords = self.book.are_codewords(&lambdas);
+            let gauges = E8::cell_gauges(&v);
+            for b in 0..count {
+                let err = error(&z[b], alpha, &lambdas[b]);
+                if codewords[b] {
+                    offer(&mut best[b], j as u32, lambdas[b], err);
+                } else {
+                    // Each facet of the cell of qE8 is {⟨x, r⟩ = q} for a root r of norm √2.
+                    let beyond = (gauges[b] - self.q as f32).max(0.0) * FRAC_1_SQRT_2;
+                    overloaded[pending] = (b, j as u32, err.max(alpha * alpha * beyond * beyond));
+                    pending += 1;
+                }
             }
         }
-        let z_energy = sum_of_squares(z);
-        for &(bound, j) in &overloaded[..pending] {
+        let mut clips = [(0usize, 0u32); 8 * MAX_SCALES];
+        let mut wanted = 0;
+        for &(b, j, bound) in &overloaded[..pending] {
             // The margin covers f32 rounding in the bound and in the errors compared.
-            if bound * (1.0 - 1e-4) - 1e-6 * z_energy <= best.2 {
-                let alpha = self.alphas[j as usize];
-                let point = self.clip_into_cell(&z.map(|x| x / alpha));
-                offer(&mut best, j, point, error(alpha, &point));
+            if bound * (1.0 - 1e-4) - 1e-6 * sum_of_squares(&z[b]) <= best[b].2 {
+                clips[wanted] = (b, j);
+                wanted += 1;
             }
         }
-        (best.0, self.book.coset_coordinates(&best.1))
+        for group in clips[..wanted].chunks(8) {
+            let alpha = |lane: usize| self.alphas[group[lane].1 as usize];
+            let v = std::array::from_fn(|lane| match group.get(lane) {
+                Some(&(b, _)) => z[b].map(|x| x / alpha(lane)),
+                None => [0.0; 8],
+            });
+            let points = self.clip_into_cell(&v);
+            for (lane, &(b, j)) in group.iter().enumerate() {
+                let err = error(&z[b], alpha(lane), &points[lane]);
+                offer(&mut best[b], j, points[lane], err);
+            }
+        }
+        std::array::from_fn(|b| (best[b].0, self.book.coset_coordinates(&best[b].1)))
     }
 
-    /// The codebook point for an overloaded `v` (its nearest E8 point is not a codeword):
-    /// the nearest E8 point of `t·v` for the largest `t` on a grid of 1/2^[`CLIP_BISECTIONS`]
-    /// found by bisection whose nearest point is a codeword (the origin always is), which
-    /// keeps the clipping error small even at high rates.
-    fn clip_into_cell(&self, v: &[f32; 8]) -> [f32; 8] {
-        let (mut lo, mut hi) = (0.0f32, 1.0f32);
-        let mut found = [0f32; 8];
+    /// The codebook points for eight overloaded blocks `v` (their nearest E8 points are not
+    /// codewords): per block, the nearest E8 point of `t·v` for the largest `t` on a grid of
+    /// 1/2^[`CLIP_BISECTIONS`] found by bisection whose nearest point is a codeword (the
+    /// origin always is), which keeps the clipping error small even at high rates. Each
+    /// block bisects on its own; the eight run side by side.
+    fn clip_into_cell(&self, v: &[[f32; 8]; 8]) -> [[f32; 8]; 8] {
+        let (mut lo, mut hi) = ([0f32; 8], [1f32; 8]);
+        let mut found = [[0f32; 8]; 8];
         for _ in 0..CLIP_BISECTIONS {
-            let mid = 0.5 * (lo + hi);
-            let lambda = E8::closest_point(&v.map(|x| x * mid));
-            if self.book.is_codeword(&lambda) {
-                lo = mid;
-                found = lambda;
-            } else {
-                hi = mid;
+            let mid: [f32; 8] = std::array::from_fn(|b| 0.5 * (lo[b] + hi[b]));
+            let lambdas = E8::closest_points(&std::array::from_fn(|b| v[b].map(|x| x * mid[b])));
+            let codewords = self.book.are_codewords(&lambdas);
+            for b in 0..8 {
+                if codewords[b] {
+                    lo[b] = mid[b];
+                    found[b] = lambdas[b];
+                } else {
+                    hi[b] = mid[b];
+                }
             }
         }
         found
@@ -316,33 +338,36 @@ impl VectorCodec for VoronoiCodec {
         let mut w = BitWriter::new(out);
         w.write(u64::from(code), scale::bits(SCALE_MANTISSA));
         with_joint_buffers(self.blocks(), |fields, limbs, _| {
-            for (b, block) in y.chunks_exact(8).enumerate() {
-                let z: [f32; 8] = if sigma > 0.0 {
-                    std::array::from_fn(|i| block[i] / sigma)
-                } else {
-                    [0.0; 8]
-                };
-                let (choice, coords) = self.encode_block(&z);
-                match self.packing {
-                    // Coordinate i fills bits i·log2 q … of the block index.
-                    Packing::Raw {
-                        choice_bits,
-                        index_bits,
-                    } => {
-                        w.write(u64::from(choice), choice_bits);
-                        // Four coordinates per write: 4·log2 q ≤ 60 bits.
-                        let b = index_bits / 8;
-                        for quad in coords.chunks_exact(4) {
-                            let packed = quad
-                                .iter()
-                                .rev()
-                                .fold(0u64, |acc, &ci| (acc << b) | u64::from(ci));
-                            w.write(packed, 4 * b);
+            for (g, group) in y.chunks(64).enumerate() {
+                let count = group.len() / 8;
+                let z: [[f32; 8]; 8] = std::array::from_fn(|b| match group.get(8 * b..8 * b + 8) {
+                    Some(block) if sigma > 0.0 => std::array::from_fn(|i| block[i] / sigma),
+                    _ => [0.0; 8],
+                });
+                let chosen = self.encode_blocks(&z, count);
+                for (b, &(choice, coords)) in chosen[..count].iter().enumerate() {
+                    match self.packing {
+                        // Coordinate i fills bits i·log2 q … of the block index.
+                        Packing::Raw {
+                            choice_bits,
+                            index_bits,
+                        } => {
+                            w.write(u64::from(choice), choice_bits);
+                            // Four coordinates per write: 4·log2 q ≤ 60 bits.
+                            let bits = index_bits / 8;
+                            for quad in coords.chunks_exact(4) {
+                                let packed = quad
+                                    .iter()
+                                    .rev()
+                                    .fold(0u64, |acc, &ci| (acc << bits) | u64::from(ci));
+                                w.write(packed, 4 * bits);
+                            }
                         }
-                    }
-                    Packing::Joint(_) => {
-                        fields[2 * b] = u64::from(choice);
-                        fields[2 * b + 1] = self.joint_digit(&coords);
+                        Packing::Joint(_) => {
+                            let block = 8 * g + b;
+                            fields[2 * block] = u64::from(choice);
+                            fields[2 * block + 1] = self.joint_digit(&coords);
+                        }
                     }
                 }
             }
