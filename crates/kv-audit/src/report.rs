@@ -194,7 +194,14 @@ pub fn comparison_table(comparisons: &[Comparison]) -> String {
         "| a | b | bits/value a, b | ΔSNR K (dB) | ΔSNR V (dB) | layers |\n\
          |---|---|---:|---:|---:|---:|\n",
     );
-    let ci = |c: &MeanCi| format!("{:+.2} ± {:.2}", c.mean, c.half_width);
+    // One layer (a Gaussian source) has no spread to estimate: say so rather than print NaN.
+    let ci = |c: &MeanCi| {
+        if c.half_width.is_nan() {
+            format!("{:+.2} (one layer, no interval)", c.mean)
+        } else {
+            format!("{:+.2} ± {:.2}", c.mean, c.half_width)
+        }
+    };
     for c in comparisons {
         let _ = writeln!(
             out,
