@@ -28,6 +28,7 @@ use lattice_core::{E8, Lattice, MixedRadix, VoronoiCodebook};
 
 use crate::bits::{BitReader, BitWriter};
 use crate::codec::{VectorCodec, safe_prescale, sum_of_squares};
+use crate::codecs::baselines::scale_saturating;
 use crate::error::Error;
 use crate::scale;
 use crate::spec::CodecSpec;
@@ -386,9 +387,9 @@ impl VectorCodec for VoronoiCodec {
         scratch: &mut [f32],
     ) -> Result<(), &'static str> {
         let y = &mut scratch[..self.d];
-        let k = self.decode_unrotated(bytes, y)?;
+        let n = self.decode_unrotated(bytes, y)?;
         self.fwht.inverse(y, out);
-        unscale(out, k);
+        scale_saturating(out, n);
         Ok(())
     }
 
@@ -402,26 +403,16 @@ impl VectorCodec for VoronoiCodec {
         out: &mut [f32],
         _scratch: &mut [f32],
     ) -> Result<(), &'static str> {
-        let k = self.decode_unrotated(bytes, out)?;
-        unscale(out, k);
+        let n = self.decode_unrotated(bytes, out)?;
+        scale_saturating(out, n);
         Ok(())
     }
 }
 
-/// Undoes the power-of-two scaling `k` of [`VoronoiCodec::decode_unrotated`], saturating at
-/// ±`f32::MAX` so that output is finite whenever the input was.
-fn unscale(out: &mut [f32], k: f32) {
-    if k != 1.0 {
-        for v in out.iter_mut() {
-            *v = (*v / k).clamp(-f32::MAX, f32::MAX);
-        }
-    }
-}
-
 impl VoronoiCodec {
-    /// The rotated-domain reconstruction `ŷ·k` of one vector into `y` (`head_dim` values),
-    /// and the exact power of two `k` it is scaled by (1 unless σ is huge), so that the
-    /// caller can rotate back before unscaling without overflow.
+    /// The rotated-domain reconstruction `ŷ / n` of one vector into `y` (`head_dim` values),
+    /// and the exact power of two `n` to multiply by (1 unless σ is huge), so that the caller
+    /// can rotate back before scaling up without overflow.
     fn decode_unrotated(&self, bytes: &[u8], y: &mut [f32]) -> Result<f32, &'static str> {
         let mut r = BitReader::new(bytes);
         let code = r
@@ -430,12 +421,12 @@ impl VoronoiCodec {
         let sigma = scale::decode(code, SCALE_MANTISSA).ok_or("scale is not finite")?;
         // Reconstruct huge vectors at a reduced scale and scale back at the end (exact powers
         // of two), saturating at ±f32::MAX, so that output is finite whenever the input was.
-        let k = if sigma > 2f32.powi(60) {
-            2f32.powi(-70)
+        let n = if sigma > 2f32.powi(60) {
+            2f32.powi(70)
         } else {
             1.0
         };
-        let sigma = sigma * k;
+        let sigma = sigma / n;
         let blocks = self.blocks();
         // Blocks are reconstructed eight at a time (the E8 decoder runs them side by side);
         // `fields` holds each block's (choice, coset coordinates). Every field read is in
@@ -484,7 +475,7 @@ impl VoronoiCodec {
                 Ok::<(), &'static str>(())
             })?,
         }
-        Ok(k)
+        Ok(n)
     }
 }
 
