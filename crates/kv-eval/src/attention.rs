@@ -1,6 +1,10 @@
-//! Scaled dot-product attention with grouped-query heads and a causal mask, on candle
-//! tensors: the reference every [`KvStore`](crate::store::KvStore) uses unless it brings
-//! attention of its own.
+//! Scaled dot-product attention with grouped-query heads and a causal mask: the reference
+//! every [`KvStore`](crate::store::KvStore) uses unless it brings attention of its own.
+//!
+//! Several query positions (prefill) run as candle matmuls; a single query position (a
+//! decode step) runs as plain loops over the values, which for one row of scores costs less
+//! than the dispatch of the dozen small tensor operations the general path needs — and a
+//! decode step of `eval` attends once per layer for every row of its batch.
 
 use candle_core::{D, Tensor};
 
@@ -31,6 +35,15 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
         });
     }
     let g = hq / hkv;
+    if n == 1 {
+        let out = attend_one(
+            &q.flatten_all()?.to_vec1::<f32>()?,
+            &k.flatten_all()?.to_vec1::<f32>()?,
+            &v.flatten_all()?.to_vec1::<f32>()?,
+            (hkv, g, t, d),
+        );
+        return Ok(Tensor::from_vec(out, (hq, 1, d), q.device())?);
+    }
     // Heads of one group are contiguous in q, so one reshape lines them up with their KV head.
     let q = q.reshape((hkv, g * n, d))?;
     let scale = 1.0 / (d as f64).sqrt();
@@ -57,6 +70,55 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
     let e = scores.broadcast_sub(&max)?.exp()?;
     let p = e.broadcast_div(&e.sum_keepdim(D::Minus1)?)?;
     Ok(p.matmul(v)?.reshape((hq, n, d))?)
+}
+
+/// Dot product with eight partial sums, so that the compiler can keep them in one vector
+/// register.
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let (a8, b8) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = a8
+        .remainder()
+        .iter()
+        .zip(b8.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in a8.zip(b8) {
+        for i in 0..8 {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+/// One query position: `q` `[kv_heads·g, d]`, `k`, `v` `[kv_heads, t, d]` → `[kv_heads·g, d]`.
+fn attend_one(q: &[f32], k: &[f32], v: &[f32], (hkv, g, t, d): (usize, usize, usize, usize)) -> Vec<f32> {
+    let scale = 1.0 / (d as f32).sqrt();
+    let mut out = vec![0f32; hkv * g * d];
+    let mut scores = vec![0f32; t];
+    for j in 0..hkv {
+        let (kj, vj) = (&k[j * t * d..(j + 1) * t * d], &v[j * t * d..(j + 1) * t * d]);
+        for h in j * g..(j + 1) * g {
+            let qh = &q[h * d..(h + 1) * d];
+            for (s, kt) in scores.iter_mut().zip(kj.chunks_exact(d)) {
+                *s = dot(qh, kt) * scale;
+            }
+            let max = scores.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+            let mut sum = 0f32;
+            for s in &mut scores {
+                *s = (*s - max).exp();
+                sum += *s;
+            }
+            let o = &mut out[h * d..(h + 1) * d];
+            for (&p, vt) in scores.iter().zip(vj.chunks_exact(d)) {
+                let p = p / sum;
+                for (o, &x) in o.iter_mut().zip(vt) {
+                    *o += p * x;
+                }
+            }
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -94,7 +156,13 @@ mod tests {
 
     #[test]
     fn matches_the_definition_with_groups_and_mask() {
-        let (hq, hkv, n, t, d) = (6, 2, 3, 5, 4);
+        // Several positions (the tensor path) and one (the loop path), d not a multiple of 8.
+        for (n, d) in [(3, 4), (1, 4), (1, 19)] {
+            check(6, 2, n, 5, d);
+        }
+    }
+
+    fn check(hq: usize, hkv: usize, n: usize, t: usize, d: usize) {
         let make = |len: usize, seed: f32| -> Vec<f32> {
             (0..len).map(|i| ((i as f32 + seed) * 0.731).sin()).collect()
         };

@@ -56,6 +56,9 @@ Common options:
   --weights MODE   dequantized (f32 weights, the numpy reference's arithmetic; default) or
                    quantized (candle's Q4_1 x Q8_1 quantized matmul, llama.cpp's arithmetic)
   --chunk N        prefill chunk in tokens (512)
+  --redecode       decode each compressed store's whole stream at every step (as a cache
+                   without a decoded copy would) instead of decoding each vector once when it
+                   is stored; the numbers are bit-identical, only slower
   --quiet          no progress output
 
 PLAN: a codec spec for K and V of every layer (voronoi-e8-q16-s4, turboquant-b3, int4,
@@ -76,6 +79,8 @@ pub struct Common {
     pub chunk: usize,
     /// `--quiet`.
     pub quiet: bool,
+    /// `--redecode`.
+    pub redecode: bool,
 }
 
 impl Default for Common {
@@ -86,6 +91,7 @@ impl Default for Common {
             weights: WeightMode::default(),
             chunk: 512,
             quiet: false,
+            redecode: false,
         }
     }
 }
@@ -192,6 +198,7 @@ impl<I: Iterator<Item = String>> Args<I> {
             }
             "--chunk" => c.chunk = self.parsed("--chunk", "a positive integer")?,
             "--quiet" => c.quiet = true,
+            "--redecode" => c.redecode = true,
             _ => return Ok(false),
         }
         if c.chunk == 0 {
@@ -297,6 +304,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command> {
                 });
             }
             settings.chunk = common.chunk;
+            settings.redecode = common.redecode;
             Ok(Command::Eval {
                 common,
                 plans,
@@ -342,6 +350,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command> {
                 plans.push("turboquant-b3".to_owned());
             }
             settings.chunk = common.chunk;
+            settings.redecode = common.redecode;
             Ok(Command::Needle {
                 common,
                 plans,

@@ -23,7 +23,7 @@ use crate::metrics::{Tally, log_softmax};
 use crate::model::{Llama, Logits};
 use crate::progress::Progress;
 use crate::stats::MeanCi;
-use crate::store::{CachePlan, CompressedStore, ExactStore, KvStore, copy_into};
+use crate::store::{CachePlan, ExactStore, KvStore, rows_from};
 use crate::text::Corpus;
 
 /// The shape of an evaluation.
@@ -39,6 +39,10 @@ pub struct EvalSettings {
     pub skip: usize,
     /// Prefill chunk (tokens per forward pass).
     pub chunk: usize,
+    /// Decode every coded stream at every step instead of once per vector (same numbers,
+    /// slower; see [`CompressedStore::cache_decoded`](crate::store::CompressedStore::cache_decoded)).
+    #[serde(default)]
+    pub redecode: bool,
 }
 
 impl Default for EvalSettings {
@@ -49,6 +53,7 @@ impl Default for EvalSettings {
             passages: 8,
             skip: 0,
             chunk: 512,
+            redecode: false,
         }
     }
 }
@@ -150,13 +155,7 @@ pub fn evaluate(
         let mut exact = ExactStore::new(shape);
         model.prefill(&toks[..p], &mut exact, settings.chunk, Logits::Last)?;
         progress.advance(1, &format!("passage {}/{}: prefilled", i + 1, starts.len()));
-        let mut stores: Vec<Box<dyn KvStore>> = Vec::with_capacity(rows);
-        stores.push(Box::new(exact.clone()));
-        for plan in plans {
-            let mut s = CompressedStore::new(shape, plan.clone())?;
-            copy_into(&exact, &mut s)?;
-            stores.push(Box::new(s));
-        }
+        let mut stores = rows_from(&exact, plans, !settings.redecode)?;
         let mut passage = vec![Tally::default(); rows];
         for step in 0..c {
             let input = [toks[p + step]];

@@ -15,7 +15,7 @@ use crate::error::Result;
 use crate::metrics::argmax;
 use crate::model::{Llama, Logits};
 use crate::progress::Progress;
-use crate::store::{CachePlan, CompressedStore, ExactStore, KvStore, copy_into};
+use crate::store::{CachePlan, ExactStore, KvStore, rows_from};
 use crate::text::Corpus;
 use crate::tokenizer::GgufTokenizer;
 
@@ -41,6 +41,9 @@ pub struct NeedleSettings {
     pub max_new: usize,
     /// Prefill chunk.
     pub chunk: usize,
+    /// Decode every coded stream at every step instead of once per vector (same answers,
+    /// slower; see [`CompressedStore::cache_decoded`](crate::store::CompressedStore::cache_decoded)).
+    pub redecode: bool,
 }
 
 impl Default for NeedleSettings {
@@ -51,6 +54,7 @@ impl Default for NeedleSettings {
             skip: 2000,
             max_new: 8,
             chunk: 512,
+            redecode: false,
         }
     }
 }
@@ -167,12 +171,7 @@ pub fn needle(
         let mut exact = ExactStore::new(shape);
         model.prefill(&prompt, &mut exact, settings.chunk, Logits::Last)?;
         progress.advance(1, &format!("{note}: prefilled {} tokens", prompt.len()));
-        let mut stores: Vec<Box<dyn KvStore>> = vec![Box::new(exact.clone())];
-        for plan in plans {
-            let mut s = CompressedStore::new(shape, plan.clone())?;
-            copy_into(&exact, &mut s)?;
-            stores.push(Box::new(s));
-        }
+        let mut stores = rows_from(&exact, plans, !settings.redecode)?;
         let vocab = model.config().vocab;
         let step = |inputs: &[u32], stores: &mut Vec<Box<dyn KvStore>>| -> Result<Vec<u32>> {
             let batch: Vec<&[u32]> = inputs.iter().map(std::slice::from_ref).collect();

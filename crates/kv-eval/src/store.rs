@@ -13,6 +13,8 @@ use std::fmt;
 use std::sync::Arc;
 
 use candle_core::{Device, Tensor};
+use kv_codec::bits::BitReader;
+use rayon::prelude::*;
 use kv_codec::{CodecConfig, CodecSpec, Output, Par, VectorCodec, decode_batch};
 
 use crate::attention::attention;
@@ -129,6 +131,30 @@ pub fn copy_into(src: &dyn KvStore, dst: &mut dyn KvStore) -> Result<()> {
         dst.append(layer, &k, &v)?;
     }
     Ok(())
+}
+
+/// One store per row of a batch: row 0 a copy of `exact`, then one [`CompressedStore`] per
+/// plan holding `exact`'s vectors coded (built in parallel), with decoded caches when
+/// `cache_decoded` is set (see [`CompressedStore::cache_decoded`]).
+///
+/// # Errors
+/// Plan, codec and shape errors.
+pub fn rows_from(
+    exact: &ExactStore,
+    plans: &[CachePlan],
+    cache_decoded: bool,
+) -> Result<Vec<Box<dyn KvStore>>> {
+    let coded: Vec<CompressedStore> = plans
+        .par_iter()
+        .map(|plan| {
+            let mut s = CompressedStore::new(exact.shape(), plan.clone())?;
+            copy_into(exact, &mut s)?;
+            if cache_decoded { s.cache_decoded() } else { Ok(s) }
+        })
+        .collect::<Result<_>>()?;
+    let mut rows: Vec<Box<dyn KvStore>> = vec![Box::new(exact.clone())];
+    rows.extend(coded.into_iter().map(|s| Box::new(s) as Box<dyn KvStore>));
+    Ok(rows)
 }
 
 /// Appends `[kv_heads, n, d]` values head by head to per-head streams.
@@ -380,59 +406,109 @@ fn build(spec: CodecSpec, head_dim: usize) -> Result<Arc<dyn VectorCodec>> {
 enum Stream {
     /// Uncompressed f32, `tokens × head_dim`.
     Raw(Vec<f32>),
-    /// Vector `i` at bits `i·b .. (i+1)·b` of `bytes` (b = the codec's bits per vector),
-    /// least significant bit first: exactly the layout of kv-codec's batch encoder, so that
-    /// the whole stream decodes with one [`decode_batch`] call. `bytes` is always
-    /// `⌈vectors·b/8⌉` long and the bits past the last vector are zero.
-    Packed {
-        codec: Arc<dyn VectorCodec>,
-        bytes: Vec<u8>,
-        vectors: usize,
-    },
+    /// Coded vectors.
+    Packed(Packed),
+}
+
+/// Coded vectors of one head.
+///
+/// Vector `i` sits at bits `i·b .. (i+1)·b` of `bytes` (b = the codec's bits per vector),
+/// least significant bit first: exactly the layout of kv-codec's batch encoder, so the whole
+/// stream decodes with one [`decode_batch`] call. `bytes` is always `⌈vectors·b/8⌉` long
+/// and the bits past the last vector are zero.
+#[derive(Clone, Debug)]
+struct Packed {
+    codec: Arc<dyn VectorCodec>,
+    bytes: Vec<u8>,
+    vectors: usize,
+    /// With [`CompressedStore::cache_decoded`]: each vector decoded once, from `bytes`, when
+    /// it is stored. Decoding is a pure function of the bytes, so attention sees the same
+    /// values as when it decodes the stream at every step; only the time differs.
+    decoded: Option<Vec<f32>>,
+}
+
+impl Packed {
+    fn error(&self, source: kv_codec::Error) -> Error {
+        Error::Codec {
+            spec: self.codec.spec().to_string(),
+            source,
+        }
+    }
+
+    /// Decodes vector `i` from the stream's own bytes onto the end of `out`.
+    fn decode_one(&self, i: usize, d: usize, out: &mut Vec<f32>, scratch: &mut Scratch) -> Result<()> {
+        let bits = self.codec.bits_per_vector() as usize;
+        let at = i * bits;
+        let mut r = BitReader::new(&self.bytes[at / 8..]);
+        if at % 8 != 0 {
+            r.read((at % 8) as u32).map_err(|e| self.error(e))?;
+        }
+        scratch.one.resize(self.codec.bytes_per_vector(), 0);
+        r.read_bits_into(&mut scratch.one, bits)
+            .map_err(|e| self.error(e))?;
+        scratch.f.resize(self.codec.scratch_len(), 0.0);
+        let start = out.len();
+        out.resize(start + d, 0.0);
+        self.codec
+            .decode_vector(&scratch.one, &mut out[start..], &mut scratch.f)
+            .map_err(|reason| {
+                self.error(kv_codec::Error::CorruptPayload { vector: i, reason })
+            })
+    }
+
+    /// Decodes every vector into a fresh cache.
+    fn fill_cache(&mut self, d: usize) -> Result<()> {
+        let mut cache = vec![0.0; self.vectors * d];
+        decode_batch(&*self.codec, &self.bytes, Output::F32(&mut cache), Par::Seq)
+            .map_err(|e| self.error(e))?;
+        self.decoded = Some(cache);
+        Ok(())
+    }
 }
 
 impl Stream {
     fn new(codec: Option<&Arc<dyn VectorCodec>>) -> Self {
         match codec {
             None => Self::Raw(Vec::new()),
-            Some(c) => Self::Packed {
+            Some(c) => Self::Packed(Packed {
                 codec: Arc::clone(c),
                 bytes: Vec::new(),
                 vectors: 0,
-            },
+                decoded: None,
+            }),
         }
     }
 
     fn vectors(&self, d: usize) -> usize {
         match self {
             Self::Raw(x) => x.len() / d.max(1),
-            Self::Packed { vectors, .. } => *vectors,
+            Self::Packed(p) => p.vectors,
         }
     }
 
     /// Appends vectors of `d` values.
     fn push(&mut self, x: &[f32], d: usize, scratch: &mut Scratch) -> Result<()> {
-        match self {
-            Self::Raw(s) => s.extend_from_slice(x),
-            Self::Packed {
-                codec,
-                bytes,
-                vectors,
-            } => {
-                let bits = codec.bits_per_vector() as usize;
-                scratch.one.resize(codec.bytes_per_vector(), 0);
-                scratch.f.resize(codec.scratch_len(), 0.0);
-                for v in x.chunks_exact(d) {
-                    if !v.iter().all(|x| x.is_finite()) {
-                        return Err(Error::Codec {
-                            spec: codec.spec().to_string(),
-                            source: kv_codec::Error::NonFinite { vector: *vectors },
-                        });
-                    }
-                    codec.encode_vector(v, &mut scratch.one, &mut scratch.f);
-                    append_bits(bytes, *vectors * bits, &scratch.one, bits);
-                    *vectors += 1;
-                }
+        let p = match self {
+            Self::Raw(s) => {
+                s.extend_from_slice(x);
+                return Ok(());
+            }
+            Self::Packed(p) => p,
+        };
+        let bits = p.codec.bits_per_vector() as usize;
+        for v in x.chunks_exact(d) {
+            if !v.iter().all(|x| x.is_finite()) {
+                return Err(p.error(kv_codec::Error::NonFinite { vector: p.vectors }));
+            }
+            scratch.one.resize(p.codec.bytes_per_vector(), 0);
+            scratch.f.resize(p.codec.scratch_len(), 0.0);
+            p.codec.encode_vector(v, &mut scratch.one, &mut scratch.f);
+            append_bits(&mut p.bytes, p.vectors * bits, &scratch.one, bits);
+            p.vectors += 1;
+            if let Some(mut cache) = p.decoded.take() {
+                let result = p.decode_one(p.vectors - 1, d, &mut cache, scratch);
+                p.decoded = Some(cache);
+                result?;
             }
         }
         Ok(())
@@ -442,19 +518,15 @@ impl Stream {
     fn read_into(&self, out: &mut Vec<f32>, d: usize) -> Result<()> {
         match self {
             Self::Raw(s) => out.extend_from_slice(s),
-            Self::Packed {
-                codec,
-                bytes,
-                vectors,
-            } => {
+            Self::Packed(Packed {
+                decoded: Some(cache),
+                ..
+            }) => out.extend_from_slice(cache),
+            Self::Packed(p) => {
                 let start = out.len();
-                out.resize(start + vectors * d, 0.0);
-                decode_batch(&**codec, bytes, Output::F32(&mut out[start..]), Par::Seq).map_err(
-                    |source| Error::Codec {
-                        spec: codec.spec().to_string(),
-                        source,
-                    },
-                )?;
+                out.resize(start + p.vectors * d, 0.0);
+                decode_batch(&*p.codec, &p.bytes, Output::F32(&mut out[start..]), Par::Seq)
+                    .map_err(|e| p.error(e))?;
             }
         }
         Ok(())
@@ -463,20 +535,19 @@ impl Stream {
     fn truncate(&mut self, tokens: usize, d: usize) {
         match self {
             Self::Raw(s) => s.truncate(tokens * d),
-            Self::Packed {
-                codec,
-                bytes,
-                vectors,
-            } => {
-                if tokens >= *vectors {
+            Self::Packed(p) => {
+                if tokens >= p.vectors {
                     return;
                 }
-                let bits = tokens * codec.bits_per_vector() as usize;
-                bytes.truncate(bits.div_ceil(8));
-                if let (Some(last), r @ 1..) = (bytes.last_mut(), bits % 8) {
+                let bits = tokens * p.codec.bits_per_vector() as usize;
+                p.bytes.truncate(bits.div_ceil(8));
+                if let (Some(last), r @ 1..) = (p.bytes.last_mut(), bits % 8) {
                     *last &= (1u8 << r) - 1;
                 }
-                *vectors = tokens;
+                p.vectors = tokens;
+                if let Some(cache) = &mut p.decoded {
+                    cache.truncate(tokens * d);
+                }
             }
         }
     }
@@ -484,7 +555,7 @@ impl Stream {
     fn held_bytes(&self) -> usize {
         match self {
             Self::Raw(s) => s.len() * 4,
-            Self::Packed { bytes, .. } => bytes.len(),
+            Self::Packed(p) => p.bytes.len(),
         }
     }
 }
@@ -557,6 +628,26 @@ impl CompressedStore {
     /// The plan this store follows.
     pub fn plan(&self) -> &CachePlan {
         &self.plan
+    }
+
+    /// Keeps a decoded copy of every coded vector beside its bytes, decoded once from the
+    /// stored bytes (those held now, and each new one as it is stored), so that attention
+    /// reads the copy instead of decoding the whole stream at every step. Attention sees
+    /// bit-identical values either way; the copy costs f32 memory and saves time, which is
+    /// what a quality evaluation wants. [`KvStore::held_bytes`] still counts the bytes only.
+    ///
+    /// # Errors
+    /// Codec errors while decoding the vectors already held.
+    pub fn cache_decoded(mut self) -> Result<Self> {
+        let d = self.shape.head_dim;
+        for s in self.k.iter_mut().chain(self.v.iter_mut()).flatten() {
+            if let Stream::Packed(p) = s
+                && p.decoded.is_none()
+            {
+                p.fill_cache(d)?;
+            }
+        }
+        Ok(self)
     }
 }
 
@@ -649,7 +740,11 @@ mod tests {
     }
 
     fn fill(store: &mut dyn KvStore, chunks: &[usize]) {
-        let mut at = 0;
+        fill_from(store, 0, chunks);
+    }
+
+    fn fill_from(store: &mut dyn KvStore, first: usize, chunks: &[usize]) {
+        let mut at = first;
         for &n in chunks {
             for l in 0..SHAPE.layers {
                 let k = token_block(l, at, n);
@@ -692,9 +787,9 @@ mod tests {
         let mut want = vec![0u8; codec.encoded_len(8)];
         codec.encode(Input::F32(head2), &mut want).unwrap();
         match &store.k[1][2] {
-            Stream::Packed { bytes, vectors, .. } => {
-                assert_eq!(*vectors, 8);
-                assert_eq!(bytes, &want);
+            Stream::Packed(p) => {
+                assert_eq!(p.vectors, 8);
+                assert_eq!(p.bytes, want);
             }
             Stream::Raw(_) => panic!("K of layer 1 should be packed"),
         }
@@ -728,6 +823,33 @@ mod tests {
             b.read(l, &mut kb, &mut vb).unwrap();
             assert_eq!((&ka, &va), (&kb, &vb));
         }
+    }
+
+    #[test]
+    fn the_decoded_cache_holds_exactly_what_decoding_the_stream_gives() {
+        let plan = CachePlan::parse("k=voronoi-e8-q9-s2,v=turboquant-b3,raw=0", SHAPE.layers).unwrap();
+        let mut plain = CompressedStore::new(SHAPE, plan.clone()).unwrap();
+        let mut cached = CompressedStore::new(SHAPE, plan.clone()).unwrap();
+        fill(&mut plain, &[3, 1]);
+        fill(&mut cached, &[3]);
+        // Cache made after some appends (filled from the bytes), then more appends.
+        let mut cached = cached.cache_decoded().unwrap();
+        fill_from(&mut cached, 3, &[1]);
+        let mut late = CompressedStore::new(SHAPE, plan).unwrap().cache_decoded().unwrap();
+        fill(&mut late, &[2, 2]);
+        let read = |s: &CompressedStore, l| {
+            let (mut k, mut v) = (vec![], vec![]);
+            s.read(l, &mut k, &mut v).unwrap();
+            (k, v)
+        };
+        for l in 0..SHAPE.layers {
+            assert_eq!(read(&plain, l), read(&cached, l));
+            assert_eq!(read(&plain, l), read(&late, l));
+        }
+        assert_eq!(plain.held_bytes(), cached.held_bytes());
+        late.truncate(2);
+        plain.truncate(2);
+        assert_eq!(read(&plain, 1), read(&late, 1));
     }
 
     #[test]
