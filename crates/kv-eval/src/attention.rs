@@ -6,7 +6,8 @@
 //! than the dispatch of the dozen small tensor operations the general path needs — and a
 //! decode step of `eval` attends once per layer for every row of its batch.
 
-use candle_core::{D, Tensor};
+use candle_core::Tensor;
+use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 
@@ -46,30 +47,37 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
     }
     // Heads of one group are contiguous in q, so one reshape lines them up with their KV head.
     let q = q.reshape((hkv, g * n, d))?;
-    let scale = 1.0 / (d as f64).sqrt();
-    let mut scores = (q.matmul(&k.t()?)? * scale)?; // [hkv, g·n, t]
-    if n > 1 {
-        let mask: Vec<f32> = (0..n)
-            .flat_map(|i| {
-                (0..t).map(move |j| {
-                    if j > t - n + i {
-                        f32::NEG_INFINITY
-                    } else {
-                        0.0
-                    }
-                })
-            })
-            .collect();
-        let mask = Tensor::from_vec(mask, (n, t), q.device())?;
-        scores = scores
-            .reshape((hkv, g, n, t))?
-            .broadcast_add(&mask)?
-            .reshape((hkv, g * n, t))?;
-    }
-    let max = scores.max_keepdim(D::Minus1)?;
-    let e = scores.broadcast_sub(&max)?.exp()?;
-    let p = e.broadcast_div(&e.sum_keepdim(D::Minus1)?)?;
+    let scores = q.matmul(&k.t()?)?; // [hkv, g·n, t]
+    // Scale, causal mask and softmax in one pass over each row of scores, in place: on long
+    // prefills the score tensor is large and each separate tensor operation would be a
+    // full pass over memory.
+    let mut p = scores.flatten_all()?.to_vec1::<f32>()?;
+    let scale = 1.0 / (d as f32).sqrt();
+    p.par_chunks_exact_mut(t).enumerate().for_each(|(row, s)| {
+        let visible = t - n + row % n + 1;
+        let (seen, future) = s.split_at_mut(visible);
+        softmax_scaled(seen, scale);
+        future.fill(0.0);
+    });
+    let p = Tensor::from_vec(p, (hkv, g * n, t), q.device())?;
     Ok(p.matmul(v)?.reshape((hq, n, d))?)
+}
+
+/// `softmax(scale · s)` in place.
+fn softmax_scaled(s: &mut [f32], scale: f32) {
+    let mut max = f32::NEG_INFINITY;
+    for x in s.iter_mut() {
+        *x *= scale;
+        max = max.max(*x);
+    }
+    let mut sum = 0f32;
+    for x in s.iter_mut() {
+        *x = (*x - max).exp();
+        sum += *x;
+    }
+    for x in s.iter_mut() {
+        *x /= sum;
+    }
 }
 
 /// Dot product with eight partial sums, so that the compiler can keep them in one vector
@@ -101,17 +109,11 @@ fn attend_one(q: &[f32], k: &[f32], v: &[f32], (hkv, g, t, d): (usize, usize, us
         for h in j * g..(j + 1) * g {
             let qh = &q[h * d..(h + 1) * d];
             for (s, kt) in scores.iter_mut().zip(kj.chunks_exact(d)) {
-                *s = dot(qh, kt) * scale;
+                *s = dot(qh, kt);
             }
-            let max = scores.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
-            let mut sum = 0f32;
-            for s in &mut scores {
-                *s = (*s - max).exp();
-                sum += *s;
-            }
+            softmax_scaled(&mut scores, scale);
             let o = &mut out[h * d..(h + 1) * d];
             for (&p, vt) in scores.iter().zip(vj.chunks_exact(d)) {
-                let p = p / sum;
                 for (o, &x) in o.iter_mut().zip(vt) {
                     *o += p * x;
                 }

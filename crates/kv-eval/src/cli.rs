@@ -36,8 +36,8 @@ Usage:
       agreement of each cache plan: P prefix tokens (512) prefilled, then C (64)
       continuation tokens decoded token by token through every store, on N (8) passages.
   kv-eval iso [--codec PLAN]... [eval options] [--json OUT] [--markdown OUT]
-      The iso-quality table: eval over every family's settings (default: voronoi at 2.5-6.5
-      bpv, turboquant-b2..b6, compat-d4, int4..int8, fp8-e4m3; --codec replaces the list),
+      The iso-quality table: eval over every family's settings (default: voronoi at 2.5-8
+      bpv, turboquant-b2..b8, compat-d4, int4..int8, fp8-e4m3; --codec replaces the list),
       then the smallest bpv per family with |Δppl| within 0.5%, 1% and 2%.
   kv-eval needle [--codec PLAN | --bpv R]... [--context L] [--depths D,D,...] [--skip T]
                  [--max-new N] [--json OUT]
@@ -380,6 +380,8 @@ struct ModelInfo {
 #[derive(Debug, Serialize)]
 struct Envelope<'a, T: Serialize> {
     tool: String,
+    /// The command line that produced the report.
+    command: String,
     model: ModelInfo,
     text: String,
     machine: kv_audit::rd::Machine,
@@ -436,6 +438,7 @@ fn envelope<'a, T: Serialize>(
 ) -> Envelope<'a, T> {
     Envelope {
         tool: format!("kv-eval {tool}"),
+        command: std::env::args().collect::<Vec<_>>().join(" "),
         model: ModelInfo {
             file: common
                 .model

@@ -21,7 +21,7 @@ pub const FAMILIES: [&str; 5] = ["voronoi", "turboquant", "compat-d4", "int", "f
 /// The default sweep: each family's settings from about 2.5 to 8 bits per value.
 pub fn default_specs() -> Vec<&'static str> {
     vec![
-        // voronoi: default_for_rate(2.5, 3, 3.5, 4, 4.5, 5.5, 6.5, 64)
+        // The default codec at 2.5, 3, 3.5, 4, 4.5, 5.5, 6.5 and 8 bits per value (d = 64).
         "voronoi-e8-q4-s4",
         "voronoi-e8-q6-s3",
         "voronoi-e8-q9-s2",
@@ -29,16 +29,19 @@ pub fn default_specs() -> Vec<&'static str> {
         "voronoi-e8-q17-s3",
         "voronoi-e8-q33-s4",
         "voronoi-e8-q67-s4",
+        "voronoi-e8-q190-s4",
         "turboquant-b2",
         "turboquant-b3",
         "turboquant-b4",
         "turboquant-b5",
         "turboquant-b6",
+        "turboquant-b8",
         "compat-d4-q4",
         "compat-d4-q6",
         "compat-d4-q8",
         "compat-d4-q16",
         "compat-d4-q32",
+        "compat-d4-q64",
         "int4",
         "int5",
         "int6",
@@ -302,5 +305,15 @@ mod tests {
         for p in default_plans(2) {
             assert!(p.bits_per_value(64).is_ok(), "{}", p.label());
         }
+        // The voronoi entries are the default codec at their rates.
+        let voronoi: Vec<String> = [2.5, 3.0, 3.5, 4.0, 4.5, 5.5, 6.5, 8.0]
+            .iter()
+            .map(|&r| kv_codec::codecs::voronoi::default_for_rate(r, 64).unwrap().to_string())
+            .collect();
+        let listed: Vec<&str> = default_specs()
+            .into_iter()
+            .filter(|s| s.starts_with("voronoi"))
+            .collect();
+        assert_eq!(voronoi, listed);
     }
 }
