@@ -100,12 +100,20 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
 }
 
 /// One query position: `q` `[kv_heads·g, d]`, `k`, `v` `[kv_heads, t, d]` → `[kv_heads·g, d]`.
-fn attend_one(q: &[f32], k: &[f32], v: &[f32], (hkv, g, t, d): (usize, usize, usize, usize)) -> Vec<f32> {
+fn attend_one(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    (hkv, g, t, d): (usize, usize, usize, usize),
+) -> Vec<f32> {
     let scale = 1.0 / (d as f32).sqrt();
     let mut out = vec![0f32; hkv * g * d];
     let mut scores = vec![0f32; t];
     for j in 0..hkv {
-        let (kj, vj) = (&k[j * t * d..(j + 1) * t * d], &v[j * t * d..(j + 1) * t * d]);
+        let (kj, vj) = (
+            &k[j * t * d..(j + 1) * t * d],
+            &v[j * t * d..(j + 1) * t * d],
+        );
         for h in j * g..(j + 1) * g {
             let qh = &q[h * d..(h + 1) * d];
             for (s, kt) in scores.iter_mut().zip(kj.chunks_exact(d)) {
@@ -129,7 +137,10 @@ mod tests {
     use candle_core::Device;
 
     /// Plain loops: the definition.
-    fn naive(q: &[f32], k: &[f32], v: &[f32], hq: usize, hkv: usize, n: usize, t: usize, d: usize) -> Vec<f32> {
+    /// `(hq, hkv, n, t, d)`: query heads, KV heads, query positions, keys, head_dim.
+    type Dims = (usize, usize, usize, usize, usize);
+
+    fn naive(q: &[f32], k: &[f32], v: &[f32], (hq, hkv, n, t, d): Dims) -> Vec<f32> {
         let g = hq / hkv;
         let mut out = vec![0f32; hq * n * d];
         for h in 0..hq {
@@ -140,7 +151,11 @@ mod tests {
                 let s: Vec<f64> = (0..visible)
                     .map(|j| {
                         let kj = &k[(kv * t + j) * d..][..d];
-                        qi.iter().zip(kj).map(|(a, b)| f64::from(a * b)).sum::<f64>() / (d as f64).sqrt()
+                        qi.iter()
+                            .zip(kj)
+                            .map(|(a, b)| f64::from(a * b))
+                            .sum::<f64>()
+                            / (d as f64).sqrt()
                     })
                     .collect();
                 let m = s.iter().copied().fold(f64::NEG_INFINITY, f64::max);
@@ -166,9 +181,15 @@ mod tests {
 
     fn check(hq: usize, hkv: usize, n: usize, t: usize, d: usize) {
         let make = |len: usize, seed: f32| -> Vec<f32> {
-            (0..len).map(|i| ((i as f32 + seed) * 0.731).sin()).collect()
+            (0..len)
+                .map(|i| ((i as f32 + seed) * 0.731).sin())
+                .collect()
         };
-        let (q, k, v) = (make(hq * n * d, 1.0), make(hkv * t * d, 2.0), make(hkv * t * d, 3.0));
+        let (q, k, v) = (
+            make(hq * n * d, 1.0),
+            make(hkv * t * d, 2.0),
+            make(hkv * t * d, 3.0),
+        );
         let dev = Device::Cpu;
         let got = attention(
             &Tensor::from_vec(q.clone(), (hq, n, d), &dev).unwrap(),
@@ -180,7 +201,7 @@ mod tests {
         .unwrap()
         .to_vec1::<f32>()
         .unwrap();
-        let want = naive(&q, &k, &v, hq, hkv, n, t, d);
+        let want = naive(&q, &k, &v, (hq, hkv, n, t, d));
         for (a, b) in got.iter().zip(&want) {
             assert!((a - b).abs() < 1e-5, "{a} vs {b}");
         }

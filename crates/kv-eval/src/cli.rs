@@ -294,7 +294,9 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command> {
                 }
             }
             if command == "eval" && plans.is_empty() {
-                plans.push(default_for_rate(4.0, 64).map_or_else(|_| "bf16".to_owned(), |s| s.to_string()));
+                plans.push(
+                    default_for_rate(4.0, 64).map_or_else(|_| "bf16".to_owned(), |s| s.to_string()),
+                );
             }
             if settings.prefix == 0 || settings.cont == 0 || settings.passages == 0 {
                 return Err(Error::InvalidValue {
@@ -323,7 +325,12 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command> {
                         let v = a.value("--depths")?;
                         settings.depths = v
                             .split(',')
-                            .map(|d| d.trim().parse::<f64>().ok().filter(|d| (0.0..=1.0).contains(d)))
+                            .map(|d| {
+                                d.trim()
+                                    .parse::<f64>()
+                                    .ok()
+                                    .filter(|d| (0.0..=1.0).contains(d))
+                            })
                             .collect::<Option<Vec<f64>>>()
                             .ok_or(Error::InvalidValue {
                                 option: "--depths",
@@ -359,7 +366,10 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command> {
             })
         }
         _ => {
-            let file = a.rest.next().ok_or(Error::MissingValue { option: "FILE" })?;
+            let file = a
+                .rest
+                .next()
+                .ok_or(Error::MissingValue { option: "FILE" })?;
             if let Some(extra) = a.rest.next() {
                 return Err(a.unknown(extra));
             }
@@ -440,10 +450,10 @@ fn envelope<'a, T: Serialize>(
         tool: format!("kv-eval {tool}"),
         command: std::env::args().collect::<Vec<_>>().join(" "),
         model: ModelInfo {
-            file: common
-                .model
-                .file_name()
-                .map_or_else(|| MODEL_FILE.to_owned(), |n| n.to_string_lossy().into_owned()),
+            file: common.model.file_name().map_or_else(
+                || MODEL_FILE.to_owned(),
+                |n| n.to_string_lossy().into_owned(),
+            ),
             weights: model.weight_mode(),
             config: model.config().clone(),
         },
@@ -476,7 +486,14 @@ pub fn run(command: &Command, out: &mut dyn Write) -> Result<()> {
         } => {
             let (model, _, corpus) = setup(common)?;
             let reference = Reference::load(reference)?;
-            let r = verify(&model, &corpus.tokens, &reference, *tokens, *decode, common.quiet)?;
+            let r = verify(
+                &model,
+                &corpus.tokens,
+                &reference,
+                *tokens,
+                *decode,
+                common.quiet,
+            )?;
             let decode_text = r
                 .ppl_decode
                 .map_or_else(String::new, |p| format!(", token by token {p:.4}"));
@@ -544,7 +561,10 @@ pub fn run(command: &Command, out: &mut dyn Write) -> Result<()> {
                     eval: &report,
                     iso: table,
                 };
-                write_json(path, &envelope(if *iso { "iso" } else { "eval" }, common, &model, &body))?;
+                write_json(
+                    path,
+                    &envelope(if *iso { "iso" } else { "eval" }, common, &model, &body),
+                )?;
             }
             Ok(())
         }
@@ -593,7 +613,18 @@ mod tests {
     #[test]
     fn commands_parse() {
         assert_eq!(p(&["help"]).unwrap(), Command::Help);
-        match p(&["eval", "--codec", "int8", "--bpv", "4", "--passages", "3", "--quiet"]).unwrap() {
+        match p(&[
+            "eval",
+            "--codec",
+            "int8",
+            "--bpv",
+            "4",
+            "--passages",
+            "3",
+            "--quiet",
+        ])
+        .unwrap()
+        {
             Command::Eval {
                 plans,
                 settings,
@@ -609,7 +640,9 @@ mod tests {
             other => panic!("{other:?}"),
         }
         match p(&["needle", "--depths", "0.25,0.75", "--context", "1024"]).unwrap() {
-            Command::Needle { settings, plans, .. } => {
+            Command::Needle {
+                settings, plans, ..
+            } => {
                 assert_eq!(settings.depths, vec![0.25, 0.75]);
                 assert_eq!(settings.context, 1024);
                 assert_eq!(plans.len(), 3);

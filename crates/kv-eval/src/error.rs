@@ -177,6 +177,14 @@ pub enum Error {
         /// Layers there are.
         layers: usize,
     },
+    /// A token id outside the model's vocabulary.
+    #[error("token id {id} is outside the vocabulary of {vocab} tokens")]
+    TokenOutOfVocabulary {
+        /// The id given.
+        id: u32,
+        /// Vocabulary size.
+        vocab: usize,
+    },
     /// A position past the model's context (its RoPE table).
     #[error("position {position} is past the model's context of {context} tokens")]
     ContextExceeded {

@@ -160,7 +160,10 @@ pub fn evaluate(
         for step in 0..c {
             let input = [toks[p + step]];
             let batch: Vec<&[u32]> = vec![&input; rows];
-            let mut refs: Vec<&mut dyn KvStore> = stores.iter_mut().map(|s| s.as_mut() as &mut dyn KvStore).collect();
+            let mut refs: Vec<&mut dyn KvStore> = stores
+                .iter_mut()
+                .map(|s| s.as_mut() as &mut dyn KvStore)
+                .collect();
             let logits = model.forward(&batch, &mut refs, Logits::Last)?;
             let lp = log_probs(&logits, vocab)?;
             let target = toks[p + step + 1];

@@ -214,7 +214,10 @@ pub fn markdown(report: &EvalReport, table: &IsoTable) -> String {
                 (Some(b), Some(x)) => format!("{b:.2} bpv, {x:.2}×"),
                 _ => "none".to_owned(),
             };
-            out.push_str(&format!(" {main} [{}] |", opt(c.mean_only_bits_per_value, 2)));
+            out.push_str(&format!(
+                " {main} [{}] |",
+                opt(c.mean_only_bits_per_value, 2)
+            ));
         }
         out.push('\n');
     }
@@ -297,7 +300,10 @@ mod tests {
         let s = &t.voronoi_vs_turboquant[0];
         assert!((s.fewer_bytes_pct.unwrap() - 100.0 * (1.0 - 4.0 / 5.25)).abs() < 1e-9);
         let md = markdown(&report, &t);
-        assert!(md.contains("| voronoi (2 settings) | 4.00 bpv, 4.00×"), "{md}");
+        assert!(
+            md.contains("| voronoi (2 settings) | 4.00 bpv, 4.00×"),
+            "{md}"
+        );
     }
 
     #[test]
@@ -308,7 +314,11 @@ mod tests {
         // The voronoi entries are the default codec at their rates.
         let voronoi: Vec<String> = [2.5, 3.0, 3.5, 4.0, 4.5, 5.5, 6.5, 8.0]
             .iter()
-            .map(|&r| kv_codec::codecs::voronoi::default_for_rate(r, 64).unwrap().to_string())
+            .map(|&r| {
+                kv_codec::codecs::voronoi::default_for_rate(r, 64)
+                    .unwrap()
+                    .to_string()
+            })
             .collect();
         let listed: Vec<&str> = default_specs()
             .into_iter()

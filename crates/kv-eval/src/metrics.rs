@@ -4,7 +4,9 @@
 
 /// `log softmax(logits)` in f64.
 pub fn log_softmax(logits: &[f32]) -> Vec<f64> {
-    let max = logits.iter().fold(f64::NEG_INFINITY, |m, &x| m.max(f64::from(x)));
+    let max = logits
+        .iter()
+        .fold(f64::NEG_INFINITY, |m, &x| m.max(f64::from(x)));
     let sum: f64 = logits.iter().map(|&x| (f64::from(x) - max).exp()).sum();
     let lse = max + sum.ln();
     logits.iter().map(|&x| f64::from(x) - lse).collect()
@@ -24,10 +26,10 @@ pub fn kl_divergence(log_p: &[f64], log_q: &[f64]) -> f64 {
 }
 
 /// Index of the largest value (the first one on ties).
-pub fn argmax(x: &[f32]) -> usize {
+pub fn argmax<T: PartialOrd>(x: &[T]) -> usize {
     let mut best = 0;
-    for (i, &v) in x.iter().enumerate() {
-        if v > x[best] {
+    for (i, v) in x.iter().enumerate() {
+        if *v > x[best] {
             best = i;
         }
     }
@@ -63,16 +65,7 @@ impl Tally {
     pub fn add(&mut self, log_q: &[f64], log_p: &[f64], target: u32) {
         self.nll -= log_q[target as usize];
         self.kl += kl_divergence(log_p, log_q);
-        let top = |x: &[f64]| {
-            let mut best = 0;
-            for (i, &v) in x.iter().enumerate() {
-                if v > x[best] {
-                    best = i;
-                }
-            }
-            best
-        };
-        self.agree += usize::from(top(log_q) == top(log_p));
+        self.agree += usize::from(argmax(log_q) == argmax(log_p));
         self.steps += 1;
     }
 

@@ -276,7 +276,7 @@ impl Gguf {
             hidden,
             heads,
             kv_heads,
-            head_dim: if heads == 0 { 0 } else { hidden / heads },
+            head_dim: hidden.checked_div(heads).unwrap_or(0),
             ffn: self.usize("llama.feed_forward_length")?,
             vocab,
             context: self.usize("llama.context_length")?,
@@ -498,11 +498,10 @@ impl Llama {
             });
         }
         let ids: Vec<u32> = tokens.iter().flat_map(|t| t.iter().copied()).collect();
-        if let Some(&bad) = ids.iter().find(|&&id| id as usize >= c.vocab) {
-            return Err(Error::LengthMismatch {
-                what: "token id (vocabulary size)",
-                expected: c.vocab,
-                actual: bad as usize,
+        if let Some(&id) = ids.iter().find(|&&id| id as usize >= c.vocab) {
+            return Err(Error::TokenOutOfVocabulary {
+                id,
+                vocab: c.vocab,
             });
         }
         let ids = Tensor::from_vec(ids, rows * n, &self.device)?;
@@ -511,7 +510,9 @@ impl Llama {
         for (l, layer) in self.layers.iter().enumerate() {
             let h = rms_norm(&x, &layer.attn_norm, c.rms_eps)?;
             let split = |t: Tensor, heads: usize| -> Result<Tensor> {
-                Ok(t.reshape((rows, n, heads, d))?.transpose(1, 2)?.contiguous()?)
+                Ok(t.reshape((rows, n, heads, d))?
+                    .transpose(1, 2)?
+                    .contiguous()?)
             };
             let q = self.rope(&split(layer.wq.forward(&h)?, hq)?, pos)?;
             let k = self.rope(&split(layer.wk.forward(&h)?, hkv)?, pos)?;
@@ -541,7 +542,11 @@ impl Llama {
             Logits::All => (x, n),
             Logits::Last => (x.narrow(1, n - 1, 1)?, 1),
         };
-        let x = rms_norm(&x.reshape((rows * m, c.hidden))?.contiguous()?, &self.norm, c.rms_eps)?;
+        let x = rms_norm(
+            &x.reshape((rows * m, c.hidden))?.contiguous()?,
+            &self.norm,
+            c.rms_eps,
+        )?;
         Ok(self.output.forward(&x)?.reshape((rows, m, c.vocab))?)
     }
 
@@ -579,7 +584,12 @@ impl Llama {
 
 /// `cos` and `sin` tables `[positions, head_dim]` of the `rotate_half` rotary embedding,
 /// computed in f64 like the reference and rounded once to f32.
-fn rope_tables(positions: usize, d: usize, theta: f64, device: &Device) -> Result<(Tensor, Tensor)> {
+fn rope_tables(
+    positions: usize,
+    d: usize,
+    theta: f64,
+    device: &Device,
+) -> Result<(Tensor, Tensor)> {
     let inv: Vec<f64> = (0..d / 2)
         .map(|i| 1.0 / theta.powf((2 * i) as f64 / d as f64))
         .collect();

@@ -175,7 +175,10 @@ pub fn needle(
         let vocab = model.config().vocab;
         let step = |inputs: &[u32], stores: &mut Vec<Box<dyn KvStore>>| -> Result<Vec<u32>> {
             let batch: Vec<&[u32]> = inputs.iter().map(std::slice::from_ref).collect();
-            let mut refs: Vec<&mut dyn KvStore> = stores.iter_mut().map(|s| s.as_mut() as &mut dyn KvStore).collect();
+            let mut refs: Vec<&mut dyn KvStore> = stores
+                .iter_mut()
+                .map(|s| s.as_mut() as &mut dyn KvStore)
+                .collect();
             let logits = model.forward(&batch, &mut refs, Logits::Last)?;
             let flat = logits.flatten_all()?.to_vec1::<f32>()?;
             Ok(flat

@@ -89,7 +89,10 @@ fn errors(a: &[f32], b: &[f32]) -> (f64, f64) {
         err2 += (x - y) * (x - y);
         ref2 += y * y;
     }
-    (max_err / max_ref.max(f64::MIN_POSITIVE), err2 / ref2.max(f64::MIN_POSITIVE))
+    (
+        max_err / max_ref.max(f64::MIN_POSITIVE),
+        err2 / ref2.max(f64::MIN_POSITIVE),
+    )
 }
 
 /// What `kv-eval verify` measured.
@@ -197,7 +200,11 @@ pub fn verify(
         let mut nll = 0.0;
         for i in 0..n - 1 {
             let l = model.forward(&[&ids[i..=i]], &mut [&mut store], Logits::Last)?;
-            nll += mean_nll(&l.flatten_all()?.to_vec1::<f32>()?, vocab, &ids[i + 1..=i + 1]);
+            nll += mean_nll(
+                &l.flatten_all()?.to_vec1::<f32>()?,
+                vocab,
+                &ids[i + 1..=i + 1],
+            );
             progress.advance(1, "token by token");
         }
         (

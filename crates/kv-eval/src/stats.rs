@@ -149,12 +149,7 @@ impl MeanCi {
         } else {
             (None, None)
         };
-        Self {
-            n,
-            mean,
-            std,
-            ci95,
-        }
+        Self { n, mean, std, ci95 }
     }
 
     /// Whether the whole interval lies within `±bound` (a single sample never qualifies).

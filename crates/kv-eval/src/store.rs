@@ -14,8 +14,8 @@ use std::sync::Arc;
 
 use candle_core::{Device, Tensor};
 use kv_codec::bits::BitReader;
-use rayon::prelude::*;
 use kv_codec::{CodecConfig, CodecSpec, Output, Par, VectorCodec, decode_batch};
+use rayon::prelude::*;
 
 use crate::attention::attention;
 use crate::error::{Error, Result};
@@ -149,7 +149,11 @@ pub fn rows_from(
         .map(|plan| {
             let mut s = CompressedStore::new(exact.shape(), plan.clone())?;
             copy_into(exact, &mut s)?;
-            if cache_decoded { s.cache_decoded() } else { Ok(s) }
+            if cache_decoded {
+                s.cache_decoded()
+            } else {
+                Ok(s)
+            }
         })
         .collect::<Result<_>>()?;
     let mut rows: Vec<Box<dyn KvStore>> = vec![Box::new(exact.clone())];
@@ -160,7 +164,11 @@ pub fn rows_from(
 /// Appends `[kv_heads, n, d]` values head by head to per-head streams.
 fn split_heads(shape: StoreShape, x: &[f32], n: usize, mut push: impl FnMut(usize, &[f32])) {
     let per_head = n * shape.head_dim;
-    for (h, chunk) in x.chunks_exact(per_head.max(1)).enumerate().take(shape.kv_heads) {
+    for (h, chunk) in x
+        .chunks_exact(per_head.max(1))
+        .enumerate()
+        .take(shape.kv_heads)
+    {
         push(h, chunk);
     }
 }
@@ -208,8 +216,12 @@ impl KvStore for ExactStore {
                 actual: v.len(),
             });
         }
-        split_heads(self.shape, k, n, |h, x| self.k[layer][h].extend_from_slice(x));
-        split_heads(self.shape, v, n, |h, x| self.v[layer][h].extend_from_slice(x));
+        split_heads(self.shape, k, n, |h, x| {
+            self.k[layer][h].extend_from_slice(x)
+        });
+        split_heads(self.shape, v, n, |h, x| {
+            self.v[layer][h].extend_from_slice(x)
+        });
         Ok(())
     }
 
@@ -326,7 +338,11 @@ impl CachePlan {
 
     /// The canonical text form: a single spec when every layer uses it for K and V.
     pub fn label(&self) -> String {
-        let first = self.layers.first().copied().unwrap_or(LayerPlan { k: None, v: None });
+        let first = self
+            .layers
+            .first()
+            .copied()
+            .unwrap_or(LayerPlan { k: None, v: None });
         let compressed: Vec<&LayerPlan> = self
             .layers
             .iter()
@@ -436,11 +452,17 @@ impl Packed {
     }
 
     /// Decodes vector `i` from the stream's own bytes onto the end of `out`.
-    fn decode_one(&self, i: usize, d: usize, out: &mut Vec<f32>, scratch: &mut Scratch) -> Result<()> {
+    fn decode_one(
+        &self,
+        i: usize,
+        d: usize,
+        out: &mut Vec<f32>,
+        scratch: &mut Scratch,
+    ) -> Result<()> {
         let bits = self.codec.bits_per_vector() as usize;
         let at = i * bits;
         let mut r = BitReader::new(&self.bytes[at / 8..]);
-        if at % 8 != 0 {
+        if !at.is_multiple_of(8) {
             r.read((at % 8) as u32).map_err(|e| self.error(e))?;
         }
         scratch.one.resize(self.codec.bytes_per_vector(), 0);
@@ -451,9 +473,7 @@ impl Packed {
         out.resize(start + d, 0.0);
         self.codec
             .decode_vector(&scratch.one, &mut out[start..], &mut scratch.f)
-            .map_err(|reason| {
-                self.error(kv_codec::Error::CorruptPayload { vector: i, reason })
-            })
+            .map_err(|reason| self.error(kv_codec::Error::CorruptPayload { vector: i, reason }))
     }
 
     /// Decodes every vector into a fresh cache.
@@ -525,8 +545,13 @@ impl Stream {
             Self::Packed(p) => {
                 let start = out.len();
                 out.resize(start + p.vectors * d, 0.0);
-                decode_batch(&*p.codec, &p.bytes, Output::F32(&mut out[start..]), Par::Seq)
-                    .map_err(|e| p.error(e))?;
+                decode_batch(
+                    &*p.codec,
+                    &p.bytes,
+                    Output::F32(&mut out[start..]),
+                    Par::Seq,
+                )
+                .map_err(|e| p.error(e))?;
             }
         }
         Ok(())
@@ -732,7 +757,10 @@ mod tests {
         for h in 0..SHAPE.kv_heads {
             for t in first..first + n {
                 for c in 0..SHAPE.head_dim {
-                    x.push(((layer * 1000 + h * 100 + t * 7 + c) as f32 * 0.37).sin() * (1.0 + c as f32 / 16.0));
+                    x.push(
+                        ((layer * 1000 + h * 100 + t * 7 + c) as f32 * 0.37).sin()
+                            * (1.0 + c as f32 / 16.0),
+                    );
                 }
             }
         }
@@ -827,7 +855,8 @@ mod tests {
 
     #[test]
     fn the_decoded_cache_holds_exactly_what_decoding_the_stream_gives() {
-        let plan = CachePlan::parse("k=voronoi-e8-q9-s2,v=turboquant-b3,raw=0", SHAPE.layers).unwrap();
+        let plan =
+            CachePlan::parse("k=voronoi-e8-q9-s2,v=turboquant-b3,raw=0", SHAPE.layers).unwrap();
         let mut plain = CompressedStore::new(SHAPE, plan.clone()).unwrap();
         let mut cached = CompressedStore::new(SHAPE, plan.clone()).unwrap();
         fill(&mut plain, &[3, 1]);
@@ -835,7 +864,10 @@ mod tests {
         // Cache made after some appends (filled from the bytes), then more appends.
         let mut cached = cached.cache_decoded().unwrap();
         fill_from(&mut cached, 3, &[1]);
-        let mut late = CompressedStore::new(SHAPE, plan).unwrap().cache_decoded().unwrap();
+        let mut late = CompressedStore::new(SHAPE, plan)
+            .unwrap()
+            .cache_decoded()
+            .unwrap();
         fill(&mut late, &[2, 2]);
         let read = |s: &CompressedStore, l| {
             let (mut k, mut v) = (vec![], vec![]);
@@ -861,7 +893,15 @@ mod tests {
         assert_eq!(p.label(), "k=int8,v=turboquant-b3,raw=0:2");
         assert_eq!(p.layers[0], LayerPlan { k: None, v: None });
         assert_eq!(p.uniform_spec(), None);
-        assert!((CachePlan::parse("bf16", 2).unwrap().bits_per_value(64).unwrap() - 16.0).abs() < 1e-12);
+        assert!(
+            (CachePlan::parse("bf16", 2)
+                .unwrap()
+                .bits_per_value(64)
+                .unwrap()
+                - 16.0)
+                .abs()
+                < 1e-12
+        );
         assert!(CachePlan::parse("raw=3", 3).is_err());
         assert!(matches!(
             CachePlan::parse("voronoi-x", 3),
@@ -873,7 +913,10 @@ mod tests {
     #[test]
     fn misuse_is_an_error() {
         let mut s = ExactStore::new(SHAPE);
-        assert!(matches!(s.append(2, &[], &[]), Err(Error::NoSuchLayer { .. })));
+        assert!(matches!(
+            s.append(2, &[], &[]),
+            Err(Error::NoSuchLayer { .. })
+        ));
         assert!(matches!(
             s.append(0, &[0.0; 65], &[0.0; 65]),
             Err(Error::LengthMismatch { .. })

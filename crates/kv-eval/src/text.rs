@@ -87,7 +87,11 @@ mod tests {
         assert_eq!(corpus(100).passages(100, 2, 0).unwrap(), vec![0, 0]);
         assert!(matches!(
             corpus(100).passages(96, 2, 5),
-            Err(Error::TextTooShort { needed: 96, available: 95, .. })
+            Err(Error::TextTooShort {
+                needed: 96,
+                available: 95,
+                ..
+            })
         ));
     }
 }

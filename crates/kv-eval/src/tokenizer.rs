@@ -121,7 +121,18 @@ mod tests {
     /// A toy vocabulary in GPT-2's byte-to-unicode alphabet (`Ġ` is the space byte).
     fn toy() -> GgufTokenizer {
         let tokens: Vec<String> = [
-            "<|im_start|>", "a", "b", "c", "Ġ", "1", "2", "ab", "Ġa", "Ġab", "abc", "Ġabc",
+            "<|im_start|>",
+            "a",
+            "b",
+            "c",
+            "Ġ",
+            "1",
+            "2",
+            "ab",
+            "Ġa",
+            "Ġab",
+            "abc",
+            "Ġabc",
         ]
         .map(str::to_owned)
         .to_vec();

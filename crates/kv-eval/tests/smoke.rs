@@ -21,7 +21,10 @@ const TOKENS: usize = 32;
 
 /// Prints a skip reason past the harness's capture.
 fn skip(reason: String) {
-    let _ = writeln!(std::io::stderr().lock(), "SKIPPED kv-eval smoke test: {reason}");
+    let _ = writeln!(
+        std::io::stderr().lock(),
+        "SKIPPED kv-eval smoke test: {reason}"
+    );
 }
 
 /// Perplexity of `ids` decoded token by token through `store`.
@@ -43,7 +46,10 @@ fn first_tokens_through_exact_and_compressed_stores() {
     let model_path = default_model_path();
     let (text_path, reference_path) = (default_text_path(), default_reference_path());
     for (path, what) in [
-        (model_path.as_path(), "model (run `cargo xtask fetch-model`)"),
+        (
+            model_path.as_path(),
+            "model (run `cargo xtask fetch-model`)",
+        ),
         (text_path.as_path(), "text (../shared/data)"),
         (reference_path.as_path(), "reference K/V (../shared/data)"),
     ] {
@@ -87,16 +93,24 @@ fn first_tokens_through_exact_and_compressed_stores() {
     for i in 0..TOKENS - 1 {
         let input = [ids[i]];
         let batch: Vec<&[u32]> = vec![&input; 3];
-        let mut refs: Vec<&mut dyn KvStore> =
-            rows.iter_mut().map(|s| s.as_mut() as &mut dyn KvStore).collect();
+        let mut refs: Vec<&mut dyn KvStore> = rows
+            .iter_mut()
+            .map(|s| s.as_mut() as &mut dyn KvStore)
+            .collect();
         let logits = model.forward(&batch, &mut refs, Logits::Last).unwrap();
         let flat = logits.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-        let lp: Vec<Vec<f64>> = flat.chunks_exact(model.config().vocab).map(log_softmax).collect();
+        let lp: Vec<Vec<f64>> = flat
+            .chunks_exact(model.config().vocab)
+            .map(log_softmax)
+            .collect();
         for (t, row) in tallies.iter_mut().zip(&lp) {
             t.add(row, &lp[0], ids[i + 1]);
         }
     }
-    assert!((tallies[0].ppl() / exact - 1.0).abs() < 1e-4, "batched exact row");
+    assert!(
+        (tallies[0].ppl() / exact - 1.0).abs() < 1e-4,
+        "batched exact row"
+    );
     let (int8, v3) = (&tallies[1], &tallies[2]);
     assert!(int8.mean_kl() < 2e-3, "int8 KL {}", int8.mean_kl());
     assert!(int8.top1() > 0.9, "int8 top-1 {}", int8.top1());
@@ -109,6 +123,9 @@ fn first_tokens_through_exact_and_compressed_stores() {
     // Bytes held: 31 tokens in each of 30 layers × 3 heads × (K, V) streams, packed at the
     // codec's exact bits per vector (int8: 64 values + a 16-bit scale).
     let streams = layers * shape.kv_heads * 2;
-    assert_eq!(rows[1].held_bytes(), streams * ((TOKENS - 1) * 528).div_ceil(8));
+    assert_eq!(
+        rows[1].held_bytes(),
+        streams * ((TOKENS - 1) * 528).div_ceil(8)
+    );
     assert!(rows[2].held_bytes() < rows[1].held_bytes() / 2);
 }
