@@ -499,10 +499,7 @@ impl Llama {
         }
         let ids: Vec<u32> = tokens.iter().flat_map(|t| t.iter().copied()).collect();
         if let Some(&id) = ids.iter().find(|&&id| id as usize >= c.vocab) {
-            return Err(Error::TokenOutOfVocabulary {
-                id,
-                vocab: c.vocab,
-            });
+            return Err(Error::TokenOutOfVocabulary { id, vocab: c.vocab });
         }
         let ids = Tensor::from_vec(ids, rows * n, &self.device)?;
         let mut x = self.embed.index_select(&ids, 0)?; // [rows·n, hidden]
