@@ -44,8 +44,9 @@ Usage:
       A fact inserted at each depth (0.1,0.3,0.5,0.7,0.9) of L (4096) tokens of text,
       retrieved by greedy decoding through the exact and each compressed store
       (default plans: --bpv 3 --bpv 4 and turboquant-b3).
-  kv-eval table FILE
-      The Markdown iso-quality table of an `iso --json` file (what the README shows).
+  kv-eval table FILE [--update]
+      The Markdown iso-quality table of an `iso --json` file (what the README shows), derived
+      from its eval section; --update also rewrites the file's iso section from it.
   kv-eval help
       Show this text (also -h, --help).
 
@@ -144,6 +145,8 @@ pub enum Command {
     Table {
         /// The `iso --json` file.
         file: PathBuf,
+        /// `--update`: rewrite the file's iso section.
+        update: bool,
     },
 }
 
@@ -366,14 +369,16 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command> {
             })
         }
         _ => {
-            let file = a
-                .rest
-                .next()
-                .ok_or(Error::MissingValue { option: "FILE" })?;
-            if let Some(extra) = a.rest.next() {
-                return Err(a.unknown(extra));
+            let (mut file, mut update) = (None, false);
+            while let Some(arg) = a.rest.next() {
+                match arg.as_str() {
+                    "--update" => update = true,
+                    _ if file.is_none() && !arg.starts_with("--") => file = Some(arg.into()),
+                    _ => return Err(a.unknown(arg)),
+                }
             }
-            Ok(Command::Table { file: file.into() })
+            let file = file.ok_or(Error::MissingValue { option: "FILE" })?;
+            Ok(Command::Table { file, update })
         }
     }
 }
@@ -583,7 +588,7 @@ pub fn run(command: &Command, out: &mut dyn Write) -> Result<()> {
             }
             Ok(())
         }
-        Command::Table { file } => {
+        Command::Table { file, update } => {
             let text = std::fs::read_to_string(file).map_err(|source| Error::Io {
                 action: "cannot read",
                 path: file.clone(),
@@ -593,11 +598,16 @@ pub fn run(command: &Command, out: &mut dyn Write) -> Result<()> {
                 path: file.clone(),
                 source,
             };
-            let value: serde_json::Value = serde_json::from_str(&text).map_err(bad)?;
+            let mut value: serde_json::Value = serde_json::from_str(&text).map_err(bad)?;
             let report: EvalReport =
                 serde_json::from_value(value.get("eval").cloned().unwrap_or_default())
                     .map_err(bad)?;
-            io(out, &markdown(&report, &iso_table(&report)))
+            let table = iso_table(&report);
+            if *update {
+                value["iso"] = serde_json::to_value(&table).map_err(bad)?;
+                write_json(file, &value)?;
+            }
+            io(out, &markdown(&report, &table))
         }
     }
 }
@@ -676,6 +686,55 @@ mod tests {
             let e = p(args).unwrap_err();
             assert!(e.is_usage(), "{args:?}: {e}");
         }
+    }
+
+    #[test]
+    fn table_is_derived_from_the_eval_section_and_can_update_the_file() {
+        use crate::eval::{ExactResult, PlanResult};
+        use crate::stats::MeanCi;
+        let plan = |name: &str, bpv: f64, delta: &[f64]| PlanResult {
+            plan: name.to_owned(),
+            family: Some("turboquant".to_owned()),
+            bits_per_value: bpv,
+            compression_vs_bf16: 16.0 / bpv,
+            held_bytes_per_token: 0.0,
+            ppl: 10.0,
+            ppl_passages: vec![10.0; delta.len()],
+            delta_ppl_pct: MeanCi::of(delta),
+            delta_ppl_pct_passages: delta.to_vec(),
+            kl: MeanCi::of(&[0.01, 0.02]),
+            top1_agreement: 0.9,
+        };
+        let report = EvalReport {
+            settings: EvalSettings::default(),
+            passage_starts: vec![0, 10],
+            exact: ExactResult {
+                ppl: 10.0,
+                ppl_passages: vec![10.0, 10.0],
+                held_bytes_per_token: 0.0,
+            },
+            plans: vec![
+                plan("turboquant-b4", 4.25, &[3.0, 3.2]),
+                plan("turboquant-b5", 5.25, &[0.3, 0.31]),
+            ],
+            seconds: 1.0,
+        };
+        let path = std::env::temp_dir().join(format!("kv-eval-table-{}.json", std::process::id()));
+        let stale = serde_json::json!({ "tool": "kv-eval iso", "eval": report, "iso": null });
+        std::fs::write(&path, stale.to_string()).unwrap();
+        let mut out = Vec::new();
+        let cmd = p(&["table", path.to_str().unwrap(), "--update"]).unwrap();
+        run(&cmd, &mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.contains("| turboquant (2 settings) | 5.25 bpv"),
+            "{text}"
+        );
+        let written: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        assert_eq!(written["tool"], "kv-eval iso");
+        assert!(written["iso"]["rows"][0]["cells"][1]["interpolated_bits_per_value"].is_number());
+        std::fs::remove_file(&path).unwrap();
     }
 
     #[test]

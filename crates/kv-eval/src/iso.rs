@@ -3,7 +3,11 @@
 //!
 //! A setting qualifies at a threshold when its whole 95% interval of Δppl % lies within
 //! ±threshold (`|mean| + half-width ≤ threshold`); the rate where the mean alone does is
-//! reported beside it, since a handful of passages gives wide intervals.
+//! reported beside it, since a handful of passages gives wide intervals. Settings come in
+//! steps of about one bit, so the table also gives the rate where the mean Δppl crosses the
+//! threshold, interpolated between the two settings around the crossing (linearly in
+//! log Δppl, which falls roughly exponentially with the rate): the fairer basis for
+//! comparing two families at equal quality.
 
 use kv_codec::CodecSpec;
 use serde::Serialize;
@@ -65,6 +69,9 @@ pub struct IsoCell {
     pub delta_ppl_pct: Option<MeanCi>,
     /// The smallest rate whose mean Δppl alone is within the bound.
     pub mean_only_bits_per_value: Option<f64>,
+    /// The rate where the mean Δppl reaches the bound, interpolated between the settings
+    /// around the crossing (`None` when the lowest setting is already within it).
+    pub interpolated_bits_per_value: Option<f64>,
 }
 
 /// One family's row.
@@ -87,6 +94,8 @@ pub struct Saving {
     pub fewer_bytes_pct: Option<f64>,
     /// The same by the mean-only criterion.
     pub fewer_bytes_pct_mean_only: Option<f64>,
+    /// The same at the interpolated rates.
+    pub fewer_bytes_pct_interpolated: Option<f64>,
 }
 
 /// The table.
@@ -134,10 +143,11 @@ pub fn iso_table(report: &EvalReport) -> IsoTable {
             .iter()
             .map(|&t| {
                 let best = members.iter().find(|r| r.delta_ppl_pct.within(t));
-                let mean_only = members
-                    .iter()
-                    .find(|r| r.delta_ppl_pct.mean.abs() <= t)
-                    .map(|r| r.bits_per_value);
+                let first = members.iter().position(|r| r.delta_ppl_pct.mean.abs() <= t);
+                let mean_only = first.map(|j| members[j].bits_per_value);
+                let interpolated = first
+                    .filter(|&j| j > 0)
+                    .map(|j| crossing(members[j - 1], members[j], t));
                 IsoCell {
                     threshold_pct: t,
                     plan: best.map(|r| r.plan.clone()),
@@ -145,6 +155,7 @@ pub fn iso_table(report: &EvalReport) -> IsoTable {
                     compression_vs_bf16: best.map(|r| r.compression_vs_bf16),
                     delta_ppl_pct: best.map(|r| r.delta_ppl_pct),
                     mean_only_bits_per_value: mean_only,
+                    interpolated_bits_per_value: interpolated,
                 }
             })
             .collect();
@@ -178,6 +189,10 @@ pub fn iso_table(report: &EvalReport) -> IsoTable {
                     v.as_ref().and_then(|c| c.mean_only_bits_per_value),
                     q.as_ref().and_then(|c| c.mean_only_bits_per_value),
                 ),
+                fewer_bytes_pct_interpolated: saving(
+                    v.as_ref().and_then(|c| c.interpolated_bits_per_value),
+                    q.as_ref().and_then(|c| c.interpolated_bits_per_value),
+                ),
             }
         })
         .collect();
@@ -185,6 +200,18 @@ pub fn iso_table(report: &EvalReport) -> IsoTable {
         rows,
         voronoi_vs_turboquant,
     }
+}
+
+/// The rate between settings `a` (mean Δppl above `t`) and `b` (within `t`) where the mean
+/// Δppl equals `t`: linear in log Δppl when both are positive, linear in Δppl otherwise.
+fn crossing(a: &PlanResult, b: &PlanResult, t: f64) -> f64 {
+    let (da, db) = (a.delta_ppl_pct.mean, b.delta_ppl_pct.mean);
+    let f = if da > 0.0 && db > 0.0 {
+        (da.ln() - t.ln()) / (da.ln() - db.ln())
+    } else {
+        (da.abs() - t) / (da.abs() - db.abs()).max(f64::MIN_POSITIVE)
+    };
+    a.bits_per_value + f.clamp(0.0, 1.0) * (b.bits_per_value - a.bits_per_value)
 }
 
 fn opt(x: Option<f64>, digits: usize) -> String {
@@ -195,9 +222,11 @@ fn opt(x: Option<f64>, digits: usize) -> String {
 pub fn markdown(report: &EvalReport, table: &IsoTable) -> String {
     let s = &report.settings;
     let mut out = format!(
-        "Smallest bits per value with |Δppl| within the bound (whole 95% interval; in \
-         brackets: mean only), compression vs bf16. {} passages × {} scored tokens after a \
-         {}-token prefix, every layer's K and V compressed; exact-cache ppl {:.3}.\n\n",
+        "Smallest bits per value with |Δppl| within the bound (whole 95% interval), its \
+         compression vs bf16, and in brackets the smallest with the mean alone within it / the \
+         rate where the mean crosses the bound, interpolated between settings. {} passages × \
+         {} scored tokens after a {}-token prefix, every layer's K and V compressed; \
+         exact-cache ppl {:.3}.\n\n",
         s.passages, s.cont, s.prefix, report.exact.ppl
     );
     out.push_str("| codec family |");
@@ -221,13 +250,17 @@ pub fn markdown(report: &EvalReport, table: &IsoTable) -> String {
         }
         out.push('\n');
     }
-    out.push_str("\nDefault codec vs TurboQuant-MSE at equal Δppl (fewer bytes):");
+    out.push_str(
+        "\nDefault codec vs TurboQuant-MSE at equal Δppl, fewer bytes (interval / mean only / \
+         interpolated):",
+    );
     for sv in &table.voronoi_vs_turboquant {
         out.push_str(&format!(
-            " ≤ {}%: {}% [{}%];",
+            " ≤ {}%: {}% / {}% / {}%;",
             sv.threshold_pct,
             opt(sv.fewer_bytes_pct, 1),
-            opt(sv.fewer_bytes_pct_mean_only, 1)
+            opt(sv.fewer_bytes_pct_mean_only, 1),
+            opt(sv.fewer_bytes_pct_interpolated, 1)
         ));
     }
     out.push_str("\n\n| codec | bpv | × bf16 | ppl | Δppl % (95% CI) | KL (nats) | top-1 |\n");
@@ -299,6 +332,12 @@ mod tests {
         assert_eq!(q.cells[1].bits_per_value, Some(4.25));
         let s = &t.voronoi_vs_turboquant[0];
         assert!((s.fewer_bytes_pct.unwrap() - 100.0 * (1.0 - 4.0 / 5.25)).abs() < 1e-9);
+        // Mean Δppl 0.65 % at 4.25 bpv and 0.15 % at 5.25: 0.5 % is crossed at
+        // 4.25 + ln(0.65/0.5)/ln(0.65/0.15) bits.
+        let want = 4.25 + (0.65f64 / 0.5).ln() / (0.65f64 / 0.15).ln();
+        assert!((q.cells[0].interpolated_bits_per_value.unwrap() - want).abs() < 1e-9);
+        // The lowest voronoi setting is already within 2 %: nothing to interpolate from.
+        assert_eq!(v.cells[2].interpolated_bits_per_value, None);
         let md = markdown(&report, &t);
         assert!(
             md.contains("| voronoi (2 settings) | 4.00 bpv, 4.00×"),

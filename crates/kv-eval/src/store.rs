@@ -802,8 +802,8 @@ mod tests {
 
     #[test]
     fn compressed_stream_is_the_batch_encoders_bytes() {
-        // 4.x bits per value: not a whole number of bytes per vector, so appends straddle bytes.
-        let spec: CodecSpec = "turboquant-b3".parse().unwrap();
+        // 190 bits per vector: not a whole number of bytes, so appends straddle bytes.
+        let spec: CodecSpec = "voronoi-e8-q6-s3".parse().unwrap();
         let plan = CachePlan::uniform(spec, SHAPE.layers);
         let mut store = CompressedStore::new(SHAPE, plan).unwrap();
         fill(&mut store, &[1, 2, 4, 1]);
@@ -831,7 +831,7 @@ mod tests {
 
     #[test]
     fn truncation_then_append_gives_the_same_bytes() {
-        let plan = CachePlan::parse("k=turboquant-b3,v=int4,raw=1", SHAPE.layers).unwrap();
+        let plan = CachePlan::parse("k=voronoi-e8-q6-s3,v=int4,raw=1", SHAPE.layers).unwrap();
         let mut a = CompressedStore::new(SHAPE, plan.clone()).unwrap();
         let mut b = CompressedStore::new(SHAPE, plan).unwrap();
         fill(&mut a, &[6]);

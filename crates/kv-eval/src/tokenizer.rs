@@ -136,7 +136,8 @@ mod tests {
         ]
         .map(str::to_owned)
         .to_vec();
-        let merges: Vec<String> = ["a b", "Ġ a", "Ġa b", "ab c", "Ġab c"]
+        // By rank: "Ġ a" before "a b", so " abc" merges from its space.
+        let merges: Vec<String> = ["Ġ a", "a b", "Ġa b", "ab c", "Ġab c"]
             .map(str::to_owned)
             .to_vec();
         let mut types = vec![1; tokens.len()];
