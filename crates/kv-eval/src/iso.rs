@@ -237,15 +237,20 @@ pub fn markdown(report: &EvalReport, table: &IsoTable) -> String {
     out.push_str(&"---|".repeat(THRESHOLDS.len()));
     out.push('\n');
     for row in &table.rows {
-        out.push_str(&format!("| {} ({} settings) |", row.family, row.settings));
+        let plural = if row.settings == 1 { "" } else { "s" };
+        out.push_str(&format!(
+            "| {} ({} setting{plural}) |",
+            row.family, row.settings
+        ));
         for c in &row.cells {
             let main = match (c.bits_per_value, c.compression_vs_bf16) {
                 (Some(b), Some(x)) => format!("{b:.2} bpv, {x:.2}×"),
                 _ => "none".to_owned(),
             };
             out.push_str(&format!(
-                " {main} [{}] |",
-                opt(c.mean_only_bits_per_value, 2)
+                " {main} [{} / {}] |",
+                opt(c.mean_only_bits_per_value, 2),
+                opt(c.interpolated_bits_per_value, 2)
             ));
         }
         out.push('\n');

@@ -8,6 +8,17 @@
 //! default [`KvStore::attend`] reads every vector back ([`KvStore::read`]) and runs the
 //! reference [`attention`]. A cache with attention over its compressed pages overrides
 //! `attend` instead of materialising f32 vectors.
+//!
+//! # Plugging in kv-codec's paged cache
+//! kv-codec's `KvCache` (paged, per-layer policies, attention on its pages) fits this trait
+//! one-to-one with batch 1 and f32 input, because its layouts are this trait's with a
+//! leading batch dimension (`[batch, kv_heads, n, head_dim]`): an adapter holding the cache
+//! maps `append` to `KvCache::append(layer, Input::F32(k), Input::F32(v))`, `tokens` to
+//! `len(layer)`, `read` to `gather(layer, Kv::K | Kv::V, 0..len, Output::F32(..))`,
+//! `attend` to `KvCache::attend(layer, Input::F32(q), q_heads, Output::F32(out))` (the
+//! queries and the result as `[q_heads, n, head_dim]` tensors), `truncate` to `crop`, and
+//! `held_bytes` to `bytes_held`; [`rows_from`] then builds those adapters instead of
+//! [`CompressedStore`]s, and every measurement runs through the paged cache unchanged.
 
 use std::fmt;
 use std::sync::Arc;
