@@ -6,7 +6,7 @@
 //! kv-codec codec (chosen per layer for K and for V) into real packed bytes and decodes
 //! them for attention. On top of it:
 //!
-//! * [`reference`]: the runner against the shared reference data (token ids, perplexity
+//! * [`reference`](mod@reference): the runner against the shared reference data (token ids, perplexity
 //!   16.14 of the first 512 tokens, every layer's K and V);
 //! * [`eval`]: perplexity, Δppl with a 95% interval over passages, KL(exact ‖ compressed)
 //!   and top-1 agreement, decoding each continuation token by token through every store;
