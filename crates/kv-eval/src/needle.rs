@@ -11,7 +11,7 @@
 
 use serde::Serialize;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::metrics::argmax;
 use crate::model::{Llama, Logits};
 use crate::progress::Progress;
@@ -149,6 +149,14 @@ pub fn needle(
         tokenizer.encode(NEEDLE)?,
         tokenizer.encode(TAIL)?,
     );
+    // Fail before any work when the whole prompt and answer do not fit the context.
+    let total = head.len() + haystack.len() + fact.len() + tail.len() + settings.max_new;
+    if total > model.config().context {
+        return Err(Error::ContextExceeded {
+            position: total - 1,
+            context: model.config().context,
+        });
+    }
     let shape = model.config().store_shape();
     let rows = plans.len() + 1;
     let labels: Vec<String> = std::iter::once("exact".to_owned())
