@@ -6,8 +6,8 @@
 #![forbid(unsafe_code)]
 
 mod ci;
-mod gpu_bundle;
 mod fetch_model;
+mod gpu_bundle;
 mod json;
 mod manifest;
 mod metadata;
