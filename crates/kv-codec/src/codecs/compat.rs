@@ -25,8 +25,8 @@ use lattice_core::{Codebook, D4Box, E8Box, MixedRadix};
 
 use crate::bits::{BitReader, BitWriter};
 use crate::codec::{VectorCodec, norm};
+use crate::codecs::{decode_in_rotation, decode_unrotating};
 // Saturating rather than overflowing: a corrupt or escaped norm must not yield infinities.
-use crate::codecs::baselines::scale_saturating;
 use crate::error::Error;
 use crate::spec::{CodecSpec, CompatLattice};
 
@@ -242,11 +242,9 @@ impl VectorCodec for CompatCodec {
         out: &mut [f32],
         scratch: &mut [f32],
     ) -> Result<(), &'static str> {
-        let y = &mut scratch[..self.d];
-        let n = self.decode_unrotated(bytes, y)?;
-        self.fwht.inverse(y, out);
-        scale_saturating(out, n);
-        Ok(())
+        decode_unrotating(&self.fwht, bytes, out, scratch, |b, y| {
+            self.decode_unrotated(b, y)
+        })
     }
 
     fn rotation(&self) -> Option<&Fwht> {
@@ -259,9 +257,7 @@ impl VectorCodec for CompatCodec {
         out: &mut [f32],
         _scratch: &mut [f32],
     ) -> Result<(), &'static str> {
-        let n = self.decode_unrotated(bytes, out)?;
-        scale_saturating(out, n);
-        Ok(())
+        decode_in_rotation(bytes, out, |b, y| self.decode_unrotated(b, y))
     }
 }
 

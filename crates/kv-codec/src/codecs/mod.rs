@@ -4,7 +4,10 @@ pub mod baselines;
 pub mod compat;
 pub mod voronoi;
 
+use hadamard::Fwht;
+
 use crate::codec::VectorCodec;
+use crate::codecs::baselines::scale_saturating;
 use crate::config::CodecConfig;
 use crate::error::Error;
 use crate::spec::CodecSpec;
@@ -43,4 +46,33 @@ pub fn build(config: &CodecConfig) -> Result<Box<dyn VectorCodec>, Error> {
             config.head_dim,
         )?),
     })
+}
+
+/// [`VectorCodec::decode_vector`] of a codec that quantises `R·x / n` (R = `fwht`, n a
+/// per-vector multiplier): `decode_unrotated` writes the rotated reconstruction into scratch
+/// and returns n; the inverse rotation runs before the multiplication, so a huge n cannot
+/// overflow the butterflies, and the product saturates at ±`f32::MAX`.
+pub(crate) fn decode_unrotating(
+    fwht: &Fwht,
+    bytes: &[u8],
+    out: &mut [f32],
+    scratch: &mut [f32],
+    decode_unrotated: impl FnOnce(&[u8], &mut [f32]) -> Result<f32, &'static str>,
+) -> Result<(), &'static str> {
+    let y = &mut scratch[..out.len()];
+    let n = decode_unrotated(bytes, y)?;
+    fwht.inverse(y, out);
+    scale_saturating(out, n);
+    Ok(())
+}
+
+/// [`VectorCodec::decode_rotated`] of such a codec: the rotated reconstruction times n.
+pub(crate) fn decode_in_rotation(
+    bytes: &[u8],
+    out: &mut [f32],
+    decode_unrotated: impl FnOnce(&[u8], &mut [f32]) -> Result<f32, &'static str>,
+) -> Result<(), &'static str> {
+    let n = decode_unrotated(bytes, out)?;
+    scale_saturating(out, n);
+    Ok(())
 }

@@ -28,7 +28,7 @@ use lattice_core::{E8, Lattice, MixedRadix, VoronoiCodebook};
 
 use crate::bits::{BitReader, BitWriter};
 use crate::codec::{VectorCodec, safe_prescale, sum_of_squares};
-use crate::codecs::baselines::scale_saturating;
+use crate::codecs::{decode_in_rotation, decode_unrotating};
 use crate::error::Error;
 use crate::scale;
 use crate::spec::CodecSpec;
@@ -386,11 +386,9 @@ impl VectorCodec for VoronoiCodec {
         out: &mut [f32],
         scratch: &mut [f32],
     ) -> Result<(), &'static str> {
-        let y = &mut scratch[..self.d];
-        let n = self.decode_unrotated(bytes, y)?;
-        self.fwht.inverse(y, out);
-        scale_saturating(out, n);
-        Ok(())
+        decode_unrotating(&self.fwht, bytes, out, scratch, |b, y| {
+            self.decode_unrotated(b, y)
+        })
     }
 
     fn rotation(&self) -> Option<&Fwht> {
@@ -403,9 +401,7 @@ impl VectorCodec for VoronoiCodec {
         out: &mut [f32],
         _scratch: &mut [f32],
     ) -> Result<(), &'static str> {
-        let n = self.decode_unrotated(bytes, out)?;
-        scale_saturating(out, n);
-        Ok(())
+        decode_in_rotation(bytes, out, |b, y| self.decode_unrotated(b, y))
     }
 }
 

@@ -35,9 +35,10 @@ use hadamard::Fwht;
 use half::f16;
 
 use super::turboquant::unit_and_norm;
-use super::{absmax, f16x, scale_saturating};
+use super::{absmax, f16x};
 use crate::bits::{BitReader, BitWriter};
 use crate::codec::VectorCodec;
+use crate::codecs::{decode_in_rotation, decode_unrotating};
 use crate::error::Error;
 use crate::spec::CodecSpec;
 
@@ -126,11 +127,9 @@ impl VectorCodec for StrawmanCodec {
         out: &mut [f32],
         scratch: &mut [f32],
     ) -> Result<(), &'static str> {
-        let y = &mut scratch[..self.d];
-        let n = self.decode_unrotated(bytes, y)?;
-        self.fwht.inverse(y, out);
-        scale_saturating(out, n);
-        Ok(())
+        decode_unrotating(&self.fwht, bytes, out, scratch, |b, y| {
+            self.decode_unrotated(b, y)
+        })
     }
 
     fn rotation(&self) -> Option<&Fwht> {
@@ -143,9 +142,7 @@ impl VectorCodec for StrawmanCodec {
         out: &mut [f32],
         _scratch: &mut [f32],
     ) -> Result<(), &'static str> {
-        let n = self.decode_unrotated(bytes, out)?;
-        scale_saturating(out, n);
-        Ok(())
+        decode_in_rotation(bytes, out, |b, y| self.decode_unrotated(b, y))
     }
 }
 

@@ -27,9 +27,10 @@ use std::sync::Arc;
 
 use hadamard::Fwht;
 
-use super::{absmax, exponent_of, ldexp, lloyd_max, scale_saturating};
+use super::{absmax, exponent_of, ldexp, lloyd_max};
 use crate::bits::{BitReader, BitWriter};
 use crate::codec::{VectorCodec, sum_of_squares};
+use crate::codecs::{decode_in_rotation, decode_unrotating};
 use crate::error::Error;
 use crate::scale::scale16;
 use crate::spec::CodecSpec;
@@ -151,11 +152,9 @@ impl VectorCodec for TurboQuantCodec {
         out: &mut [f32],
         scratch: &mut [f32],
     ) -> Result<(), &'static str> {
-        let y = &mut scratch[..self.d];
-        let n = self.decode_unrotated(bytes, y)?;
-        self.fwht.inverse(y, out);
-        scale_saturating(out, n);
-        Ok(())
+        decode_unrotating(&self.fwht, bytes, out, scratch, |b, y| {
+            self.decode_unrotated(b, y)
+        })
     }
 
     fn rotation(&self) -> Option<&Fwht> {
@@ -168,9 +167,7 @@ impl VectorCodec for TurboQuantCodec {
         out: &mut [f32],
         _scratch: &mut [f32],
     ) -> Result<(), &'static str> {
-        let n = self.decode_unrotated(bytes, out)?;
-        scale_saturating(out, n);
-        Ok(())
+        decode_in_rotation(bytes, out, |b, y| self.decode_unrotated(b, y))
     }
 }
 
