@@ -25,7 +25,7 @@ use std::time::Instant;
 
 use half::f16;
 use kv_codec::CodecSpec;
-use kv_codec::cache::{CachePlan, LayerPlan};
+use kv_codec::cache::{CachePlan, LayerPlan, Protection};
 use kv_codec::codecs::voronoi::default_for_rate;
 use serde::Serialize;
 
@@ -399,7 +399,11 @@ pub fn plan(
     let mut outcomes = Vec::new();
     let empty = |c| outcome(c, 0, 0, d, 0.0);
     for (key, _, _) in &pairs {
-        let mut entry = LayerPlan { k: None, v: None };
+        let mut entry = LayerPlan {
+            k: None,
+            v: None,
+            protection: Protection::NONE,
+        };
         let mut lo = LayerOutcome {
             layer: key.clone(),
             k: empty(None),

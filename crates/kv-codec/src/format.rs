@@ -93,9 +93,11 @@ const CRC_TABLE: [u32; 256] = {
     table
 };
 
-/// Feeds `bytes` into a CRC-32 register (start from `!0`, finish with `!`), a byte at a
-/// time through [`CRC_TABLE`]: cache files hold megabytes, where the bitwise form is slow.
-pub(crate) fn crc32_update(crc: u32, bytes: &[u8]) -> u32 {
+/// Feeds `bytes` into a CRC-32 (IEEE) register (start from `!0`, finish with `!`): the
+/// checksum of the stream and cache-file headers and sections (FORMAT.md), public for tools
+/// that write or repair those files. A byte at a time through a table: cache files hold
+/// megabytes, where the bitwise form is slow.
+pub fn crc32_update(crc: u32, bytes: &[u8]) -> u32 {
     bytes.iter().fold(crc, |crc, &b| {
         (crc >> 8) ^ CRC_TABLE[((crc ^ u32::from(b)) & 0xff) as usize]
     })

@@ -61,7 +61,7 @@ pub mod scale;
 pub mod spec;
 
 pub use backend::Backend;
-pub use cache::{CacheConfig, CachePlan, Kivi, Kv, KvCache, LayerPolicy, Storage};
+pub use cache::{CacheConfig, CachePlan, Kivi, Kv, KvCache, LayerPolicy, Protection, Storage};
 pub use codec::{Input, Output, Par, VectorCodec, decode_batch, encode_batch};
 pub use config::{CodecConfig, DEFAULT_SEED};
 pub use error::Error;

@@ -6,7 +6,8 @@
 use std::ops::Range;
 
 use kv_codec::cache::{
-    CacheConfig, CachePlan, FILE_MAGIC, FILE_VERSION, Kivi, Kv, KvCache, LayerPolicy, Storage,
+    CacheConfig, CachePlan, FILE_MAGIC, FILE_VERSION, Kivi, Kv, KvCache, LayerPolicy, Protection,
+    Storage,
 };
 use kv_codec::format::Dtype;
 use kv_codec::{CodecConfig, CodecSpec, Error, Input, Output, Par, VectorCodec};
@@ -68,9 +69,36 @@ fn policies() -> Vec<(String, LayerPolicy)> {
         LayerPolicy::PerVector {
             k: Storage::Dense(Dtype::F16),
             v: Storage::Codec(spec("voronoi-e8-q16-s4")),
+            protection: Protection::NONE,
         },
     ));
+    p.push((
+        "voronoi, sinks + recent + centred keys".into(),
+        LayerPolicy::codecs(spec("voronoi-e8-q16-s4"), spec("voronoi-e8-q6-s3")).with_protection(
+            Protection {
+                sink_tokens: 2,
+                recent_tokens: 3,
+                key_centre_tokens: 6,
+            },
+        ),
+    ));
+    p.push((
+        "int4, centred keys".into(),
+        LayerPolicy::codecs(spec("int4"), spec("turboquant-b3")).with_protection(Protection {
+            key_centre_tokens: 4,
+            ..Protection::NONE
+        }),
+    ));
     p
+}
+
+/// Whether a policy keeps a window of recent tokens (a crop into coded tokens leaves them
+/// coded, so the cropped cache is not the one that never held the dropped tokens).
+fn has_window(policy: &LayerPolicy) -> bool {
+    match policy {
+        LayerPolicy::Kivi(_) => true,
+        LayerPolicy::PerVector { protection, .. } => protection.recent_tokens > 0,
+    }
 }
 
 /// Keys and values of `n` tokens, `[streams, n, d]`, with an outlier channel in the keys.
@@ -377,6 +405,8 @@ fn crop_rolls_back_exactly() {
             }
         } else {
             assert!(before == after, "{name}");
+        }
+        if !has_window(&policy) {
             let (mut fa, mut fb) = (Vec::new(), Vec::new());
             short.save(&mut fa).unwrap();
             long.save(&mut fb).unwrap();
@@ -445,19 +475,28 @@ fn gather_returns_every_dtype_and_any_range() {
     ));
 }
 
-/// A small cache of two layers (a codec and KIVI) with a few tokens.
+/// The protection of [`small_cache`]'s third layer.
+const SMALL_PROTECTION: Protection = Protection {
+    sink_tokens: 2,
+    recent_tokens: 2,
+    key_centre_tokens: 3,
+};
+
+/// A small cache of three layers (a codec, KIVI, a protected codec) with a few tokens.
 fn small_cache() -> KvCache {
+    let codecs = LayerPolicy::codecs(spec("voronoi-e8-q6-s3"), spec("int4"));
     let layers = vec![
-        LayerPolicy::codecs(spec("voronoi-e8-q6-s3"), spec("int4")),
+        codecs,
         LayerPolicy::Kivi(Kivi {
             bits: 2,
             group: 4,
             residual: 2,
         }),
+        codecs.with_protection(SMALL_PROTECTION),
     ];
     let cache = KvCache::new(CacheConfig::new(1, 2, 16, layers).with_page_tokens(4)).unwrap();
     let (k, v) = tokens(2, 11, 16, 13);
-    for layer in 0..2 {
+    for layer in 0..3 {
         cache.append(layer, Input::F32(&k), Input::F32(&v)).unwrap();
     }
     cache
@@ -483,11 +522,14 @@ fn save_and_load_round_trip() {
     // value vectors (4 · (32 + 4 · 2) bits each), and a window of 3 f16 keys and values.
     let layer0 = 2 * 3 * (page("voronoi-e8-q6-s3") + page("int4"));
     let layer1 = 2 * (2 * (80 + 80) + 2 * 3 * 16 * 2);
-    assert_eq!(file.len(), 64 + 96 + layer0 + 96 + layer1);
+    // Layer 2: 9 tokens coded (three pages), a window of 2 f16 tokens, 2 f16 sink tokens
+    // (K and V of each) and a key offset of 16 f32.
+    let layer2 = 2 * (3 * (page("voronoi-e8-q6-s3") + page("int4")) + 2 * 2 * 2 * 16 * 2 + 64);
+    assert_eq!(file.len(), 64 + 3 * 96 + layer0 + layer1 + layer2);
     let loaded = KvCache::load(&mut file.as_slice()).unwrap();
     assert_eq!(loaded.config(), cache.config());
     assert_eq!(loaded.bytes_held(), cache.bytes_held());
-    for layer in 0..2 {
+    for layer in 0..3 {
         assert_eq!(loaded.held(layer).unwrap(), 0..11);
         for kv in [Kv::K, Kv::V] {
             assert_eq!(
@@ -518,7 +560,7 @@ fn a_page_range_loads_as_a_cache_of_those_positions() {
     let mut file = Vec::new();
     cache.save_pages(&mut file, 1..2).unwrap();
     let part = KvCache::load(&mut file.as_slice()).unwrap();
-    for layer in 0..2 {
+    for layer in 0..3 {
         assert_eq!(part.held(layer).unwrap(), 4..8);
         assert_eq!(
             gather_all(&part, layer, Kv::V, 4..8),
@@ -550,6 +592,149 @@ fn a_page_range_loads_as_a_cache_of_those_positions() {
         gather_all(&tail, 1, Kv::K, 8..11),
         gather_all(&cache, 1, Kv::K, 8..11)
     );
+}
+
+#[test]
+fn protection_keeps_sinks_and_recent_tokens_in_f16_and_centres_keys() {
+    let (d, page, n) = (64, 16, 100);
+    let protection = Protection {
+        sink_tokens: 4,
+        recent_tokens: 8,
+        key_centre_tokens: 32,
+    };
+    let plain = LayerPolicy::codecs(spec("voronoi-e8-q9-s2"), spec("voronoi-e8-q9-s2"));
+    let config = |p| CacheConfig::new(1, 2, d, vec![p]).with_page_tokens(page);
+    // Keys with a large shared mean (as real keys have), values without.
+    let (mut k, v) = tokens(2, n, d, 21);
+    let mean = gaussian(d, 22);
+    for (i, x) in k.iter_mut().enumerate() {
+        *x += 4.0 * mean[i % d];
+    }
+    let rel_error = |cache: &KvCache, kv: Kv, x: &[f32], range: Range<usize>| {
+        let got = gather_all(cache, 0, kv, 0..n);
+        let (mut e, mut s) = (0f64, 0f64);
+        for st in 0..2 {
+            for t in range.clone() {
+                for c in 0..d {
+                    let i = (st * n + t) * d + c;
+                    e += f64::from(got[i] - x[i]).powi(2);
+                    s += f64::from(x[i]).powi(2);
+                }
+            }
+        }
+        e / s
+    };
+    let caches = [plain, plain.with_protection(protection)].map(|p| {
+        let cache = KvCache::new(config(p)).unwrap();
+        cache.append(0, Input::F32(&k), Input::F32(&v)).unwrap();
+        cache
+    });
+    let [bare, kept] = &caches;
+    // Sinks and the last 8 tokens read back as f16; the rest is coded.
+    let f16 = |x: f32| half::f16::from_f32(x).to_f32();
+    let got = gather_all(kept, 0, Kv::K, 0..n);
+    for st in 0..2 {
+        for t in (0..4).chain(n - 8..n) {
+            let i = (st * n + t) * d;
+            let want: Vec<f32> = k[i..i + d].iter().map(|&x| f16(x)).collect();
+            assert_eq!(got[i..i + d], want[..], "stream {st}, token {t}");
+        }
+    }
+    // Centring removes the shared mean from what the codec codes: the coded keys' error
+    // falls by well over the 6 dB a 4× mean against unit noise predicts.
+    let coded = 4..n - 8;
+    let (e_bare, e_kept) = (
+        rel_error(bare, Kv::K, &k, coded.clone()),
+        rel_error(kept, Kv::K, &k, coded.clone()),
+    );
+    assert!(e_kept < e_bare / 4.0, "{e_kept} vs {e_bare}");
+    // Values are not centred: the same codec, the same error up to the f16 rounding.
+    let (v_bare, v_kept) = (
+        rel_error(bare, Kv::V, &v, coded.clone()),
+        rel_error(kept, Kv::V, &v, coded),
+    );
+    assert!((v_kept / v_bare - 1.0).abs() < 0.05, "{v_kept} vs {v_bare}");
+    // Memory: the pages of all 100 tokens' first 92, the window (allocated for
+    // max(8 + 1, 4 + 32) − 1 = 35 tokens), 4 sink tokens and the offset (plain, rotated).
+    let codec = CodecConfig::new(spec("voronoi-e8-q9-s2"), d)
+        .build()
+        .unwrap();
+    let pages = 92usize.div_ceil(page);
+    let per_stream =
+        2 * pages * codec.encoded_len(page) + 2 * (35 + 4) * d * 2 + 2 * d * size_of::<f32>();
+    assert_eq!(kept.bytes_held(), 2 * per_stream);
+    // Nothing is coded before the offset's positions exist: 35 tokens stay in f16.
+    let early = KvCache::new(config(plain.with_protection(protection))).unwrap();
+    let first = |m: usize, x: &[f32]| -> Vec<f32> {
+        (0..2)
+            .flat_map(|s| x[s * n * d..(s * n + m) * d].to_vec())
+            .collect()
+    };
+    early
+        .append(0, Input::F32(&first(35, &k)), Input::F32(&first(35, &v)))
+        .unwrap();
+    let got = gather_all(&early, 0, Kv::K, 0..35);
+    assert!(got.iter().zip(&first(35, &k)).all(|(a, &b)| *a == f16(b)));
+    // More sinks than a page holds is refused.
+    let too_many = plain.with_protection(Protection {
+        sink_tokens: 17,
+        ..Protection::NONE
+    });
+    assert!(matches!(
+        KvCache::new(config(too_many)),
+        Err(Error::InvalidLayer { .. })
+    ));
+}
+
+#[test]
+fn a_version_1_file_still_loads() {
+    // Version 1 had no protection: its fields were reserved zeros, and a v2 file of an
+    // unprotected cache differs from the v1 file only in the version (and checksum).
+    let layers = vec![
+        LayerPolicy::codecs(spec("voronoi-e8-q6-s3"), spec("int4")),
+        LayerPolicy::Kivi(Kivi::KIVI2),
+    ];
+    let cache = KvCache::new(CacheConfig::new(1, 2, 32, layers).with_page_tokens(32)).unwrap();
+    let (k, v) = tokens(2, 40, 32, 23);
+    for layer in 0..2 {
+        cache.append(layer, Input::F32(&k), Input::F32(&v)).unwrap();
+    }
+    let mut file = Vec::new();
+    cache.save(&mut file).unwrap();
+    file[4..6].copy_from_slice(&1u16.to_le_bytes());
+    let crc = !kv_codec::format::crc32_update(!0, &file[..56]);
+    file[56..60].copy_from_slice(&crc.to_le_bytes());
+    let loaded = KvCache::load(&mut file.as_slice()).unwrap();
+    assert_eq!(loaded.config(), cache.config());
+    assert_eq!(
+        gather_all(&loaded, 0, Kv::K, 0..40),
+        gather_all(&cache, 0, Kv::K, 0..40)
+    );
+    // A version-1 file may not carry protection.
+    let protected = KvCache::new(
+        CacheConfig::new(
+            1,
+            1,
+            32,
+            vec![
+                LayerPolicy::codecs(spec("int8"), spec("int8")).with_protection(Protection {
+                    recent_tokens: 2,
+                    ..Protection::NONE
+                }),
+            ],
+        )
+        .with_page_tokens(8),
+    )
+    .unwrap();
+    let mut file = Vec::new();
+    protected.save(&mut file).unwrap();
+    file[4..6].copy_from_slice(&1u16.to_le_bytes());
+    let crc = !kv_codec::format::crc32_update(!0, &file[..56]);
+    file[56..60].copy_from_slice(&crc.to_le_bytes());
+    assert!(matches!(
+        KvCache::load(&mut file.as_slice()),
+        Err(Error::CorruptHeader { .. })
+    ));
 }
 
 #[test]
@@ -594,7 +779,7 @@ fn every_corrupted_or_truncated_file_is_refused() {
     newer[4..6].copy_from_slice(&(FILE_VERSION + 1).to_le_bytes());
     assert!(matches!(
         KvCache::load(&mut newer.as_slice()),
-        Err(Error::UnsupportedVersion { version: 2, .. })
+        Err(Error::UnsupportedVersion { version: 3, .. })
     ));
 }
 
@@ -725,7 +910,8 @@ fn the_plan_json_has_exactly_the_documented_schema() {
             LayerPolicy::codecs(spec("voronoi-e8-q16-s4"), spec("voronoi-e8-q13-s2")),
             LayerPolicy::PerVector {
                 k: Storage::Dense(Dtype::F16),
-                v: Storage::Codec(CodecSpec::Bf16)
+                v: Storage::Codec(CodecSpec::Bf16),
+                protection: Protection::NONE,
             },
         ]
     );

@@ -5,7 +5,10 @@
 //! cache header                      layer header
 //! offset size field                 offset size field
 //!  0      4   magic "KVCC"           0      1   policy (0 per-vector, 1 KIVI)
-//!  4      2   version (1)            1      7   reserved, zero
+//!  4      2   version (2)            1      1   reserved, zero
+//!                                    2      2   sink tokens (per-vector; v2)
+//!                                    4      2   recent tokens (per-vector; v2)
+//!                                    6      2   key-centre tokens (per-vector; v2)
 //!  6      2   reserved, zero         8     24   K storage, or KIVI's parameters
 //!  8      4   batch                 32     24   V storage (zero under KIVI)
 //! 12      4   kv_heads              56      8   first held page
@@ -21,19 +24,24 @@
 //! 60      4   reserved, zero
 //! ```
 //!
+//! A stream's payload: its pages (K then V of each), its window (K, then V), then in v2
+//! its sink tokens (K, then V, f16) and its key offset (`head_dim` f32) when it has one.
+//! Version 1 files (no protection) still load.
+//!
 //! Loading builds the whole cache before returning it, so a file that is corrupted
 //! (checksums, reserved bytes, positions that disagree) or truncated anywhere yields an
 //! error and nothing else.
 
+use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::io::{Read, Write};
 use std::ops::Range;
 use std::sync::RwLock;
 
 use super::kivi::Kivi;
-use super::layer::{Formats, Layer, Page, Positions, Stream};
+use super::layer::{Formats, KeyOffset, Layer, Page, Positions, Stream};
 use super::store::PageFormat;
-use super::{CacheConfig, KvCache, LayerPolicy, Storage};
+use super::{CacheConfig, KvCache, LayerPolicy, Protection, Storage};
 use crate::codec::Par;
 use crate::error::Error;
 use crate::format::{Dtype, crc32_update};
@@ -42,7 +50,7 @@ use crate::spec::CodecSpec;
 /// The cache file's magic bytes.
 pub const MAGIC: [u8; 4] = *b"KVCC";
 /// The cache-file version this library writes (and the newest it reads).
-pub const VERSION: u16 = 1;
+pub const VERSION: u16 = 2;
 /// Length of the cache header.
 const HEADER_LEN: usize = 64;
 /// Length of a layer header.
@@ -114,7 +122,10 @@ fn parse_storage(f: &[u8]) -> Result<Storage, Error> {
 fn layer_header(policy: LayerPolicy, pos: Positions, payload: u64) -> [u8; LAYER_HEADER_LEN] {
     let mut h = [0u8; LAYER_HEADER_LEN];
     match policy {
-        LayerPolicy::PerVector { k, v } => {
+        LayerPolicy::PerVector { k, v, protection } => {
+            h[2..4].copy_from_slice(&protection.sink_tokens.to_le_bytes());
+            h[4..6].copy_from_slice(&protection.recent_tokens.to_le_bytes());
+            h[6..8].copy_from_slice(&protection.key_centre_tokens.to_le_bytes());
             h[8..32].copy_from_slice(&storage_field(k));
             h[32..56].copy_from_slice(&storage_field(v));
         }
@@ -132,14 +143,25 @@ fn layer_header(policy: LayerPolicy, pos: Positions, payload: u64) -> [u8; LAYER
     h
 }
 
-fn parse_policy(h: &[u8]) -> Result<LayerPolicy, Error> {
-    if h[1..8] != [0; 7] || h[92..96] != [0; 4] {
+fn parse_policy(h: &[u8], version: u16) -> Result<LayerPolicy, Error> {
+    if h[1] != 0 || h[92..96] != [0; 4] {
+        return Err(corrupt("reserved bytes"));
+    }
+    let u16_at = |at: usize| u16::from_le_bytes([h[at], h[at + 1]]);
+    let protection = Protection {
+        sink_tokens: u16_at(2),
+        recent_tokens: u16_at(4),
+        key_centre_tokens: u16_at(6),
+    };
+    // Version 1 reserved (zeroed) these fields.
+    if (version < 2 || h[0] != 0) && !protection.is_none() {
         return Err(corrupt("reserved bytes"));
     }
     match h[0] {
         0 => Ok(LayerPolicy::PerVector {
             k: parse_storage(&h[8..32])?,
             v: parse_storage(&h[32..56])?,
+            protection,
         }),
         1 => {
             if h[20..56].iter().any(|&b| b != 0) {
@@ -206,12 +228,26 @@ fn stream_parts<'a>(
     layer: &'a Layer,
     s: &'a Stream,
     slice: &'a Slice,
-) -> impl Iterator<Item = &'a [u8]> {
-    let window = slice.window * 2 * layer.fmt.d;
+) -> impl Iterator<Item = Cow<'a, [u8]>> {
+    let fmt = &layer.fmt;
+    let window = slice.window * 2 * fmt.d;
+    let sinks = fmt.sinks_held(slice.pos.first_page * fmt.page_tokens, slice.pos.len) * 2 * fmt.d;
+    let offset = s
+        .key_offset
+        .as_ref()
+        .filter(|_| slice.pos.flushed > 0)
+        .map(|o| Cow::Owned(o.plain.iter().flat_map(|x| x.to_le_bytes()).collect()));
     s.pages
         .range(slice.pages.clone())
         .flat_map(|page| [&page.k[..], &page.v[..]])
-        .chain([&s.window_k[..window], &s.window_v[..window]])
+        .chain([
+            &s.window_k[..window],
+            &s.window_v[..window],
+            &s.sink_k[..sinks],
+            &s.sink_v[..sinks],
+        ])
+        .map(Cow::Borrowed)
+        .chain(offset)
 }
 
 /// Writes the cache (or the pages `pages` of every layer).
@@ -252,13 +288,13 @@ pub(super) fn save<W: Write>(
                 .iter()
                 .flat_map(|s| stream_parts(layer, s, slice))
         };
-        let payload: usize = parts().map(<[u8]>::len).sum();
+        let payload: usize = parts().map(|p| p.len()).sum();
         let mut lh = layer_header(layer.policy, slice.pos, payload as u64);
-        let crc = !parts().fold(crc32_update(!0, &lh[..88]), crc32_update);
+        let crc = !parts().fold(crc32_update(!0, &lh[..88]), |c, p| crc32_update(c, &p));
         put_u32(&mut lh, 88, crc);
         w.write_all(&lh)?;
         for part in parts() {
-            w.write_all(part)?;
+            w.write_all(&part)?;
         }
     }
     w.flush()?;
@@ -337,7 +373,7 @@ pub(super) fn load<R: Read>(r: &mut R) -> Result<KvCache, Error> {
         let lh = src.take(LAYER_HEADER_LEN)?;
         // The layer's checksum covers its header up to the checksum field, then the payload.
         src.crc = crc32_update(!0, &lh[..88]);
-        let policy = parse_policy(&lh)?;
+        let policy = parse_policy(&lh, version)?;
         // The sizes and the policy together: what `KvCache::new` would check.
         config.layers = vec![policy];
         let fmt = config.formats().map_err(|e| match e {
@@ -382,16 +418,20 @@ fn load_layer<R: Read>(
     let window = pos.len.checked_sub(pos.flushed).ok_or(corrupt("flushed"))?;
     if start > pos.flushed
         || !pos.flushed.is_multiple_of(fmt.unit)
-        || window > (fmt.recent + fmt.unit).saturating_sub(1)
+        || window > fmt.window_capacity()
+        || (pos.flushed > 0 && pos.len < fmt.centre_ready())
     {
         return Err(corrupt("positions"));
     }
     let pages = pos.flushed.div_ceil(p).saturating_sub(pos.first_page);
     let (kp, vp) = (fmt.k.page_bytes(p), fmt.v.page_bytes(p));
     let window_bytes = window * 2 * fmt.d;
+    let sink_bytes = fmt.sinks_held(start, pos.len) * 2 * fmt.d;
+    let has_offset = fmt.centre > 0 && pos.flushed > 0;
+    let offset_bytes = if has_offset { 4 * fmt.d } else { 0 };
     let expected = pages
         .checked_mul(kp + vp)
-        .and_then(|b| b.checked_add(2 * window_bytes))
+        .and_then(|b| b.checked_add(2 * window_bytes + 2 * sink_bytes + offset_bytes))
         .and_then(|b| b.checked_mul(streams))
         .ok_or(corrupt("payload length"))?;
     if get_u64(lh, 80) != expected as u64 {
@@ -411,18 +451,35 @@ fn load_layer<R: Read>(
         }
         let f = &layer.fmt;
         let (k, v) = (src.take(window_bytes)?, src.take(window_bytes)?);
-        // Windows are dense f16 and must be finite (every writer saturates).
+        let (sk, sv) = (src.take(sink_bytes)?, src.take(sink_bytes)?);
+        // Windows and sinks are dense f16 and must be finite (every writer saturates).
         let mut scratch = f.window.scratch();
-        let mut x = vec![0f32; window * f.d];
-        for w in [&k, &v] {
+        let mut x = vec![0f32; window.max(f.sinks) * f.d];
+        for (w, first) in [(&k, pos.flushed), (&v, pos.flushed), (&sk, 0), (&sv, 0)] {
+            let x = &mut x[..w.len() / 2];
             f.window
-                .read(w, 0, &mut x, false, &mut scratch)
+                .read(w, 0, x, false, &mut scratch)
                 .map_err(|(i, reason)| Error::CorruptPayload {
-                    vector: pos.flushed + i,
+                    vector: first + i,
                     reason,
                 })?;
         }
         f.push_window_bytes(&mut stream, &k, &v);
+        f.push_sink_bytes(&mut stream, &sk, &sv);
+        if has_offset {
+            let mean: Vec<f32> = src
+                .take(offset_bytes)?
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes")))
+                .collect();
+            if !mean.iter().all(|m| m.is_finite()) {
+                return Err(Error::CorruptPayload {
+                    vector: pos.flushed,
+                    reason: "non-finite key offset",
+                });
+            }
+            stream.key_offset = Some(KeyOffset::new(mean, &*f.k));
+        }
         layer.streams.push(stream);
     }
     if !src.crc != get_u32(lh, 88) {

@@ -1,10 +1,13 @@
 //! One layer of the cache: its K and V page formats, its positions, and per stream (batch
-//! row × KV head) the pages and the f16 window of recent tokens.
+//! row × KV head) the pages, the f16 window of recent tokens, the f16 copies of the sink
+//! tokens and the key offset (see [`Protection`]).
 //!
 //! Token `t` (absolute position) of a stream lies in page `t / P`, slot `t % P`, while
 //! `t < flushed`; tokens `flushed..len` lie in the f16 window (only policies with a recent
-//! window, KIVI, have one: elsewhere `flushed == len`). Pages `first_page..` are held; the
-//! sliding window and page-range loads drop whole pages from the front.
+//! window or a key offset, and KIVI, have one: elsewhere `flushed == len`). Pages
+//! `first_page..` are held; the sliding window and page-range loads drop whole pages from
+//! the front (and the sink tokens with the first page). A stream has a key offset exactly
+//! when its layer centres keys and `flushed > 0`.
 
 use std::collections::VecDeque;
 
@@ -12,7 +15,7 @@ use rayon::prelude::*;
 
 use super::kivi::{KiviKeys, KiviValues};
 use super::store::{Dense, Packed, PageFormat, Scratch, VectorCoder, round_to_f16};
-use super::{Kv, LayerPolicy, Storage};
+use super::{Kv, LayerPolicy, Protection, Storage};
 use crate::bits::clear_bits_from;
 use crate::codec::{Input, Output, Par};
 use crate::config::CodecConfig;
@@ -27,10 +30,14 @@ pub(crate) const BLOCK_TOKENS: usize = 32;
 pub(crate) struct Formats {
     pub(crate) k: Box<dyn PageFormat>,
     pub(crate) v: Box<dyn PageFormat>,
-    /// The f16 layout of the recent window.
+    /// The f16 layout of the recent window and the sink tokens.
     pub(crate) window: Packed<Dense>,
     /// Recent tokens kept in the window (at least).
     pub(crate) recent: usize,
+    /// Leading positions also kept in f16.
+    pub(crate) sinks: usize,
+    /// Positions whose mean key is the key offset (0: keys are not centred).
+    pub(crate) centre: usize,
     /// Tokens leave the window in multiples of this.
     pub(crate) unit: usize,
     /// Tokens per page.
@@ -65,6 +72,33 @@ pub(crate) struct Stream {
     pub(crate) window_k: Vec<u8>,
     /// Recent values, dense f16.
     pub(crate) window_v: Vec<u8>,
+    /// Keys of the sink tokens (positions `0..sinks` held), dense f16.
+    pub(crate) sink_k: Vec<u8>,
+    /// Values of the sink tokens, dense f16.
+    pub(crate) sink_v: Vec<u8>,
+    /// What the coded keys are relative to, once fixed.
+    pub(crate) key_offset: Option<KeyOffset>,
+}
+
+/// The offset the keys of a stream are coded around, as stored and rotated into the key
+/// format's rotated domain (what attention reads).
+#[derive(Debug)]
+pub(crate) struct KeyOffset {
+    pub(crate) plain: Box<[f32]>,
+    rotated: Box<[f32]>,
+}
+
+impl KeyOffset {
+    pub(crate) fn new(plain: Vec<f32>, format: &dyn PageFormat) -> Self {
+        let mut rotated = plain.clone();
+        if let Some(r) = format.rotation() {
+            r.forward_inplace(&mut rotated);
+        }
+        Self {
+            plain: plain.into_boxed_slice(),
+            rotated: rotated.into_boxed_slice(),
+        }
+    }
 }
 
 /// Scratch for reading both of K and V and the window.
@@ -101,18 +135,32 @@ impl Formats {
         page_tokens: usize,
         seed: u64,
     ) -> Result<Self, Error> {
-        let (k, v, recent): (Box<dyn PageFormat>, Box<dyn PageFormat>, usize) = match policy {
-            LayerPolicy::PerVector { k, v } => {
-                (storage_format(k, d, seed)?, storage_format(v, d, seed)?, 0)
+        type Parts = (Box<dyn PageFormat>, Box<dyn PageFormat>, Protection);
+        let (k, v, protection): Parts = match policy {
+            LayerPolicy::PerVector { k, v, protection } => {
+                if usize::from(protection.sink_tokens) > page_tokens {
+                    // Eviction and page-range loads drop the sinks with the first page.
+                    return Err(Error::InvalidParameter {
+                        name: "sink_tokens",
+                        value: protection.sink_tokens.into(),
+                        allowed: "at most page_tokens",
+                    });
+                }
+                let fmt = |s| storage_format(s, d, seed);
+                (fmt(k)?, fmt(v)?, protection)
             }
             LayerPolicy::Kivi(kivi) => {
                 kivi.validate(d, page_tokens)?;
                 (
                     Box::new(KiviKeys { kivi, head_dim: d }),
                     Box::new(Packed(KiviValues { kivi, head_dim: d })),
-                    kivi.residual as usize,
+                    Protection::NONE,
                 )
             }
+        };
+        let recent = match policy {
+            LayerPolicy::PerVector { protection, .. } => protection.recent_tokens.into(),
+            LayerPolicy::Kivi(kivi) => kivi.residual as usize,
         };
         // Both units divide the page (KIVI's validation), so their maximum is a common unit.
         let unit = k.unit().max(v.unit());
@@ -124,6 +172,8 @@ impl Formats {
                 head_dim: d,
             }),
             recent,
+            sinks: protection.sink_tokens.into(),
+            centre: protection.key_centre_tokens.into(),
             unit,
             page_tokens,
             d,
@@ -138,8 +188,28 @@ impl Formats {
     }
 
     /// Most tokens the window ever holds; its buffers are allocated at this size.
-    fn window_capacity(&self) -> usize {
-        (self.recent + self.unit).saturating_sub(1)
+    pub(crate) fn window_capacity(&self) -> usize {
+        (self.recent + self.unit)
+            .max(self.centre_ready())
+            .saturating_sub(1)
+    }
+
+    /// Tokens a stream needs before any is coded: those of the key offset's positions.
+    pub(crate) fn centre_ready(&self) -> usize {
+        if self.centre == 0 {
+            0
+        } else {
+            self.sinks + self.centre
+        }
+    }
+
+    /// Sink tokens a layer of `len` tokens holds from position `held_start` on.
+    pub(crate) fn sinks_held(&self, held_start: usize, len: usize) -> usize {
+        if held_start == 0 {
+            self.sinks.min(len)
+        } else {
+            0
+        }
     }
 
     /// Tokens per read or write block: [`BLOCK_TOKENS`] rounded up to whole units.
@@ -231,12 +301,54 @@ impl StreamView<'_> {
                 Kv::K => (&page.k, &mut scratch.k),
                 Kv::V => (&page.v, &mut scratch.v),
             };
-            format.read(bytes, t0 % fmt.page_tokens, out, rotated, sc)
+            format
+                .read(bytes, t0 % fmt.page_tokens, out, rotated, sc)
+                .and_then(|()| self.protect(kv, t0, out, rotated, &mut scratch.window))
         };
         result.map_err(|(i, reason)| Error::CorruptPayload {
             vector: t0 + i,
             reason,
         })
+    }
+}
+
+impl StreamView<'_> {
+    /// Adds the key offset to keys read from pages starting at `t0`, and replaces the sink
+    /// tokens among them by their f16 copies.
+    fn protect(
+        &self,
+        kv: Kv,
+        t0: usize,
+        out: &mut [f32],
+        rotated: bool,
+        scratch: &mut Scratch,
+    ) -> Result<(), (usize, &'static str)> {
+        let (fmt, stream) = (self.fmt, self.stream);
+        let d = fmt.d;
+        if let (Kv::K, Some(offset)) = (kv, &stream.key_offset) {
+            let mu = if rotated {
+                &offset.rotated
+            } else {
+                &offset.plain
+            };
+            for x in out.chunks_exact_mut(d) {
+                x.iter_mut().zip(mu.iter()).for_each(|(x, m)| *x += m);
+            }
+        }
+        let sinks = match kv {
+            Kv::K => &stream.sink_k,
+            Kv::V => &stream.sink_v,
+        };
+        let held = sinks.len() / (2 * d);
+        if t0 < held {
+            let n = (held - t0).min(out.len() / d);
+            let out = &mut out[..n * d];
+            fmt.window.read(sinks, t0, out, false, scratch)?;
+            if let (true, Some(rotation)) = (rotated, fmt.format(kv).rotation()) {
+                rotation.forward_inplace(out);
+            }
+        }
+        Ok(())
     }
 }
 
@@ -276,13 +388,25 @@ impl Layer {
         self.pos.first_page * self.fmt.page_tokens
     }
 
-    /// Payload bytes held: every page buffer and the window buffers' allocations.
+    /// Payload bytes held: every page buffer, the window and sink buffers' allocations and
+    /// the key offsets (plain and rotated).
     pub(crate) fn bytes_held(&self) -> usize {
         let page = self.fmt.k.page_bytes(self.fmt.page_tokens)
             + self.fmt.v.page_bytes(self.fmt.page_tokens);
         self.streams
             .iter()
-            .map(|s| s.pages.len() * page + s.window_k.capacity() + s.window_v.capacity())
+            .map(|s| {
+                let offset = s
+                    .key_offset
+                    .as_ref()
+                    .map_or(0, |o| (o.plain.len() + o.rotated.len()) * size_of::<f32>());
+                s.pages.len() * page
+                    + s.window_k.capacity()
+                    + s.window_v.capacity()
+                    + s.sink_k.capacity()
+                    + s.sink_v.capacity()
+                    + offset
+            })
             .sum()
     }
 
@@ -304,6 +428,9 @@ impl Layer {
         while (self.pos.first_page + 1) * p <= keep_from {
             for s in &mut self.streams {
                 s.pages.pop_front();
+                // The sinks lie in the first page (at most a page of them).
+                s.sink_k = Vec::new();
+                s.sink_v = Vec::new();
             }
             self.pos.first_page += 1;
         }
@@ -326,8 +453,13 @@ impl Layer {
         let fmt = &self.fmt;
         let pos = self.pos;
         let held = pos.len - pos.flushed;
-        // Tokens that leave the window (or never enter it): whole units, keeping `recent`.
-        let flush = (held + n).saturating_sub(fmt.recent) / fmt.unit * fmt.unit;
+        // Tokens that leave the window (or never enter it): whole units, keeping `recent`,
+        // and none before the key offset's positions exist.
+        let flush = if pos.len + n < fmt.centre_ready() {
+            0
+        } else {
+            (held + n).saturating_sub(fmt.recent) / fmt.unit * fmt.unit
+        };
         let incoming = Incoming { k, v, n };
         let work = |(s, stream): (usize, &mut Stream)| {
             fmt.append_stream(pos, stream, s, &incoming, flush);
@@ -352,6 +484,11 @@ impl Layer {
         }
         let fmt = &self.fmt;
         let d = fmt.d;
+        let sinks = fmt.sinks_held(self.held_start(), len) * 2 * d;
+        for s in &mut self.streams {
+            s.sink_k.truncate(sinks);
+            s.sink_v.truncate(sinks);
+        }
         if len >= self.pos.flushed {
             let keep = (len - self.pos.flushed) * 2 * d;
             for s in &mut self.streams {
@@ -393,6 +530,10 @@ impl Layer {
             s.window_k.clear();
             s.window_v.clear();
             fmt.push_window(s, &k, &v);
+            if start == 0 {
+                // No coded token left: the next ones fix a new offset, as in a new cache.
+                s.key_offset = None;
+            }
         }
         self.pos.len = len;
         self.pos.flushed = start;
@@ -466,6 +607,48 @@ impl Formats {
         let block = self.block();
         let (mut xk, mut xv) = (vec![0f32; block * d], vec![0f32; block * d]);
         let mut scratch = self.scratches();
+        // The window's token `j` (its first `held`), then the incoming ones, as f16 when
+        // the layer has a window (what the window would have held).
+        let token = |j: usize, k: &mut [f32], v: &mut [f32], w: &mut Scratch| {
+            if j < held {
+                // Windows hold finite f16 values: written saturated, checked on load.
+                self.window
+                    .read(&stream.window_k, j, k, false, w)
+                    .and_then(|()| self.window.read(&stream.window_v, j, v, false, w))
+                    .expect("windows hold finite values");
+            } else {
+                incoming.k.load(s * incoming.n + j - held, d, k);
+                incoming.v.load(s * incoming.n + j - held, d, v);
+                if self.window_capacity() > 0 {
+                    // So that the bytes do not depend on how the tokens were chunked.
+                    round_to_f16(k);
+                    round_to_f16(v);
+                }
+            }
+        };
+        let sinks = self.sinks_held(pos.first_page * p, pos.len + incoming.n);
+        let sinks_had = stream.sink_k.len() / (2 * d);
+        if sinks > sinks_had {
+            let (k, v) = (&mut xk[..d], &mut xv[..d]);
+            for t in sinks_had..sinks {
+                token(t - pos.flushed, k, v, &mut scratch.window);
+                self.push_f16(&mut stream.sink_k, k, self.sinks);
+                self.push_f16(&mut stream.sink_v, v, self.sinks);
+            }
+        }
+        if flush > 0 && self.centre > 0 && stream.key_offset.is_none() {
+            // The first coded token: fix the offset (every position up to the window's
+            // end is still here, since nothing was coded yet).
+            let mut sum = vec![0f32; d];
+            let (k, v) = (&mut xk[..d], &mut xv[..d]);
+            for t in self.sinks..self.centre_ready() {
+                token(t - pos.flushed, k, v, &mut scratch.window);
+                sum.iter_mut().zip(k.iter()).for_each(|(a, x)| *a += x);
+            }
+            let n = self.centre as f32;
+            let mean = sum.into_iter().map(|a| a / n).collect();
+            stream.key_offset = Some(KeyOffset::new(mean, &*self.k));
+        }
         let mut t = pos.flushed;
         let end = pos.flushed + flush;
         while t < end {
@@ -474,23 +657,11 @@ impl Formats {
             let run = block.min(p - slot).min(end - t);
             for i in 0..run {
                 let (k, v) = (&mut xk[i * d..(i + 1) * d], &mut xv[i * d..(i + 1) * d]);
-                let j = t + i - pos.flushed;
-                if j < held {
-                    let w = &mut scratch.window;
-                    // Windows hold finite f16 values: written saturated, checked on load.
-                    self.window
-                        .read(&stream.window_k, j, k, false, w)
-                        .and_then(|()| self.window.read(&stream.window_v, j, v, false, w))
-                        .expect("windows hold finite values");
-                } else {
-                    incoming.k.load(s * incoming.n + j - held, d, k);
-                    incoming.v.load(s * incoming.n + j - held, d, v);
-                    if self.window_capacity() > 0 {
-                        // A windowed layer codes what its window would have held, so the
-                        // bytes do not depend on how the tokens were chunked.
-                        round_to_f16(k);
-                        round_to_f16(v);
-                    }
+                token(t + i - pos.flushed, k, v, &mut scratch.window);
+                if let Some(offset) = &stream.key_offset {
+                    k.iter_mut()
+                        .zip(offset.plain.iter())
+                        .for_each(|(x, m)| *x -= m);
                 }
             }
             let index = t / p - pos.first_page;
@@ -521,30 +692,46 @@ impl Formats {
 
     /// Appends tokens (`d` values each) to a stream's window.
     fn push_window(&self, stream: &mut Stream, k: &[f32], v: &[f32]) {
+        let capacity = self.window_capacity();
+        self.push_f16(&mut stream.window_k, k, capacity);
+        self.push_f16(&mut stream.window_v, v, capacity);
+    }
+
+    /// Appends tokens (`d` values each) as f16 to a buffer of at most `capacity` tokens.
+    fn push_f16(&self, buffer: &mut Vec<u8>, x: &[f32], capacity: usize) {
         let bytes = 2 * self.d;
-        for (window, x) in [(&mut stream.window_k, k), (&mut stream.window_v, v)] {
-            self.reserve_window(window, x.len() / self.d);
-            for token in x.chunks_exact(self.d) {
-                let at = window.len();
-                window.resize(at + bytes, 0);
-                self.window.0.encode(token, &mut window[at..], &mut []);
-            }
+        reserve_f16(buffer, capacity * bytes, x.len());
+        for token in x.chunks_exact(self.d) {
+            let at = buffer.len();
+            buffer.resize(at + bytes, 0);
+            self.window.0.encode(token, &mut buffer[at..], &mut []);
         }
     }
 
     /// Appends encoded f16 window tokens (a loaded file's) to a stream's window.
     pub(crate) fn push_window_bytes(&self, stream: &mut Stream, k: &[u8], v: &[u8]) {
+        let capacity = self.window_capacity() * 2 * self.d;
         for (window, x) in [(&mut stream.window_k, k), (&mut stream.window_v, v)] {
-            self.reserve_window(window, x.len() / (2 * self.d));
+            reserve_f16(window, capacity, x.len());
             window.extend_from_slice(x);
         }
     }
 
-    /// Allocates a window buffer at its full size when the first tokens arrive, so that it
-    /// never reallocates and [`Layer::bytes_held`] counts its real size.
-    fn reserve_window(&self, window: &mut Vec<u8>, tokens: usize) {
-        if window.capacity() == 0 && tokens > 0 {
-            window.reserve_exact(self.window_capacity() * 2 * self.d);
+    /// Appends encoded f16 sink tokens (a loaded file's) to a stream.
+    pub(crate) fn push_sink_bytes(&self, stream: &mut Stream, k: &[u8], v: &[u8]) {
+        let capacity = self.sinks * 2 * self.d;
+        for (sinks, x) in [(&mut stream.sink_k, k), (&mut stream.sink_v, v)] {
+            reserve_f16(sinks, capacity, x.len());
+            sinks.extend_from_slice(x);
         }
+    }
+}
+
+/// Allocates an f16 buffer at its full size (`capacity` bytes) when the first of `adding`
+/// values arrive, so that it never reallocates and [`Layer::bytes_held`] counts its real
+/// size.
+fn reserve_f16(buffer: &mut Vec<u8>, capacity: usize, adding: usize) {
+    if buffer.capacity() == 0 && adding > 0 {
+        buffer.reserve_exact(capacity);
     }
 }

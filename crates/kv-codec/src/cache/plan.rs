@@ -12,20 +12,36 @@
 //! * `k`, `v`: both required; a codec spec string, exactly as [`CodecSpec`]'s `FromStr`
 //!   parses and its `Display` writes it (`kvc codecs` lists them), or `null` for
 //!   uncompressed f16.
+//! * `protection`: optional, absent when nothing is protected; an object with the
+//!   optional integer fields `sink_tokens`, `recent_tokens` and `key_centre_tokens` of
+//!   [`Protection`] (absent fields are 0), e.g.
+//!   `{"k":"voronoi-e8-q16-s4","v":"voronoi-e8-q16-s4","protection":{"sink_tokens":4,"recent_tokens":16,"key_centre_tokens":64}}`.
 //!
 //! Unknown fields are refused, so a typo cannot silently leave a layer uncompressed.
 //!
 //! ```
-//! use kv_codec::cache::{CachePlan, LayerPolicy, Storage};
+//! use kv_codec::cache::{CachePlan, LayerPolicy, Protection, Storage};
 //! use kv_codec::format::Dtype;
 //!
 //! let plan = CachePlan::from_json(
-//!     r#"{"layers":[{"k":"voronoi-e8-q16-s4","v":"voronoi-e8-q13-s2"},{"k":null,"v":"bf16"}]}"#,
+//!     r#"{"layers":[{"k":"voronoi-e8-q16-s4","v":"voronoi-e8-q13-s2",
+//!                    "protection":{"sink_tokens":4,"recent_tokens":16}},
+//!                   {"k":null,"v":"bf16"}]}"#,
 //! )?;
 //! let policies = plan.policies();
+//! let protection = Protection { sink_tokens: 4, recent_tokens: 16, key_centre_tokens: 0 };
+//! assert_eq!(
+//!     policies[0],
+//!     LayerPolicy::codecs("voronoi-e8-q16-s4".parse()?, "voronoi-e8-q13-s2".parse()?)
+//!         .with_protection(protection)
+//! );
 //! assert_eq!(
 //!     policies[1],
-//!     LayerPolicy::PerVector { k: Storage::Dense(Dtype::F16), v: Storage::Codec("bf16".parse()?) }
+//!     LayerPolicy::PerVector {
+//!         k: Storage::Dense(Dtype::F16),
+//!         v: Storage::Codec("bf16".parse()?),
+//!         protection: Protection::NONE,
+//!     }
 //! );
 //! assert_eq!(CachePlan::from_json(&plan.to_json())?, plan);
 //! # Ok::<(), kv_codec::Error>(())
@@ -33,7 +49,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{LayerPolicy, Storage};
+use super::{LayerPolicy, Protection, Storage};
 use crate::error::Error;
 use crate::format::Dtype;
 use crate::spec::CodecSpec;
@@ -57,6 +73,9 @@ pub struct LayerPlan {
     /// Codec of the values.
     #[serde(deserialize_with = "Option::deserialize")]
     pub v: Option<CodecSpec>,
+    /// Tokens kept in f16 beside the pages, and the key offset.
+    #[serde(default, skip_serializing_if = "Protection::is_none")]
+    pub protection: Protection,
 }
 
 impl From<LayerPlan> for LayerPolicy {
@@ -66,6 +85,7 @@ impl From<LayerPlan> for LayerPolicy {
         LayerPolicy::PerVector {
             k: storage(plan.k),
             v: storage(plan.v),
+            protection: plan.protection,
         }
     }
 }
