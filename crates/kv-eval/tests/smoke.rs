@@ -4,16 +4,19 @@
 //!
 //! On the first 32 tokens of the shared text: the token ids match the reference, the
 //! prefill path and the token-by-token path give the same perplexity, every layer's K and V
-//! match the reference tensors, and compressed stores decoded as rows of one batch stay close
-//! to the exact row (closer at a higher rate) while holding the bytes their codecs promise.
+//! match the reference tensors, and compressed stores (kv-codec's cache) decoded as rows of one
+//! batch stay close to the exact row (closer at a higher rate) while holding the bytes their
+//! codecs promise; the cache's attention on its pages and the reference attention over a
+//! decoded copy give the same next-token distributions up to f32 rounding.
 
 use std::io::Write;
 use std::path::Path;
 
 use kv_eval::metrics::{Tally, log_softmax, mean_nll};
 use kv_eval::model::{Llama, Logits, WeightMode, default_model_path};
+use kv_eval::plan::CachePlan;
 use kv_eval::reference::{Reference, default_reference_path, verify};
-use kv_eval::store::{CachePlan, CompressedStore, ExactStore, KvStore};
+use kv_eval::store::{AttentionPath, CacheStore, ExactStore, KvStore};
 use kv_eval::text::default_text_path;
 use kv_eval::tokenizer::GgufTokenizer;
 
@@ -82,17 +85,27 @@ fn first_tokens_through_exact_and_compressed_stores() {
     );
 
     // The batched path the evaluation uses: exact, int8 and the default codec at 3 bpv as
-    // three rows, token by token.
+    // rows, token by token; the last row is the 3-bpv cache again, attending over its
+    // decoded copy instead of on its pages.
     let layers = shape.layers;
-    let plans = ["int8", "voronoi-e8-q6-s3"].map(|p| CachePlan::parse(p, layers).unwrap());
+    let plans = ["int8", "voronoi-e8-q6-s3", "voronoi-e8-q6-s3"]
+        .map(|p| CachePlan::parse(p, layers).unwrap());
+    let paths = [
+        AttentionPath::Pages,
+        AttentionPath::Pages,
+        AttentionPath::DecodedCopy,
+    ];
     let mut rows: Vec<Box<dyn KvStore>> = vec![Box::new(ExactStore::new(shape))];
-    for plan in plans {
-        rows.push(Box::new(CompressedStore::new(shape, plan).unwrap()));
+    for (plan, path) in plans.into_iter().zip(paths) {
+        rows.push(Box::new(CacheStore::new(shape, plan, path).unwrap()));
     }
-    let mut tallies = [Tally::default(); 3];
+    let mut tallies = [Tally::default(); 4];
+    // Between the two paths of the 3-bpv cache: the largest |Δ log p| over the vocabulary
+    // and steps, and the mean KL(pages ‖ copy).
+    let (mut max_dlogp, mut kl_paths) = (0f64, 0f64);
     for i in 0..TOKENS - 1 {
         let input = [ids[i]];
-        let batch: Vec<&[u32]> = vec![&input; 3];
+        let batch: Vec<&[u32]> = vec![&input; 4];
         let mut refs: Vec<&mut dyn KvStore> = rows
             .iter_mut()
             .map(|s| s.as_mut() as &mut dyn KvStore)
@@ -106,7 +119,26 @@ fn first_tokens_through_exact_and_compressed_stores() {
         for (t, row) in tallies.iter_mut().zip(&lp) {
             t.add(row, &lp[0], ids[i + 1]);
         }
+        let mut kl = 0.0;
+        for (a, b) in lp[2].iter().zip(&lp[3]) {
+            max_dlogp = max_dlogp.max((a - b).abs());
+            kl += a.exp() * (a - b);
+        }
+        kl_paths += kl / (TOKENS - 1) as f64;
     }
+    let _ = writeln!(
+        std::io::stderr().lock(),
+        "kv-eval smoke: pages vs decoded copy at 3 bpv: max |Δ log p| {max_dlogp:.3e}, \
+         mean KL {kl_paths:.3e} nats"
+    );
+    assert!(
+        max_dlogp < 5e-4,
+        "pages vs decoded copy: |Δ log p| {max_dlogp}"
+    );
+    assert!(
+        kl_paths.abs() < 1e-9,
+        "pages vs decoded copy: KL {kl_paths}"
+    );
     assert!(
         (tallies[0].ppl() / exact - 1.0).abs() < 1e-4,
         "batched exact row"
@@ -122,12 +154,11 @@ fn first_tokens_through_exact_and_compressed_stores() {
         v3.mean_kl(),
         int8.mean_kl()
     );
-    // Bytes held: 31 tokens in each of 30 layers × 3 heads × (K, V) streams, packed at the
-    // codec's exact bits per vector (int8: 64 values + a 16-bit scale).
+    // Bytes held: 31 tokens in each of 30 layers × 3 heads × (K, V) streams, in two pages of
+    // 16 tokens packed at the codec's exact bits per vector (int8: 64 values + a 16-bit
+    // scale).
     let streams = layers * shape.kv_heads * 2;
-    assert_eq!(
-        rows[1].held_bytes(),
-        streams * ((TOKENS - 1) * 528).div_ceil(8)
-    );
+    assert_eq!(rows[1].held_bytes(), streams * 2 * (16 * 528) / 8);
     assert!(rows[2].held_bytes() < rows[1].held_bytes() / 2);
+    assert_eq!(rows[2].held_bytes(), rows[3].held_bytes());
 }
