@@ -23,8 +23,16 @@
 //!   the tokens of an f16 window, until they are coded), and attends over the copy with
 //!   the reference [`attention`]. Much faster for sweeps of many plans; the values are
 //!   the cache's own, so the next-token distributions equal the pages path's up to f32
-//!   rounding (the pages path sums in the rotated domain and in another order; the tests
-//!   bound the difference).
+//!   rounding (the pages path sums in the rotated domain and in another order): from the
+//!   same cache the two give log-probabilities within about 1e-4 (the smoke test measures
+//!   and bounds it on the model).
+//!
+//! Over a decoded continuation the two paths are not the same experiment token for token:
+//! their attention outputs differ in the last bits, so do the next token's K and V, and a
+//! quantiser can put such a vector on the other side of a decision boundary (a different
+//! lattice point or scale choice); from then on the two caches hold different, equally
+//! likely quantisation noise. Means over passages agree within their intervals, single
+//! tokens need not.
 
 use std::fmt;
 
@@ -667,26 +675,31 @@ mod tests {
         for plan in plans() {
             let mut pages = store(&plan, AttentionPath::Pages);
             let mut copy = store(&plan, AttentionPath::DecodedCopy);
-            fill(&mut pages, &[40, 1]);
-            fill(&mut copy, &[40, 1]);
-            for (n, seed) in [(1, 3), (4, 7)] {
-                for l in 0..SHAPE.layers {
-                    let q = queries(n, seed + l);
-                    let a = pages.attend(l, &q).unwrap();
-                    let b = copy.attend(l, &q).unwrap();
-                    assert_eq!(a.dims(), b.dims());
-                    let a = a.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-                    let b = b.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-                    let scale = b.iter().fold(0f32, |m, x| m.max(x.abs()));
-                    let err = a
-                        .iter()
-                        .zip(&b)
-                        .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
-                    assert!(
-                        err <= 1e-5 * scale,
-                        "{} layer {l}, {n} queries: {err} of {scale}",
-                        plan.label()
-                    );
+            // A prefix over several pages and attention blocks, then decode steps.
+            fill(&mut pages, &[200]);
+            fill(&mut copy, &[200]);
+            for step in 0..4 {
+                fill_from(&mut pages, 200 + step, &[1]);
+                fill_from(&mut copy, 200 + step, &[1]);
+                for (n, seed) in [(1, 3), (4, 7)] {
+                    for l in 0..SHAPE.layers {
+                        let q = queries(n, seed + l);
+                        let a = pages.attend(l, &q).unwrap();
+                        let b = copy.attend(l, &q).unwrap();
+                        assert_eq!(a.dims(), b.dims());
+                        let a = a.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+                        let b = b.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+                        let scale = b.iter().fold(0f32, |m, x| m.max(x.abs()));
+                        let err = a
+                            .iter()
+                            .zip(&b)
+                            .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+                        assert!(
+                            err <= 1e-5 * scale,
+                            "{} step {step} layer {l}, {n} queries: {err} of {scale}",
+                            plan.label()
+                        );
+                    }
                 }
             }
         }
