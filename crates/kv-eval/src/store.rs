@@ -332,7 +332,9 @@ pub fn page_tokens(plan: &CachePlan) -> usize {
     plan.layers.iter().fold(16, |p, l| match l {
         LayerChoice::Kivi(k) if k.group > 0 => {
             let g = k.group as usize;
-            p / gcd(p, g) * g
+            // Saturating: an absurd group gives an absurd page size, which the cache
+            // then refuses with an error.
+            (p / gcd(p, g)).saturating_mul(g)
         }
         _ => p,
     })
