@@ -15,8 +15,9 @@ use crate::eval::{EvalReport, EvalSettings, evaluate};
 use crate::iso::{default_plans, iso_table, markdown};
 use crate::model::{Llama, LlamaConfig, MODEL_FILE, WeightMode, default_model_path};
 use crate::needle::{NeedleSettings, needle};
+use crate::plan::CachePlan;
 use crate::reference::{Reference, default_reference_path, verify};
-use crate::store::CachePlan;
+use crate::store::AttentionPath;
 use crate::text::{Corpus, default_text_path};
 use crate::tokenizer::GgufTokenizer;
 
@@ -30,17 +31,17 @@ Usage:
       Perplexity of the first N (512) tokens of the text with the exact cache, token ids and
       every layer's K and V against the shared reference (16.14; kv.safetensors); --decode
       also scores them token by token.
-  kv-eval eval (--codec PLAN | --bpv R)... [--prefix P] [--cont C] [--passages N]
-               [--skip T] [--json OUT]
+  kv-eval eval (--codec PLAN | --bpv R | --plan FILE)... [--prefix P] [--cont C]
+               [--passages N] [--skip T] [--json OUT]
       Perplexity, Δppl % (95% CI over passages), KL(exact || compressed) and top-1
       agreement of each cache plan: P prefix tokens (512) prefilled, then C (64)
       continuation tokens decoded token by token through every store, on N (8) passages.
-  kv-eval iso [--codec PLAN]... [eval options] [--json OUT] [--markdown OUT]
+  kv-eval iso [--codec PLAN | --plan FILE]... [eval options] [--json OUT] [--markdown OUT]
       The iso-quality table: eval over every family's settings (default: voronoi at 2.5-8
       bpv, turboquant-b2..b8, compat-d4, int4..int8, fp8-e4m3; --codec replaces the list),
-      then the smallest bpv per family with |Δppl| within 0.5%, 1% and 2%.
-  kv-eval needle [--codec PLAN | --bpv R]... [--context L] [--depths D,D,...] [--skip T]
-                 [--max-new N] [--json OUT]
+      then the smallest bits per value held per family with |Δppl| within 0.5%, 1% and 2%.
+  kv-eval needle [--codec PLAN | --bpv R | --plan FILE]... [--context L] [--depths D,D,...]
+                 [--skip T] [--max-new N] [--json OUT]
       A fact inserted at each depth (0.1,0.3,0.5,0.7,0.9) of L (4096) tokens of text,
       retrieved by greedy decoding through the exact and each compressed store
       (default plans: --bpv 3 --bpv 4 and turboquant-b3).
@@ -57,14 +58,21 @@ Common options:
   --weights MODE   dequantized (f32 weights, the numpy reference's arithmetic; default) or
                    quantized (candle's Q4_1 x Q8_1 quantized matmul, llama.cpp's arithmetic)
   --chunk N        prefill chunk in tokens (512)
-  --redecode       decode each compressed store's whole stream at every step (as a cache
-                   without a decoded copy would) instead of decoding each vector once when it
-                   is stored; the numbers are bit-identical, only slower
+  --decoded-copy   attend over an f32 copy of what each compressed cache decodes to
+                   (gathered from the cache as tokens arrive) with the reference attention,
+                   instead of kv-codec's attention on the compressed pages at every step;
+                   about twice as fast for the 25-plan sweep, next-token distributions
+                   equal up to f32 rounding from the same cache
   --quiet          no progress output
 
+Each compressed store is kv-codec's paged cache (batch 1, pages of 16 tokens).
 PLAN: a codec spec for K and V of every layer (voronoi-e8-q16-s4, turboquant-b3, int4,
-compat-d4-q38, fp8-e4m3, bf16, ...), or comma-separated k=SPEC, v=SPEC and raw=L:L:...
-(layers kept uncompressed), e.g. k=voronoi-e8-q23-s4,v=voronoi-e8-q13-s2,raw=0.
+compat-d4-q38, fp8-e4m3, bf16, ...), kivi-bB-gG-rR (the KIVI baseline: B bits, groups of G,
+the last R tokens in f16; kivi alone is kivi-b2-g32-r128), or comma-separated k=SPEC, v=SPEC
+and raw=L:L:... (layers kept uncompressed, in f16), e.g.
+k=voronoi-e8-q23-s4,v=voronoi-e8-q13-s2,raw=0 or kivi-b2-g32-r32,raw=0.
+FILE: a per-layer plan as `kvc plan --out` writes it,
+{\"layers\":[{\"k\":SPEC|null,\"v\":SPEC|null},...]} (null: f16).
 ";
 
 /// Options every model command takes.
@@ -80,8 +88,8 @@ pub struct Common {
     pub chunk: usize,
     /// `--quiet`.
     pub quiet: bool,
-    /// `--redecode`.
-    pub redecode: bool,
+    /// `--decoded-copy`.
+    pub attention: AttentionPath,
 }
 
 impl Default for Common {
@@ -92,7 +100,41 @@ impl Default for Common {
             weights: WeightMode::default(),
             chunk: 512,
             quiet: false,
-            redecode: false,
+            attention: AttentionPath::Pages,
+        }
+    }
+}
+
+/// A cache plan as the command line gives it; read once the model's layer count is known.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PlanArg {
+    /// `--codec PLAN` (or `--bpv R`, as the default codec's spec).
+    Text(String),
+    /// `--plan FILE`: kv-codec's per-layer plan JSON.
+    File(PathBuf),
+}
+
+impl PlanArg {
+    /// The plan for a model of `layers` layers.
+    ///
+    /// # Errors
+    /// [`Error::Io`] for an unreadable file; the errors of [`CachePlan::parse`] and
+    /// [`CachePlan::from_json`].
+    pub fn resolve(&self, layers: usize) -> Result<CachePlan> {
+        match self {
+            Self::Text(text) => CachePlan::parse(text, layers),
+            Self::File(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+                    action: "cannot read",
+                    path: path.clone(),
+                    source,
+                })?;
+                let name = path.file_name().map_or_else(
+                    || path.display().to_string(),
+                    |n| n.to_string_lossy().into(),
+                );
+                CachePlan::from_json(&text, layers, &name)
+            }
         }
     }
 }
@@ -120,7 +162,7 @@ pub enum Command {
         /// Common options.
         common: Common,
         /// Plans as given (`--codec` text, or the default codec's spec for `--bpv`).
-        plans: Vec<String>,
+        plans: Vec<PlanArg>,
         /// The settings.
         settings: EvalSettings,
         /// Whether to build the iso-quality table.
@@ -135,7 +177,7 @@ pub enum Command {
         /// Common options.
         common: Common,
         /// Plans as given.
-        plans: Vec<String>,
+        plans: Vec<PlanArg>,
         /// The settings.
         settings: NeedleSettings,
         /// `--json`.
@@ -201,7 +243,7 @@ impl<I: Iterator<Item = String>> Args<I> {
             }
             "--chunk" => c.chunk = self.parsed("--chunk", "a positive integer")?,
             "--quiet" => c.quiet = true,
-            "--redecode" => c.redecode = true,
+            "--decoded-copy" => c.attention = AttentionPath::DecodedCopy,
             _ => return Ok(false),
         }
         if c.chunk == 0 {
@@ -214,10 +256,11 @@ impl<I: Iterator<Item = String>> Args<I> {
         Ok(true)
     }
 
-    /// Handles `--codec` and `--bpv` (resolved to the default codec at that rate).
-    fn plan(&mut self, arg: &str, plans: &mut Vec<String>) -> Result<bool> {
+    /// Handles `--codec`, `--plan` and `--bpv` (resolved to the default codec at that rate).
+    fn plan(&mut self, arg: &str, plans: &mut Vec<PlanArg>) -> Result<bool> {
         match arg {
-            "--codec" => plans.push(self.value("--codec")?),
+            "--codec" => plans.push(PlanArg::Text(self.value("--codec")?)),
+            "--plan" => plans.push(PlanArg::File(self.value("--plan")?.into())),
             "--bpv" => {
                 let bpv: f64 = self.parsed("--bpv", "a rate in bits per value")?;
                 // head_dim 64 is SmolLM2's; the plan is rebuilt against the model's own
@@ -226,7 +269,7 @@ impl<I: Iterator<Item = String>> Args<I> {
                     value: format!("--bpv {bpv}"),
                     source,
                 })?;
-                plans.push(spec.to_string());
+                plans.push(PlanArg::Text(spec.to_string()));
             }
             _ => return Ok(false),
         }
@@ -297,9 +340,9 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command> {
                 }
             }
             if command == "eval" && plans.is_empty() {
-                plans.push(
+                plans.push(PlanArg::Text(
                     default_for_rate(4.0, 64).map_or_else(|_| "bf16".to_owned(), |s| s.to_string()),
-                );
+                ));
             }
             if settings.prefix == 0 || settings.cont == 0 || settings.passages == 0 {
                 return Err(Error::InvalidValue {
@@ -309,7 +352,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command> {
                 });
             }
             settings.chunk = common.chunk;
-            settings.redecode = common.redecode;
+            settings.attention = common.attention;
             Ok(Command::Eval {
                 common,
                 plans,
@@ -354,13 +397,13 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command> {
             if plans.is_empty() {
                 for bpv in [3.0, 4.0] {
                     if let Ok(s) = default_for_rate(bpv, 64) {
-                        plans.push(s.to_string());
+                        plans.push(PlanArg::Text(s.to_string()));
                     }
                 }
-                plans.push("turboquant-b3".to_owned());
+                plans.push(PlanArg::Text("turboquant-b3".to_owned()));
             }
             settings.chunk = common.chunk;
-            settings.redecode = common.redecode;
+            settings.attention = common.attention;
             Ok(Command::Needle {
                 common,
                 plans,
@@ -471,8 +514,8 @@ fn envelope<'a, T: Serialize>(
     }
 }
 
-fn plans(texts: &[String], layers: usize) -> Result<Vec<CachePlan>> {
-    texts.iter().map(|t| CachePlan::parse(t, layers)).collect()
+fn plans(args: &[PlanArg], layers: usize) -> Result<Vec<CachePlan>> {
+    args.iter().map(|a| a.resolve(layers)).collect()
 }
 
 /// Runs a command, writing its report to `out`.
@@ -642,10 +685,30 @@ mod tests {
                 common,
                 ..
             } => {
-                assert_eq!(plans[0], "int8");
-                assert!(plans[1].starts_with("voronoi-e8-"));
+                assert_eq!(plans[0], PlanArg::Text("int8".to_owned()));
+                assert!(matches!(&plans[1], PlanArg::Text(t) if t.starts_with("voronoi-e8-")));
                 assert_eq!(settings.passages, 3);
+                assert_eq!(settings.attention, AttentionPath::Pages);
                 assert!(!iso && common.quiet);
+            }
+            other => panic!("{other:?}"),
+        }
+        match p(&[
+            "iso",
+            "--plan",
+            "p.json",
+            "--codec",
+            "kivi-b2-g32-r32",
+            "--decoded-copy",
+        ])
+        .unwrap()
+        {
+            Command::Eval {
+                plans, settings, ..
+            } => {
+                assert_eq!(plans[0], PlanArg::File("p.json".into()));
+                assert_eq!(plans[1].resolve(30).unwrap().label(), "kivi-b2-g32-r32");
+                assert_eq!(settings.attention, AttentionPath::DecodedCopy);
             }
             other => panic!("{other:?}"),
         }
@@ -682,6 +745,8 @@ mod tests {
             &["iso", "--chunk", "0"],
             &["eval", "--bpv", "0.1"],
             &["table"],
+            &["eval", "--plan"],
+            &["eval", "--redecode"],
         ] {
             let e = p(args).unwrap_err();
             assert!(e.is_usage(), "{args:?}: {e}");
@@ -696,6 +761,7 @@ mod tests {
             plan: name.to_owned(),
             family: Some("turboquant".to_owned()),
             bits_per_value: bpv,
+            held_bits_per_value: None,
             compression_vs_bf16: 16.0 / bpv,
             held_bytes_per_token: 0.0,
             ppl: 10.0,
@@ -718,6 +784,7 @@ mod tests {
                 plan("turboquant-b5", 5.25, &[0.3, 0.31]),
             ],
             seconds: 1.0,
+            decode_step_seconds: 0.0,
         };
         let path = std::env::temp_dir().join(format!("kv-eval-table-{}.json", std::process::id()));
         let stale = serde_json::json!({ "tool": "kv-eval iso", "eval": report, "iso": null });
@@ -735,6 +802,22 @@ mod tests {
         assert_eq!(written["tool"], "kv-eval iso");
         assert!(written["iso"]["rows"][0]["cells"][1]["interpolated_bits_per_value"].is_number());
         std::fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
+    fn plan_files_are_read() {
+        let path = std::env::temp_dir().join(format!("kv-eval-plan-{}.json", std::process::id()));
+        std::fs::write(
+            &path,
+            r#"{"layers":[{"k":"int8","v":"int4"},{"k":null,"v":null}]}"#,
+        )
+        .unwrap();
+        let arg = PlanArg::File(path.clone());
+        let plan = arg.resolve(2).unwrap();
+        assert_eq!(plan.layers[1], crate::plan::LayerChoice::RAW);
+        assert!(arg.resolve(3).unwrap_err().is_usage());
+        std::fs::remove_file(&path).unwrap();
+        assert!(matches!(arg.resolve(2), Err(Error::Io { .. })));
     }
 
     #[test]

@@ -198,6 +198,14 @@ pub enum Error {
     /// A tensor operation failed.
     #[error("tensor backend: {0}")]
     Candle(#[from] candle_core::Error),
+    /// kv-codec's cache refused an operation (a policy it cannot build at this shape, a
+    /// non-finite vector, a crop of tokens it no longer holds, ...).
+    #[error("KV cache: {source}")]
+    Cache {
+        /// What kv-codec reported.
+        #[source]
+        source: kv_codec::Error,
+    },
     /// A codec could not be built, or failed on a vector.
     #[error("codec {spec}: {source}")]
     Codec {

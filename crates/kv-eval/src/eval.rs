@@ -1,17 +1,25 @@
 //! End-to-end quality of cache plans on real text, by teacher forcing.
 //!
 //! For each passage (prefix P, continuation C): the prefix is prefilled once with the
-//! exact store, and its K/V are copied into one store per plan (a compressed store encodes
-//! them, as an engine writes its prefill into a compressed cache). Then the continuation is
+//! exact store, and its K/V are copied into one [`CacheStore`](crate::store::CacheStore)
+//! per plan (kv-codec's cache codes them, as an engine writes its prefill into a compressed
+//! cache). Then the continuation is
 //! decoded token by token through every store at once — one batch row per store, row 0
 //! exact — so each of the C next-token distributions of a compressed row comes from
-//! attention over its own decoded vectors, its own earlier continuation tokens included.
+//! attention over its own cache (on its compressed pages, or over a decoded copy of them:
+//! [`AttentionPath`]), its own earlier continuation tokens included.
 //! Row `r` is scored against row 0 at the same step: perplexity of the true next tokens,
 //! KL(exact ‖ compressed) and top-1 agreement. Δppl % is computed per passage and averaged
 //! with a Student-t 95% interval over passages (passages are the independent samples).
 //!
+//! Sizes are reported twice: the plan's nominal bits per value (the codecs' rates) and the
+//! bits per value its cache really held at the end of a passage (pages, their rounding and
+//! any f16 window included), which is the iso-quality table's rate.
+//!
 //! All rows see the same input tokens, so one forward pass of the batch shares one pass
 //! over the weights; each row attends over its own store.
+
+use std::time::Instant;
 
 use candle_core::Tensor;
 use kv_codec::CodecSpec;
@@ -21,9 +29,10 @@ use serde::{Deserialize, Serialize};
 use crate::error::Result;
 use crate::metrics::{Tally, log_softmax};
 use crate::model::{Llama, Logits};
+use crate::plan::CachePlan;
 use crate::progress::Progress;
 use crate::stats::MeanCi;
-use crate::store::{CachePlan, ExactStore, KvStore, rows_from};
+use crate::store::{AttentionPath, ExactStore, KvStore, rows_from};
 use crate::text::Corpus;
 
 /// The shape of an evaluation.
@@ -39,10 +48,10 @@ pub struct EvalSettings {
     pub skip: usize,
     /// Prefill chunk (tokens per forward pass).
     pub chunk: usize,
-    /// Decode every coded stream at every step instead of once per vector (same numbers,
-    /// slower; see [`CompressedStore::cache_decoded`](crate::store::CompressedStore::cache_decoded)).
+    /// How the compressed stores attend (results written before this field existed used a
+    /// decoded copy of a store of this crate's own).
     #[serde(default)]
-    pub redecode: bool,
+    pub attention: AttentionPath,
 }
 
 impl Default for EvalSettings {
@@ -53,7 +62,7 @@ impl Default for EvalSettings {
             passages: 8,
             skip: 0,
             chunk: 512,
-            redecode: false,
+            attention: AttentionPath::Pages,
         }
     }
 }
@@ -84,9 +93,16 @@ pub struct PlanResult {
     pub plan: String,
     /// The family when every layer uses one codec for K and V.
     pub family: Option<String>,
-    /// Mean stored bits per value (uncompressed layers counted as bf16).
+    /// The plan's nominal bits per value: the mean of its codecs' rates over all K and V
+    /// (uncompressed kinds at 16, KIVI at `b + 32/G`; see
+    /// [`CachePlan::bits_per_value`]).
     pub bits_per_value: f64,
-    /// 16 / bits_per_value.
+    /// Bits per value the cache actually held at the end of a passage: held bytes · 8 /
+    /// (tokens · layers · 2 · kv_heads · head_dim), pages (whole pages), their rounding and
+    /// f16 windows included. `None` in results written before it was measured.
+    #[serde(default)]
+    pub held_bits_per_value: Option<f64>,
+    /// 16 / the rate ([`PlanResult::rate`]).
     pub compression_vs_bf16: f64,
     /// Bytes the store held per token at the end of a passage (all layers, K and V).
     pub held_bytes_per_token: f64,
@@ -102,6 +118,14 @@ pub struct PlanResult {
     pub kl: MeanCi,
     /// Fraction of steps whose argmax agrees with the exact row's, over all passages.
     pub top1_agreement: f64,
+}
+
+impl PlanResult {
+    /// The rate the plan is compared at: the bits per value held, or the nominal rate for
+    /// results written before the held rate was measured.
+    pub fn rate(&self) -> f64 {
+        self.held_bits_per_value.unwrap_or(self.bits_per_value)
+    }
 }
 
 /// The exact cache's own numbers.
@@ -128,6 +152,10 @@ pub struct EvalReport {
     pub plans: Vec<PlanResult>,
     /// Wall-clock seconds.
     pub seconds: f64,
+    /// Mean wall-clock seconds of one decode step: one token through every row (the exact
+    /// one and one per plan), scoring excluded. 0 in results written before it was timed.
+    #[serde(default)]
+    pub decode_step_seconds: f64,
 }
 
 /// Evaluates `plans` on `corpus` (see the module documentation).
@@ -150,12 +178,13 @@ pub fn evaluate(
     // [passage][row]
     let mut tallies: Vec<Vec<Tally>> = Vec::new();
     let mut held = vec![0usize; rows];
+    let mut decoding = 0.0;
     for (i, &start) in starts.iter().enumerate() {
         let toks = &corpus.tokens[start..start + p + c + 1];
         let mut exact = ExactStore::new(shape);
         model.prefill(&toks[..p], &mut exact, settings.chunk, Logits::Last)?;
         progress.advance(1, &format!("passage {}/{}: prefilled", i + 1, starts.len()));
-        let mut stores = rows_from(&exact, plans, !settings.redecode)?;
+        let mut stores = rows_from(&exact, plans, settings.attention)?;
         let mut passage = vec![Tally::default(); rows];
         for step in 0..c {
             let input = [toks[p + step]];
@@ -164,7 +193,9 @@ pub fn evaluate(
                 .iter_mut()
                 .map(|s| s.as_mut() as &mut dyn KvStore)
                 .collect();
+            let started = Instant::now();
             let logits = model.forward(&batch, &mut refs, Logits::Last)?;
+            decoding += started.elapsed().as_secs_f64();
             let lp = log_probs(&logits, vocab)?;
             let target = toks[p + step + 1];
             for (tally, row) in passage.iter_mut().zip(&lp) {
@@ -178,6 +209,7 @@ pub fn evaluate(
         tallies.push(passage);
     }
     let tokens_held = (p + c) as f64;
+    let decode_step_seconds = decoding / (starts.len() * c) as f64;
     let exact_ppl: Vec<f64> = tallies.iter().map(|t| t[0].ppl()).collect();
     let pooled = |r: usize| {
         let mut all = Tally::default();
@@ -187,6 +219,7 @@ pub fn evaluate(
         all
     };
     let head_dim = shape.head_dim;
+    let values_held = tokens_held * (shape.layers * 2 * shape.token_len()) as f64;
     let mut results = Vec::with_capacity(plans.len());
     for (k, plan) in plans.iter().enumerate() {
         let r = k + 1;
@@ -198,12 +231,14 @@ pub fn evaluate(
             .collect();
         let kl: Vec<f64> = tallies.iter().map(|t| t[r].mean_kl()).collect();
         let bpv = plan.bits_per_value(head_dim)?;
+        let held_bpv = held[r] as f64 * 8.0 / values_held;
         let all = pooled(r);
         results.push(PlanResult {
             plan: plan.label(),
-            family: plan.uniform_spec().map(|s| family(s).to_owned()),
+            family: plan.family().map(str::to_owned),
             bits_per_value: bpv,
-            compression_vs_bf16: 16.0 / bpv,
+            held_bits_per_value: Some(held_bpv),
+            compression_vs_bf16: 16.0 / held_bpv,
             held_bytes_per_token: held[r] as f64 / tokens_held,
             ppl: all.ppl(),
             ppl_passages,
@@ -223,6 +258,7 @@ pub fn evaluate(
         },
         plans: results,
         seconds: progress.elapsed_s(),
+        decode_step_seconds,
     })
 }
 
@@ -235,12 +271,18 @@ pub(crate) fn log_probs(logits: &Tensor, vocab: usize) -> Result<Vec<Vec<f64>>> 
 /// A text table of a report: one row per plan.
 pub fn table(report: &EvalReport) -> String {
     let mut out = format!(
-        "exact cache: ppl {:.4} over {} passages × {} tokens (prefix {})\n",
-        report.exact.ppl, report.settings.passages, report.settings.cont, report.settings.prefix
+        "exact cache: ppl {:.4} over {} passages × {} tokens (prefix {}); attention {:?}, \
+         {:.3} s per decode step\n",
+        report.exact.ppl,
+        report.settings.passages,
+        report.settings.cont,
+        report.settings.prefix,
+        report.settings.attention,
+        report.decode_step_seconds
     );
     out.push_str(&format!(
-        "{:<34} {:>6} {:>6} {:>9} {:>17} {:>10} {:>6}\n",
-        "plan", "bpv", "x bf16", "ppl", "Δppl % (95% CI)", "KL nats", "top-1"
+        "{:<34} {:>6} {:>6} {:>6} {:>9} {:>17} {:>10} {:>6}\n",
+        "plan", "bpv", "held", "x bf16", "ppl", "Δppl % (95% CI)", "KL nats", "top-1"
     ));
     for r in &report.plans {
         let ci = r
@@ -248,9 +290,10 @@ pub fn table(report: &EvalReport) -> String {
             .ci95
             .map_or_else(|| "n/a".to_owned(), |h| format!("{h:.2}"));
         out.push_str(&format!(
-            "{:<34} {:>6.3} {:>6.2} {:>9.4} {:>+8.2} ± {:<6} {:>10.5} {:>6.3}\n",
+            "{:<34} {:>6.3} {:>6.3} {:>6.2} {:>9.4} {:>+8.2} ± {:<6} {:>10.5} {:>6.3}\n",
             r.plan,
             r.bits_per_value,
+            r.rate(),
             r.compression_vs_bf16,
             r.ppl,
             r.delta_ppl_pct.mean,

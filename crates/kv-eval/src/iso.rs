@@ -8,13 +8,18 @@
 //! threshold, interpolated between the two settings around the crossing (linearly in
 //! log Δppl, which falls roughly exponentially with the rate): the fairer basis for
 //! comparing two families at equal quality.
+//!
+//! The rate axis is the bits per value each plan's cache actually held at the end of a
+//! passage ([`PlanResult::rate`]: kv-codec's pages, their rounding to whole pages and any
+//! f16 window included), not the codecs' nominal rates; compression against bf16 is 16
+//! divided by it. Results written before the held rate was measured fall back to the
+//! nominal rate. The per-plan table lists both.
 
-use kv_codec::CodecSpec;
 use serde::Serialize;
 
 use crate::eval::{EvalReport, PlanResult};
+use crate::plan::CachePlan;
 use crate::stats::MeanCi;
-use crate::store::CachePlan;
 
 /// The Δppl thresholds of the table, in percent.
 pub const THRESHOLDS: [f64; 3] = [0.5, 1.0, 2.0];
@@ -61,7 +66,7 @@ pub struct IsoCell {
     pub threshold_pct: f64,
     /// The smallest-rate plan whose interval lies within the bound.
     pub plan: Option<String>,
-    /// Its bits per value.
+    /// Its bits per value held ([`PlanResult::rate`]).
     pub bits_per_value: Option<f64>,
     /// 16 / bits per value.
     pub compression_vs_bf16: Option<f64>,
@@ -114,7 +119,7 @@ pub struct IsoTable {
 pub fn default_plans(layers: usize) -> Vec<CachePlan> {
     default_specs()
         .into_iter()
-        .map(|s| CachePlan::uniform(s.parse::<CodecSpec>().expect("valid built-in spec"), layers))
+        .map(|s| CachePlan::parse(s, layers).expect("valid built-in plan"))
         .collect()
 }
 
@@ -138,21 +143,21 @@ pub fn iso_table(report: &EvalReport) -> IsoTable {
         if members.is_empty() {
             continue;
         }
-        members.sort_by(|a, b| a.bits_per_value.total_cmp(&b.bits_per_value));
+        members.sort_by(|a, b| a.rate().total_cmp(&b.rate()));
         let cells = THRESHOLDS
             .iter()
             .map(|&t| {
                 let best = members.iter().find(|r| r.delta_ppl_pct.within(t));
                 let first = members.iter().position(|r| r.delta_ppl_pct.mean.abs() <= t);
-                let mean_only = first.map(|j| members[j].bits_per_value);
+                let mean_only = first.map(|j| members[j].rate());
                 let interpolated = first
                     .filter(|&j| j > 0)
                     .map(|j| crossing(members[j - 1], members[j], t));
                 IsoCell {
                     threshold_pct: t,
                     plan: best.map(|r| r.plan.clone()),
-                    bits_per_value: best.map(|r| r.bits_per_value),
-                    compression_vs_bf16: best.map(|r| r.compression_vs_bf16),
+                    bits_per_value: best.map(|r| r.rate()),
+                    compression_vs_bf16: best.map(|r| 16.0 / r.rate()),
                     delta_ppl_pct: best.map(|r| r.delta_ppl_pct),
                     mean_only_bits_per_value: mean_only,
                     interpolated_bits_per_value: interpolated,
@@ -211,7 +216,7 @@ fn crossing(a: &PlanResult, b: &PlanResult, t: f64) -> f64 {
     } else {
         (da.abs() - t) / (da.abs() - db.abs()).max(f64::MIN_POSITIVE)
     };
-    a.bits_per_value + f.clamp(0.0, 1.0) * (b.bits_per_value - a.bits_per_value)
+    a.rate() + f.clamp(0.0, 1.0) * (b.rate() - a.rate())
 }
 
 fn opt(x: Option<f64>, digits: usize) -> String {
@@ -222,7 +227,7 @@ fn opt(x: Option<f64>, digits: usize) -> String {
 pub fn markdown(report: &EvalReport, table: &IsoTable) -> String {
     let s = &report.settings;
     let mut out = format!(
-        "Smallest bits per value with |Δppl| within the bound (whole 95% interval), its \
+        "Smallest bits per value held with |Δppl| within the bound (whole 95% interval), its \
          compression vs bf16, and in brackets the smallest with the mean alone within it / the \
          rate where the mean crosses the bound, interpolated between settings. {} passages × \
          {} scored tokens after a {}-token prefix, every layer's K and V compressed; \
@@ -268,14 +273,18 @@ pub fn markdown(report: &EvalReport, table: &IsoTable) -> String {
             opt(sv.fewer_bytes_pct_interpolated, 1)
         ));
     }
-    out.push_str("\n\n| codec | bpv | × bf16 | ppl | Δppl % (95% CI) | KL (nats) | top-1 |\n");
-    out.push_str("|---|---|---|---|---|---|---|\n");
+    out.push_str(
+        "\n\n| codec | bpv (nominal) | bpv (held) | × bf16 | ppl | Δppl % (95% CI) | KL (nats) | \
+         top-1 |\n",
+    );
+    out.push_str("|---|---|---|---|---|---|---|---|\n");
     for r in &report.plans {
         out.push_str(&format!(
-            "| {} | {:.3} | {:.2} | {:.3} | {:+.2} ± {} | {:.5} | {:.3} |\n",
+            "| {} | {:.3} | {} | {:.2} | {:.3} | {:+.2} ± {} | {:.5} | {:.3} |\n",
             r.plan,
             r.bits_per_value,
-            r.compression_vs_bf16,
+            opt(r.held_bits_per_value, 3),
+            16.0 / r.rate(),
             r.ppl,
             r.delta_ppl_pct.mean,
             opt(r.delta_ppl_pct.ci95, 2),
@@ -290,6 +299,7 @@ pub fn markdown(report: &EvalReport, table: &IsoTable) -> String {
 mod tests {
     use super::*;
     use crate::eval::{EvalSettings, ExactResult, family};
+    use kv_codec::CodecSpec;
 
     fn plan(spec: &str, bpv: f64, delta: &[f64]) -> PlanResult {
         let s: CodecSpec = spec.parse().unwrap();
@@ -297,6 +307,7 @@ mod tests {
             plan: spec.to_owned(),
             family: Some(family(s).to_owned()),
             bits_per_value: bpv,
+            held_bits_per_value: None,
             compression_vs_bf16: 16.0 / bpv,
             held_bytes_per_token: 0.0,
             ppl: 10.0,
@@ -325,6 +336,7 @@ mod tests {
                 plan("turboquant-b5", 5.25, &[0.1, 0.2, 0.15]),
             ],
             seconds: 0.0,
+            decode_step_seconds: 0.0,
         };
         let t = iso_table(&report);
         assert_eq!(t.rows.len(), 2);
@@ -346,6 +358,24 @@ mod tests {
         let md = markdown(&report, &t);
         assert!(
             md.contains("| voronoi (2 settings) | 4.00 bpv, 4.00×"),
+            "{md}"
+        );
+
+        // With held rates the table ranks and reports those: the 4.25-bpv setting held
+        // 4.5 bits, the 5.25 one 5.5.
+        let mut held = report.clone();
+        held.plans[2].held_bits_per_value = Some(4.5);
+        held.plans[3].held_bits_per_value = Some(5.5);
+        let t = iso_table(&held);
+        let q = &t.rows[1];
+        assert_eq!(q.cells[0].bits_per_value, Some(5.5));
+        assert_eq!(q.cells[1].bits_per_value, Some(4.5));
+        assert_eq!(q.cells[1].compression_vs_bf16, Some(16.0 / 4.5));
+        let want = 4.5 + (0.65f64 / 0.5).ln() / (0.65f64 / 0.15).ln();
+        assert!((q.cells[0].interpolated_bits_per_value.unwrap() - want).abs() < 1e-9);
+        let md = markdown(&held, &t);
+        assert!(
+            md.contains("| turboquant-b4 | 4.250 | 4.500 | 3.56 |"),
             "{md}"
         );
     }

@@ -2,9 +2,9 @@
 //!
 //! A Llama runner on candle tensors ([`model`]) loads SmolLM2-135M-Instruct from its Q4_1
 //! GGUF and writes every K and V vector it produces into a [`store::KvStore`]: the exact f32
-//! [`store::ExactStore`], or a [`store::CompressedStore`] that codes each vector with a
-//! kv-codec codec (chosen per layer for K and for V) into real packed bytes and decodes
-//! them for attention. On top of it:
+//! [`store::ExactStore`], or a [`store::CacheStore`], kv-codec's paged cache holding real
+//! packed bytes as a [`plan::CachePlan`] says (a codec or f16 per layer for K and for V, or
+//! KIVI), with attention on its compressed pages. On top of it:
 //!
 //! * [`reference`](mod@reference): the runner against the shared reference data (token ids, perplexity
 //!   16.14 of the first 512 tokens, every layer's K and V);
@@ -27,6 +27,7 @@ pub mod iso;
 pub mod metrics;
 pub mod model;
 pub mod needle;
+pub mod plan;
 pub mod progress;
 pub mod reference;
 pub mod stats;

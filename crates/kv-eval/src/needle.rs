@@ -14,8 +14,9 @@ use serde::Serialize;
 use crate::error::{Error, Result};
 use crate::metrics::argmax;
 use crate::model::{Llama, Logits};
+use crate::plan::CachePlan;
 use crate::progress::Progress;
-use crate::store::{CachePlan, ExactStore, KvStore, rows_from};
+use crate::store::{AttentionPath, ExactStore, KvStore, rows_from};
 use crate::text::Corpus;
 use crate::tokenizer::GgufTokenizer;
 
@@ -41,9 +42,8 @@ pub struct NeedleSettings {
     pub max_new: usize,
     /// Prefill chunk.
     pub chunk: usize,
-    /// Decode every coded stream at every step instead of once per vector (same answers,
-    /// slower; see [`CompressedStore::cache_decoded`](crate::store::CompressedStore::cache_decoded)).
-    pub redecode: bool,
+    /// How the compressed stores attend.
+    pub attention: AttentionPath,
 }
 
 impl Default for NeedleSettings {
@@ -54,7 +54,7 @@ impl Default for NeedleSettings {
             skip: 2000,
             max_new: 8,
             chunk: 512,
-            redecode: false,
+            attention: AttentionPath::Pages,
         }
     }
 }
@@ -179,7 +179,7 @@ pub fn needle(
         let mut exact = ExactStore::new(shape);
         model.prefill(&prompt, &mut exact, settings.chunk, Logits::Last)?;
         progress.advance(1, &format!("{note}: prefilled {} tokens", prompt.len()));
-        let mut stores = rows_from(&exact, plans, !settings.redecode)?;
+        let mut stores = rows_from(&exact, plans, settings.attention)?;
         let vocab = model.config().vocab;
         let step = |inputs: &[u32], stores: &mut Vec<Box<dyn KvStore>>| -> Result<Vec<u32>> {
             let batch: Vec<&[u32]> = inputs.iter().map(std::slice::from_ref).collect();
