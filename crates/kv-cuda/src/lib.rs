@@ -23,6 +23,12 @@
 //! # Ok::<(), kv_cuda::Error>(())
 //! ```
 //!
+//! Decode attention runs on a layer's packed pages in device memory ([`DevicePages`], with
+//! the bytes kv-codec's cache holds): [`DeviceAttention`] rotates the queries once, decodes
+//! keys and values only to their rotated domain, splits long contexts over many warps
+//! (online softmax in f32, merged per query head) and rotates each output back once (see
+//! the [`attention`] module and `attention.cu`).
+//!
 //! # Building without CUDA
 //! `cudarc` is used with `dynamic-loading`: nothing CUDA is needed to build, and the driver
 //! and NVRTC are looked up when a [`Device`] is made. [`is_available`] checks for them (and
@@ -43,6 +49,7 @@
 #![deny(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod attention;
 mod error;
 #[allow(unsafe_code)]
 mod launch;
@@ -51,8 +58,12 @@ mod plan;
 mod source;
 
 pub use error::Error;
-pub use launch::{Device, DeviceBuffer, DevicePlan, Element, Values, ValuesMut, is_available};
-pub use params::Params;
+pub use attention::{MAX_GROUP, PAGE_ALIGN, PageLayout, PagesShape};
+pub use launch::{
+    Device, DeviceAttention, DeviceBuffer, DevicePages, DevicePlan, Element, PagePool, Values,
+    ValuesMut, is_available,
+};
+pub use params::{AttnParams, Params};
 pub use plan::{
     BLOCK_THREADS, BoxLattice, Dtype, KernelCodec, Launch, MAX_CHUNK, MAX_HEAD_DIM, MAX_VORONOI_Q,
     Op, Plan,

@@ -1,0 +1,321 @@
+// kv-cuda attention kernels: decode attention (one query position per batch row) computed on
+// the packed K and V pages of one layer, appended to kernels.cu by src/source.rs.
+//
+// The pages hold exactly the bytes kv-codec's cache holds (page i of a stream: the codec
+// batch of positions i*P..(i+1)*P); a page table maps (stream, page) to a page of a pool
+// whose pages start on 16-byte boundaries (the pool has 16 spare bytes at its end, so that a
+// read of a field's words never leaves the allocation).
+//
+// The arithmetic follows kv-codec's cache attention (cache/attention.rs): each query is scaled
+// by 1/sqrt(d) and rotated once into K's rotated domain; each key is decoded only to its
+// rotated-domain reconstruction (decode_rotated: no inverse transform), dotted with the
+// queries of its GQA group; values are summed in V's rotated domain and each output is
+// rotated back once. Unlike the codecs, attention is not bit-exact with the CPU (the softmax
+// runs in another order, with fused multiply-adds and fast exponentials); it is checked
+// against the CPU within 1e-3 relative.
+//
+// Work split (FlashAttention-decoding style): kvc_attn_partial_g<G> gives each warp a range
+// of A.split tokens of one stream (batch row x KV head). A vector of d values is held by
+// T = d/8 lanes as in the codec kernels, so a warp holds vpw = 32/T tokens at once, one per
+// lane segment; each segment keeps its own online softmax (running maximum, sum of
+// exponentials, weighted sum of values) over the tokens it decodes, ATTN_TILE tokens at a
+// time, and the segments are merged at the end of the range. kvc_attn_combine merges the
+// ranges of each query head and rotates the result back.
+
+#define ATTN_TILE 4
+#define NEG_INF_F __uint_as_float(0xff800000u)
+
+// 32 bits of a page from bit `pos` on. Reads the word after the field's first word too; the
+// pool layout keeps it inside the allocation.
+__device__ __forceinline__ u32 page_bits32(const u32* w, u32 pos) {
+    const u32 i = pos >> 5;
+    return __funnelshift_r(__ldg(w + i), __ldg(w + i + 1u), pos & 31u);
+}
+
+__device__ __forceinline__ u32 page_bits(const u32* w, u32 pos, u32 n) { return page_bits32(w, pos) & low_mask(n); }
+
+__device__ __forceinline__ u64 page_bits64(const u32* w, u32 pos) {
+    return (u64)page_bits32(w, pos) | ((u64)page_bits32(w, pos + 32u) << 32);
+}
+
+// Values 8t..8t+7 of the vector at bit `pos` of page `w`, in the codec's rotated domain (what
+// kv-codec's decode_rotated returns). A field no encoder writes sets *bad to its fault code
+// and decodes as zero, as far as the attention is concerned.
+__device__ __forceinline__ void attn_decode8(const Params& P, const u32* tab, const u32* w, u32 pos, u32 t, float y[8], u32* bad) {
+    if (P.codec == CODEC_VORONOI) {
+        const u32 code = page_bits(w, pos, VORONOI_SCALE_BITS);
+        float sigma = scale_value(code, VORONOI_SCALE_MANTISSA);
+        if (!finite_f(sigma)) { *bad = FAULT_SCALE_NOT_FINITE; sigma = 0.0f; }
+        const u32 at = pos + VORONOI_SCALE_BITS + t * (P.choice_bits + P.index_bits);
+        const u32 choice = page_bits(w, at, P.choice_bits);
+        const u64 index = page_bits64(w, at + P.choice_bits);
+        u32 c[8];
+        for (int i = 0; i < 8; ++i) c[i] = (u32)(index >> ((u32)i * P.log2q)) & (P.q - 1u);
+        float pt[8];
+        point_of_coords(P, c, pt);
+        const float s = sigma * alpha_of(P, choice);
+        for (int i = 0; i < 8; ++i) y[i] = s * pt[i];
+    } else if (P.codec == CODEC_TURBOQUANT) {
+        const float* levels = (const float*)(tab + P.off_levels);
+        const u32 code = page_bits(w, pos, 16u);
+        float n = scale_value(code & 0x7fffu, 7u);
+        if (code & 0x8000u) { *bad = FAULT_NORM_SIGN; n = 0.0f; }
+        else if (!finite_f(n)) { *bad = FAULT_NORM_NOT_FINITE; n = 0.0f; }
+        const u64 bits = page_bits64(w, pos + 16u + 8u * t * P.vbits);
+        const u32 mask = low_mask(P.vbits);
+        for (int j = 0; j < 8; ++j) y[j] = levels[(u32)(bits >> ((u32)j * P.vbits)) & mask] * n;
+    } else if (P.codec == CODEC_BF16) {
+        for (int j = 0; j < 8; ++j) {
+            y[j] = bf16_to_f32(page_bits(w, pos + 16u * (8u * t + (u32)j), 16u));
+            if (!finite_f(y[j])) { *bad = FAULT_BF16_NOT_FINITE; y[j] = 0.0f; }
+        }
+    } else {
+        // FP8 and INT: the scale of this thread's group, then eight values of vbits bits,
+        // contiguous (a group is a multiple of 8 values).
+        const u32 first = 8u * t;
+        const u32 code = page_bits(w, pos + grouped_pos(P, first - first % P.group) - 16u, 16u);
+        float s = 0.0f;
+        if (P.codec == CODEC_FP8) {
+            if (code & 0x8000u) *bad = FAULT_SCALE_SIGN;
+            else {
+                s = scale_value(code, 7u);
+                if (!finite_f(s)) { *bad = FAULT_SCALE_NOT_FINITE; s = 0.0f; }
+            }
+        } else {
+            if (!f16x_decode(code, &s)) { *bad = FAULT_F16X_ESCAPE; s = 0.0f; }
+            else if (sign_negative(s)) { *bad = FAULT_INT_SCALE_NEGATIVE; }
+        }
+        const u64 bits = page_bits64(w, pos + grouped_pos(P, first));
+        const u32 mask = low_mask(P.vbits);
+        for (int j = 0; j < 8; ++j) {
+            const u32 raw = (u32)(bits >> ((u32)j * P.vbits)) & mask;
+            if (P.codec == CODEC_FP8) {
+                float val;
+                if (!e4m3_decode(raw, &val)) { *bad = FAULT_FP8_NAN; val = 0.0f; }
+                y[j] = saturate_f(s * val);
+            } else {
+                const u32 shift = 32u - P.vbits;
+                const int q = ((int)(raw << shift)) >> shift;
+                if (q == -(1 << (P.vbits - 1u))) *bad = FAULT_INT_LEVEL;
+                y[j] = saturate_f((float)q * s);
+            }
+        }
+    }
+}
+
+// Sum over the T lanes of each lane's segment; every lane of the segment gets it. All lanes
+// of the warp must call it.
+__device__ __forceinline__ float segment_sum(const Lane& L, u32 T, float v) {
+    if ((T & (T - 1u)) == 0u) {
+        for (u32 k = T >> 1; k > 0u; k >>= 1) v += shfl_xor_f(v, k);
+        return v;
+    }
+    float s = 0.0f;
+    for (u32 i = 0u; i < T; ++i) s += shfl_f(v, L.base + i);
+    return s;
+}
+
+// The page words of token `tok` of a stream, and the token's first bit within them.
+__device__ __forceinline__ const u32* page_of(const AttnParams& A, const u32* table_s, const unsigned char* pool, u32 stride, u32 tok) {
+    const u32 page = __ldg(table_s + tok / A.page_tokens);
+    return (const u32*)(pool + (u64)page * (u64)stride);
+}
+
+template <int G>
+__device__ __forceinline__ void attn_partial(const Params& PK, const Params& PV, const AttnParams& A, const float* qrot,
+                                             const unsigned char* kpool, const unsigned char* vpool, const u32* table,
+                                             const u32* tabk, const u32* tabv, float* pacc, float* pml, u64* status) {
+    const Lane L = lane_of(PK);
+    const u32 stream = blockIdx.y;
+    const u32 split = blockIdx.x * (blockDim.x >> 5) + L.warp;
+    if (split >= A.splits) return;  // the whole warp
+    const u32 d = PK.d;
+    const u32 T = PK.t_per_vec;
+    const u32 vpw = PK.vpw;
+    const u32 b = stream / A.kv_heads;
+    const u32 h = stream % A.kv_heads;
+    const u32 t0 = split * A.split;
+    const u32 t1 = min(t0 + A.split, A.len);
+    float q[G][8];
+    for (int g = 0; g < G; ++g) {
+        const bool real = L.slot && (u32)g < A.group;
+        const u64 off = (u64)(b * A.q_heads + h * A.group + (u32)g) * d + 8u * L.t;
+        for (int j = 0; j < 8; ++j) q[g][j] = real ? qrot[off + (u64)j] : 0.0f;
+    }
+    float m[G], l[G], acc[G][8];
+    for (int g = 0; g < G; ++g) {
+        m[g] = NEG_INF_F;
+        l[g] = 0.0f;
+        for (int j = 0; j < 8; ++j) acc[g][j] = 0.0f;
+    }
+    const u32* table_s = table + (u64)stream * A.max_pages;
+    u32 bad = 0u, bad_tok = 0xffffffffu;
+    for (u32 base = t0; base < t1; base += vpw * ATTN_TILE) {
+        float s[ATTN_TILE][G];
+#pragma unroll
+        for (int i = 0; i < ATTN_TILE; ++i) {
+            const u32 tok = base + (u32)i * vpw + L.seg;
+            const bool active = L.slot && tok < t1;
+            float y[8];
+            for (int j = 0; j < 8; ++j) y[j] = 0.0f;
+            if (active) {
+                u32 f = 0u;
+                attn_decode8(PK, tabk, page_of(A, table_s, kpool, A.k_stride, tok), (tok % A.page_tokens) * PK.bits, L.t, y, &f);
+                if (f != 0u && tok < bad_tok) { bad = f; bad_tok = tok; }
+            }
+            for (int g = 0; g < G; ++g) {
+                float dot = 0.0f;
+                for (int j = 0; j < 8; ++j) dot = fmaf(q[g][j], y[j], dot);
+                dot = segment_sum(L, T, dot);
+                s[i][g] = active ? dot : NEG_INF_F;
+            }
+        }
+        float p[ATTN_TILE][G];
+        for (int g = 0; g < G; ++g) {
+            float mx = m[g];
+            for (int i = 0; i < ATTN_TILE; ++i) mx = fmaxf(mx, s[i][g]);
+            if (mx == NEG_INF_F) {
+                // No token of this tile in this segment.
+                for (int i = 0; i < ATTN_TILE; ++i) p[i][g] = 0.0f;
+                continue;
+            }
+            const float c = __expf(m[g] - mx);
+            float sum = 0.0f;
+            for (int i = 0; i < ATTN_TILE; ++i) {
+                p[i][g] = __expf(s[i][g] - mx);
+                sum += p[i][g];
+            }
+            l[g] = fmaf(l[g], c, sum);
+            m[g] = mx;
+            for (int j = 0; j < 8; ++j) acc[g][j] *= c;
+        }
+#pragma unroll
+        for (int i = 0; i < ATTN_TILE; ++i) {
+            const u32 tok = base + (u32)i * vpw + L.seg;
+            if (L.slot && tok < t1) {
+                float y[8];
+                u32 f = 0u;
+                attn_decode8(PV, tabv, page_of(A, table_s, vpool, A.v_stride, tok), (tok % A.page_tokens) * PV.bits, L.t, y, &f);
+                if (f != 0u && tok < bad_tok) { bad = f; bad_tok = tok; }
+                for (int g = 0; g < G; ++g)
+                    for (int j = 0; j < 8; ++j) acc[g][j] = fmaf(p[i][g], y[j], acc[g][j]);
+            }
+        }
+    }
+    if (bad != 0u) fault(status, bad_tok, 0u, bad);
+    // Merge the segments' states into segment 0's lanes.
+    for (int g = 0; g < G; ++g) {
+        float mx = NEG_INF_F;
+        for (u32 sg = 0u; sg < vpw; ++sg) mx = fmaxf(mx, shfl_f(m[g], sg * T + L.t));
+        float lt = 0.0f, at[8];
+        for (int j = 0; j < 8; ++j) at[j] = 0.0f;
+        for (u32 sg = 0u; sg < vpw; ++sg) {
+            const u32 src = sg * T + L.t;
+            const float ms = shfl_f(m[g], src);
+            const float e = ms == NEG_INF_F ? 0.0f : __expf(ms - mx);
+            lt = fmaf(shfl_f(l[g], src), e, lt);
+            for (int j = 0; j < 8; ++j) at[j] = fmaf(shfl_f(acc[g][j], src), e, at[j]);
+        }
+        if (L.seg == 0u && (u32)g < A.group) {
+            const u64 item = ((u64)stream * A.splits + split) * A.group + (u32)g;
+            if (L.t == 0u) {
+                pml[2u * item] = mx;
+                pml[2u * item + 1u] = lt;
+            }
+            float4* o = (float4*)(pacc + item * d + 8u * L.t);
+            o[0] = make_float4(at[0], at[1], at[2], at[3]);
+            o[1] = make_float4(at[4], at[5], at[6], at[7]);
+        }
+    }
+}
+
+#define ATTN_PARTIAL(G)                                                                                             \
+    extern "C" __global__ void kvc_attn_partial_g##G(const Params PK, const Params PV, const AttnParams A,          \
+                                                     const float* qrot, const unsigned char* kpool,                 \
+                                                     const unsigned char* vpool, const u32* table, const u32* tabk, \
+                                                     const u32* tabv, float* pacc, float* pml, u64* status) {       \
+        attn_partial<G>(PK, PV, A, qrot, kpool, vpool, table, tabk, tabv, pacc, pml, status);                       \
+    }
+ATTN_PARTIAL(1)
+ATTN_PARTIAL(2)
+ATTN_PARTIAL(4)
+ATTN_PARTIAL(8)
+
+// Scales every query by A.scale and rotates it into K's rotated domain: qrot = R_K (q / sqrt d).
+extern "C" __global__ void kvc_attn_query(const Params PK, const AttnParams A, const float* q, float* qrot, const u32* tabk) {
+    const Lane L = lane_of(PK);
+    const u32 v = blockIdx.x * ((blockDim.x >> 5) * PK.vpw) + L.warp * PK.vpw + L.seg;
+    const bool active = L.slot && v < A.batch * A.q_heads;
+    float x[8];
+    const u64 off = (u64)v * PK.d + 8u * L.t;
+    for (int j = 0; j < 8; ++j) x[j] = active ? q[off + (u64)j] * A.scale : 0.0f;
+    if (A.rot_k) fwht(PK, L, tabk, x, true, true);
+    if (active) {
+        for (int j = 0; j < 8; ++j) qrot[off + (u64)j] = x[j];
+    }
+}
+
+// Merges the ranges of each query head (online-softmax states) and rotates the normalised
+// sum back out of V's rotated domain: out = R_V^T (sum p v_rot / sum p).
+extern "C" __global__ void kvc_attn_combine(const Params PV, const AttnParams A, const float* pacc, const float* pml, float* out, const u32* tabv) {
+    const Lane L = lane_of(PV);
+    const u32 v = blockIdx.x * ((blockDim.x >> 5) * PV.vpw) + L.warp * PV.vpw + L.seg;
+    const bool active = L.slot && v < A.batch * A.q_heads;
+    float y[8];
+    for (int j = 0; j < 8; ++j) y[j] = 0.0f;
+    if (active) {
+        const u32 b = v / A.q_heads;
+        const u32 qh = v % A.q_heads;
+        const u32 stream = b * A.kv_heads + qh / A.group;
+        const u32 g = qh % A.group;
+        const u64 first = (u64)stream * A.splits * A.group + g;
+        float mx = NEG_INF_F;
+        for (u32 sp = 0u; sp < A.splits; ++sp) mx = fmaxf(mx, pml[2u * (first + (u64)sp * A.group)]);
+        float total = 0.0f;
+        for (u32 sp = 0u; sp < A.splits; ++sp) {
+            const u64 item = first + (u64)sp * A.group;
+            const float ms = pml[2u * item];
+            if (ms == NEG_INF_F) continue;
+            const float e = __expf(ms - mx);
+            total = fmaf(pml[2u * item + 1u], e, total);
+            const float4* a = (const float4*)(pacc + item * PV.d + 8u * L.t);
+            const float4 a0 = a[0], a1 = a[1];
+            y[0] = fmaf(a0.x, e, y[0]); y[1] = fmaf(a0.y, e, y[1]); y[2] = fmaf(a0.z, e, y[2]); y[3] = fmaf(a0.w, e, y[3]);
+            y[4] = fmaf(a1.x, e, y[4]); y[5] = fmaf(a1.y, e, y[5]); y[6] = fmaf(a1.z, e, y[6]); y[7] = fmaf(a1.w, e, y[7]);
+        }
+        // Every query sees at least one token, so the total is positive.
+        const float inv = 1.0f / total;
+        for (int j = 0; j < 8; ++j) y[j] *= inv;
+    }
+    if (A.rot_v) fwht(PV, L, tabv, y, false, true);
+    if (active) {
+        float4* o = (float4*)(out + (u64)v * PV.d + 8u * L.t);
+        o[0] = make_float4(y[0], y[1], y[2], y[3]);
+        o[1] = make_float4(y[4], y[5], y[6], y[7]);
+    }
+}
+
+// ORs A.count vectors per stream (bit-packed back to back, stream-major: the encoding of a
+// [streams, count, d] batch) into their pages at token positions A.start.., one thread per
+// 32-bit word of a vector. The pages hold zeros from A.start on.
+extern "C" __global__ void kvc_pages_write(const AttnParams A, const unsigned char* packed, unsigned char* pool, const u32* table) {
+    const u32 words = (A.bits + 31u) >> 5;
+    const u64 gid = (u64)blockIdx.x * blockDim.x + threadIdx.x;
+    const u64 total = (u64)A.streams * A.count * words;
+    if (gid >= total) return;
+    const u32 w = (u32)(gid % words);
+    const u64 i = gid / words;
+    const u32 s = (u32)(i / A.count);
+    const u32 tok = A.start + (u32)(i % A.count);
+    const u32 nb = min(32u, A.bits - 32u * w);
+    const u64 src = i * A.bits + 32u * w;
+    const u32* pw = (const u32*)packed;
+    const u32 val = __funnelshift_r(pw[src >> 5], pw[(src >> 5) + 1u], (u32)(src & 31u)) & low_mask(nb);
+    if (val == 0u) return;
+    const u32 page = table[(u64)s * A.max_pages + tok / A.page_tokens];
+    u32* dst = (u32*)(pool + (u64)page * A.k_stride);
+    const u32 pos = (tok % A.page_tokens) * A.bits + 32u * w;
+    const u32 off = pos & 31u;
+    atomicOr(dst + (pos >> 5), val << off);
+    if (off != 0u && nb > 32u - off) atomicOr(dst + (pos >> 5) + 1u, val >> (32u - off));
+}
