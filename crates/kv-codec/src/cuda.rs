@@ -22,9 +22,8 @@ use half::slice::HalfFloatSliceExt;
 
 pub use kv_cuda::Error as CudaError;
 pub use kv_cuda::{
-    BoxLattice, Device, DeviceAttention, DeviceBuffer, DevicePages, DevicePlan, Dtype,
-    KernelCodec, Launch, Op, PagePool, PagesShape, Plan, Values, ValuesMut, is_available,
-    kernel_source,
+    BoxLattice, Device, DeviceAttention, DeviceBuffer, DevicePages, DevicePlan, Dtype, KernelCodec,
+    Launch, Op, PagePool, PagesShape, Plan, Values, ValuesMut, is_available, kernel_source,
 };
 
 use crate::cache::{CacheConfig, KvCache, LayerPolicy, Storage};

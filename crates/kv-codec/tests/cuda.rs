@@ -357,11 +357,11 @@ fn check_attention(device: &Arc<Device>, c: &Case) {
         let mut worst = 0f32;
         for (g, w) in got.chunks_exact(c.d).zip(want.chunks_exact(c.d)) {
             let top = w.iter().fold(0f32, |m, x| m.max(x.abs()));
-            let diff = g
-                .iter()
-                .zip(w)
-                .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
-            assert!(diff.is_finite(), "{name} ({which}): unwritten or NaN output");
+            let diff = g.iter().zip(w).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+            assert!(
+                diff.is_finite(),
+                "{name} ({which}): unwritten or NaN output"
+            );
             worst = worst.max(diff / top);
         }
         println!("attention {name} ({which}): max relative error {worst:.2e}");
@@ -385,14 +385,28 @@ fn attention_on_device_pages_matches_the_cpu() {
         len,
     };
     for c in [
-        case("voronoi-e8-q16-s4", "voronoi-e8-q16-s4", 128, (2, 2, 8), 64, 300),
+        case(
+            "voronoi-e8-q16-s4",
+            "voronoi-e8-q16-s4",
+            128,
+            (2, 2, 8),
+            64,
+            300,
+        ),
         case("int4", "int4", 128, (2, 2, 8), 64, 300),
         case("voronoi-e8-q16-s4", "int8", 128, (1, 2, 4), 16, 1500),
         case("int4-g32", "voronoi-e8-q4-s2", 64, (2, 1, 1), 32, 77),
         case("turboquant-b3", "fp8-e4m3-g64", 128, (1, 2, 6), 64, 130),
         case("bf16", "voronoi-e8-q256-s1", 128, (1, 1, 8), 64, 65),
         case("voronoi-e8-q8-s2", "int8", 96, (2, 2, 4), 64, 200),
-        case("voronoi-e8-q16-s4", "voronoi-e8-q16-s4", 128, (1, 8, 32), 64, 5000),
+        case(
+            "voronoi-e8-q16-s4",
+            "voronoi-e8-q16-s4",
+            128,
+            (1, 8, 32),
+            64,
+            5000,
+        ),
     ] {
         check_attention(&device, &c);
     }

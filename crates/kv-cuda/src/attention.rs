@@ -254,7 +254,10 @@ pub fn plan_call(
         partial_kernel,
         vector_grid: vectors.div_ceil(per_block) as u32,
         vector_block: VECTOR_THREADS,
-        partial_grid: (splits.div_ceil(PARTIAL_WARPS as usize) as u32, streams as u32),
+        partial_grid: (
+            splits.div_ceil(PARTIAL_WARPS as usize) as u32,
+            streams as u32,
+        ),
         partial_block: 32 * PARTIAL_WARPS,
         query_floats: vectors * d,
         acc_floats: streams * splits * group * d,
@@ -387,7 +390,15 @@ mod tests {
         let c = plan_call(&int4, &k, shape(1), 10, 8).unwrap();
         assert_eq!((c.params.get("rot_k"), c.params.get("rot_v")), (0, 1));
         assert!(matches!(
-            plan_write(shape(1), PageLayout { page_tokens: 64, bits: 528 }, 64 * 2048, 1),
+            plan_write(
+                shape(1),
+                PageLayout {
+                    page_tokens: 64,
+                    bits: 528
+                },
+                64 * 2048,
+                1
+            ),
             Err(Error::TooManyTokens { .. })
         ));
     }

@@ -71,7 +71,9 @@ pub enum Error {
         kv_heads: usize,
     },
     /// A token count is zero where tokens are needed, or exceeds the pages' capacity.
-    #[error("{tokens} tokens do not fit pages of {capacity} tokens per stream (or none were given)")]
+    #[error(
+        "{tokens} tokens do not fit pages of {capacity} tokens per stream (or none were given)"
+    )]
     TooManyTokens {
         /// Tokens asked for.
         tokens: usize,

@@ -57,8 +57,8 @@ mod params;
 mod plan;
 mod source;
 
-pub use error::Error;
 pub use attention::{MAX_GROUP, PAGE_ALIGN, PageLayout, PagesShape};
+pub use error::Error;
 pub use launch::{
     Device, DeviceAttention, DeviceBuffer, DevicePages, DevicePlan, Element, PagePool, Values,
     ValuesMut, is_available,

@@ -106,7 +106,10 @@ fn field_index(fields: &[(&str, Kind)], name: &str, kind: Kind) -> usize {
         .iter()
         .position(|f| f.0 == name)
         .unwrap_or_else(|| panic!("kernel parameter {name} does not exist"));
-    assert_eq!(fields[i].1, kind, "kernel parameter {name} has another type");
+    assert_eq!(
+        fields[i].1, kind,
+        "kernel parameter {name} has another type"
+    );
     i
 }
 
@@ -245,7 +248,10 @@ mod tests {
         let attn = text.find("struct AttnParams").expect("declared");
         let mut last = attn;
         for (i, (name, _)) in ATTN_FIELDS.iter().enumerate() {
-            assert!(ATTN_FIELDS[..i].iter().all(|f| f.0 != *name), "{name} twice");
+            assert!(
+                ATTN_FIELDS[..i].iter().all(|f| f.0 != *name),
+                "{name} twice"
+            );
             let at = text[attn..].find(&format!(" {name};")).expect("declared") + attn;
             assert!(at > last, "{name} out of order");
             last = at;
