@@ -14,22 +14,23 @@
 // runs in another order, with fused multiply-adds and fast exponentials); it is checked
 // against the CPU within 1e-3 relative.
 //
-// Work split (FlashAttention-decoding style): kvc_attn_partial_g<G> gives each warp a range
-// of A.split tokens of one stream (batch row x KV head). A vector of d values is held by
-// T = d/8 lanes as in the codec kernels, so a warp holds vpw = 32/T tokens at once, one per
-// lane segment; each segment keeps its own online softmax (running maximum, sum of
-// exponentials, weighted sum of values) over the tokens it decodes, ATTN_TILE tokens at a
-// time, and the segments are merged at the end of the range. kvc_attn_combine merges the
-// ranges of each query head and rotates the result back.
+// Work split (FlashAttention-decoding style): kvc_attn_partial_g<G> gives each thread block a
+// range of A.split tokens of one stream (batch row x KV head), which it stages chunk by
+// chunk into shared memory (16-byte asynchronous copies, double-buffered). A vector of d
+// values is held by T = d/8 lanes as in the codec kernels, so a warp holds vpw = 32/T tokens
+// at once, one per lane segment; each segment keeps its own online softmax (running
+// maximum, sum of exponentials, weighted sum of values) over the tokens it decodes,
+// ATTN_TILE tokens at a time, and segments and warps are merged at the end of the range.
+// kvc_attn_combine merges the ranges of each query head and rotates the result back.
 
 #define ATTN_TILE 4
 #define NEG_INF_F __uint_as_float(0xff800000u)
 
-// 32 bits of a page from bit `pos` on. Reads the word after the field's first word too; the
-// pool layout keeps it inside the allocation.
+// 32 bits of staged page words from bit `pos` on. Reads the word after the field's first
+// word too; staging copies one word past a chunk's last bit.
 __device__ __forceinline__ u32 page_bits32(const u32* w, u32 pos) {
     const u32 i = pos >> 5;
-    return __funnelshift_r(__ldg(w + i), __ldg(w + i + 1u), pos & 31u);
+    return __funnelshift_r(w[i], w[i + 1u], pos & 31u);
 }
 
 __device__ __forceinline__ u32 page_bits(const u32* w, u32 pos, u32 n) { return page_bits32(w, pos) & low_mask(n); }
@@ -115,20 +116,79 @@ __device__ __forceinline__ float segment_sum(const Lane& L, u32 T, float v) {
     return s;
 }
 
-// The page words of token `tok` of a stream, and the token's first bit within them.
-__device__ __forceinline__ const u32* page_of(const AttnParams& A, const u32* table_s, const unsigned char* pool, u32 stride, u32 tok) {
-    const u32 page = __ldg(table_s + tok / A.page_tokens);
-    return (const u32*)(pool + (u64)page * (u64)stride);
+// 16 bytes from global to shared memory, asynchronously where the hardware can (cp.async,
+// sm_80 and later; the host emulation copies at once).
+__device__ __forceinline__ void copy16_async(u32* dst, const u32* src) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    const u32 a = (u32)__cvta_generic_to_shared(dst);
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(a), "l"(src));
+#else
+    dst[0] = src[0]; dst[1] = src[1]; dst[2] = src[2]; dst[3] = src[3];
+#endif
+}
+__device__ __forceinline__ void async_commit() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    asm volatile("cp.async.commit_group;\n" ::);
+#endif
+}
+// Waits until at most `pending` (0 or 1) committed groups are still in flight.
+__device__ __forceinline__ void async_wait(u32 pending) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    if (pending == 0u) asm volatile("cp.async.wait_group 0;\n" ::);
+    else asm volatile("cp.async.wait_group 1;\n" ::);
+#endif
 }
 
+// One chunk of a range: tokens [c0, c1) of one page, and where their bits start in the
+// staged words (the page's words from a 16-byte boundary on).
+struct Chunk {
+    u32 c0, c1;
+    u32 kw0, vw0;  // first staged word of the page, K and V
+};
+
+__device__ __forceinline__ Chunk chunk_at(const AttnParams& A, u32 c0, u32 t1, u32 kbits, u32 vbits) {
+    Chunk c;
+    c.c0 = c0;
+    const u32 page_end = (c0 / A.page_tokens + 1u) * A.page_tokens;
+    c.c1 = min(min(c0 + A.chunk, page_end), t1);
+    const u32 s0 = c0 % A.page_tokens;
+    c.kw0 = ((s0 * kbits) >> 5) & ~3u;
+    c.vw0 = ((s0 * vbits) >> 5) & ~3u;
+    return c;
+}
+
+// Queues the copy of a chunk's K and V words (from kw0/vw0 to one word past the last bit,
+// in whole 16-byte units) into `buf` (K words, then V words from A.k_words on).
+__device__ __forceinline__ void stage(const AttnParams& A, const Chunk& c, const u32* table_s, const unsigned char* kpool,
+                                      const unsigned char* vpool, u32 kbits, u32 vbits, u32* buf) {
+    const u32 page = __ldg(table_s + c.c0 / A.page_tokens);
+    const u32 s1 = c.c1 - (c.c0 / A.page_tokens) * A.page_tokens;
+    const u32 kend = ((((s1 * kbits) + 31u) >> 5) + 1u + 3u) & ~3u;
+    const u32 vend = ((((s1 * vbits) + 31u) >> 5) + 1u + 3u) & ~3u;
+    const u32* kp = (const u32*)(kpool + (u64)page * A.k_stride);
+    const u32* vp = (const u32*)(vpool + (u64)page * A.v_stride);
+    const u32 k4 = (kend - c.kw0) >> 2;
+    const u32 v4 = (vend - c.vw0) >> 2;
+    for (u32 i = threadIdx.x; i < k4 + v4; i += blockDim.x) {
+        if (i < k4) copy16_async(buf + 4u * i, kp + c.kw0 + 4u * i);
+        else copy16_async(buf + A.k_words + 4u * (i - k4), vp + c.vw0 + 4u * (i - k4));
+    }
+}
+
+// A block of W warps takes the range of A.split tokens `blockIdx.x` of stream `blockIdx.y`,
+// in chunks of at most A.chunk tokens within one page, double-buffered in shared memory;
+// lane segment `seg` of warp `w` decodes tokens (i W + w) vpw + seg of each chunk. Each
+// segment keeps its own online softmax; segments, then warps, are merged at the end, and
+// the block writes one partial state per query head.
 template <int G>
 __device__ __forceinline__ void attn_partial(const Params& PK, const Params& PV, const AttnParams& A, const float* qrot,
                                              const unsigned char* kpool, const unsigned char* vpool, const u32* table,
                                              const u32* tabk, const u32* tabv, float* pacc, float* pml, u64* status) {
+    extern __shared__ u32 smem[];
     const Lane L = lane_of(PK);
+    const u32 W = blockDim.x >> 5;
     const u32 stream = blockIdx.y;
-    const u32 split = blockIdx.x * (blockDim.x >> 5) + L.warp;
-    if (split >= A.splits) return;  // the whole warp
+    const u32 split = blockIdx.x;
     const u32 d = PK.d;
     const u32 T = PK.t_per_vec;
     const u32 vpw = PK.vpw;
@@ -136,6 +196,7 @@ __device__ __forceinline__ void attn_partial(const Params& PK, const Params& PV,
     const u32 h = stream % A.kv_heads;
     const u32 t0 = split * A.split;
     const u32 t1 = min(t0 + A.split, A.len);
+    const u32 kbits = PK.bits, vbits = PV.bits;
     float q[G][8];
     for (int g = 0; g < G; ++g) {
         const bool real = L.slot && (u32)g < A.group;
@@ -150,60 +211,85 @@ __device__ __forceinline__ void attn_partial(const Params& PK, const Params& PV,
     }
     const u32* table_s = table + (u64)stream * A.max_pages;
     u32 bad = 0u, bad_tok = 0xffffffffu;
-    for (u32 base = t0; base < t1; base += vpw * ATTN_TILE) {
-        float s[ATTN_TILE][G];
+    u32* bufs[2] = {smem, smem + A.stage_words};
+    Chunk cur = chunk_at(A, t0, t1, kbits, vbits);
+    stage(A, cur, table_s, kpool, vpool, kbits, vbits, bufs[0]);
+    async_commit();
+    for (u32 it = 0u; cur.c0 < t1; ++it) {
+        const Chunk next = chunk_at(A, cur.c1, t1, kbits, vbits);
+        if (next.c0 < t1) stage(A, next, table_s, kpool, vpool, kbits, vbits, bufs[(it + 1u) & 1u]);
+        async_commit();
+        async_wait(1u);
+        __syncthreads();
+        const u32* kw = bufs[it & 1u];
+        const u32* vw = kw + A.k_words;
+        const u32 base_slot = (cur.c0 / A.page_tokens) * A.page_tokens;
+        const u32 cnt = cur.c1 - cur.c0;
+        const u32 per_seg = (cnt + W * vpw - 1u) / (W * vpw);
+        for (u32 i0 = 0u; i0 < per_seg; i0 += ATTN_TILE) {
+            float s[ATTN_TILE][G];
 #pragma unroll
-        for (int i = 0; i < ATTN_TILE; ++i) {
-            const u32 tok = base + (u32)i * vpw + L.seg;
-            const bool active = L.slot && tok < t1;
-            float y[8];
-            for (int j = 0; j < 8; ++j) y[j] = 0.0f;
-            if (active) {
-                u32 f = 0u;
-                attn_decode8(PK, tabk, page_of(A, table_s, kpool, A.k_stride, tok), (tok % A.page_tokens) * PK.bits, L.t, y, &f);
-                if (f != 0u && tok < bad_tok) { bad = f; bad_tok = tok; }
-            }
-            for (int g = 0; g < G; ++g) {
-                float dot = 0.0f;
-                for (int j = 0; j < 8; ++j) dot = fmaf(q[g][j], y[j], dot);
-                dot = segment_sum(L, T, dot);
-                s[i][g] = active ? dot : NEG_INF_F;
-            }
-        }
-        float p[ATTN_TILE][G];
-        for (int g = 0; g < G; ++g) {
-            float mx = m[g];
-            for (int i = 0; i < ATTN_TILE; ++i) mx = fmaxf(mx, s[i][g]);
-            if (mx == NEG_INF_F) {
-                // No token of this tile in this segment.
-                for (int i = 0; i < ATTN_TILE; ++i) p[i][g] = 0.0f;
-                continue;
-            }
-            const float c = __expf(m[g] - mx);
-            float sum = 0.0f;
             for (int i = 0; i < ATTN_TILE; ++i) {
-                p[i][g] = __expf(s[i][g] - mx);
-                sum += p[i][g];
-            }
-            l[g] = fmaf(l[g], c, sum);
-            m[g] = mx;
-            for (int j = 0; j < 8; ++j) acc[g][j] *= c;
-        }
-#pragma unroll
-        for (int i = 0; i < ATTN_TILE; ++i) {
-            const u32 tok = base + (u32)i * vpw + L.seg;
-            if (L.slot && tok < t1) {
+                const u32 li = ((i0 + (u32)i) * W + L.warp) * vpw + L.seg;
+                const bool active = L.slot && li < cnt;
+                const u32 tok = cur.c0 + li;
                 float y[8];
-                u32 f = 0u;
-                attn_decode8(PV, tabv, page_of(A, table_s, vpool, A.v_stride, tok), (tok % A.page_tokens) * PV.bits, L.t, y, &f);
-                if (f != 0u && tok < bad_tok) { bad = f; bad_tok = tok; }
-                for (int g = 0; g < G; ++g)
-                    for (int j = 0; j < 8; ++j) acc[g][j] = fmaf(p[i][g], y[j], acc[g][j]);
+                for (int j = 0; j < 8; ++j) y[j] = 0.0f;
+                if (active) {
+                    u32 f = 0u;
+                    attn_decode8(PK, tabk, kw, (tok - base_slot) * kbits - 32u * cur.kw0, L.t, y, &f);
+                    if (f != 0u && tok < bad_tok) { bad = f; bad_tok = tok; }
+                }
+                for (int g = 0; g < G; ++g) {
+                    float dot = 0.0f;
+                    for (int j = 0; j < 8; ++j) dot = fmaf(q[g][j], y[j], dot);
+                    dot = segment_sum(L, T, dot);
+                    s[i][g] = active ? dot : NEG_INF_F;
+                }
+            }
+            float p[ATTN_TILE][G];
+            for (int g = 0; g < G; ++g) {
+                float mx = m[g];
+                for (int i = 0; i < ATTN_TILE; ++i) mx = fmaxf(mx, s[i][g]);
+                if (mx == NEG_INF_F) {
+                    // No token of this tile in this segment.
+                    for (int i = 0; i < ATTN_TILE; ++i) p[i][g] = 0.0f;
+                    continue;
+                }
+                const float c = __expf(m[g] - mx);
+                float sum = 0.0f;
+                for (int i = 0; i < ATTN_TILE; ++i) {
+                    p[i][g] = __expf(s[i][g] - mx);
+                    sum += p[i][g];
+                }
+                l[g] = fmaf(l[g], c, sum);
+                m[g] = mx;
+                for (int j = 0; j < 8; ++j) acc[g][j] *= c;
+            }
+#pragma unroll
+            for (int i = 0; i < ATTN_TILE; ++i) {
+                const u32 li = ((i0 + (u32)i) * W + L.warp) * vpw + L.seg;
+                const u32 tok = cur.c0 + li;
+                if (L.slot && li < cnt) {
+                    float y[8];
+                    u32 f = 0u;
+                    attn_decode8(PV, tabv, vw, (tok - base_slot) * vbits - 32u * cur.vw0, L.t, y, &f);
+                    if (f != 0u && tok < bad_tok) { bad = f; bad_tok = tok; }
+                    for (int g = 0; g < G; ++g)
+                        for (int j = 0; j < 8; ++j) acc[g][j] = fmaf(p[i][g], y[j], acc[g][j]);
+                }
             }
         }
+        __syncthreads();
+        cur = next;
     }
+    async_wait(0u);
+    __syncthreads();
     if (bad != 0u) fault(status, bad_tok, 0u, bad);
-    // Merge the segments' states into segment 0's lanes.
+    // Merge the segments of each warp into its segment 0, then the warps through shared
+    // memory: per warp and query head the maximum, the sum and d weighted values.
+    float* wml = (float*)smem;
+    float* wacc = wml + 2u * W * G;
     for (int g = 0; g < G; ++g) {
         float mx = NEG_INF_F;
         for (u32 sg = 0u; sg < vpw; ++sg) mx = fmaxf(mx, shfl_f(m[g], sg * T + L.t));
@@ -216,16 +302,27 @@ __device__ __forceinline__ void attn_partial(const Params& PK, const Params& PV,
             lt = fmaf(shfl_f(l[g], src), e, lt);
             for (int j = 0; j < 8; ++j) at[j] = fmaf(shfl_f(acc[g][j], src), e, at[j]);
         }
-        if (L.seg == 0u && (u32)g < A.group) {
-            const u64 item = ((u64)stream * A.splits + split) * A.group + (u32)g;
-            if (L.t == 0u) {
-                pml[2u * item] = mx;
-                pml[2u * item + 1u] = lt;
-            }
-            float4* o = (float4*)(pacc + item * d + 8u * L.t);
-            o[0] = make_float4(at[0], at[1], at[2], at[3]);
-            o[1] = make_float4(at[4], at[5], at[6], at[7]);
+        if (L.seg == 0u) {
+            const u32 wg = L.warp * G + (u32)g;
+            if (L.t == 0u) { wml[2u * wg] = mx; wml[2u * wg + 1u] = lt; }
+            for (int j = 0; j < 8; ++j) wacc[wg * d + 8u * L.t + (u32)j] = at[j];
         }
+    }
+    __syncthreads();
+    for (u32 idx = threadIdx.x; idx < A.group * d; idx += blockDim.x) {
+        const u32 g = idx / d, j = idx % d;
+        float mx = NEG_INF_F;
+        for (u32 w = 0u; w < W; ++w) mx = fmaxf(mx, wml[2u * (w * G + g)]);
+        float lt = 0.0f, at = 0.0f;
+        for (u32 w = 0u; w < W; ++w) {
+            const float ms = wml[2u * (w * G + g)];
+            const float e = ms == NEG_INF_F ? 0.0f : __expf(ms - mx);
+            lt = fmaf(wml[2u * (w * G + g) + 1u], e, lt);
+            at = fmaf(wacc[(w * G + g) * d + j], e, at);
+        }
+        const u64 item = ((u64)stream * A.splits + split) * A.group + g;
+        pacc[item * d + j] = at;
+        if (j == 0u) { pml[2u * item] = mx; pml[2u * item + 1u] = lt; }
     }
 }
 
@@ -270,8 +367,10 @@ extern "C" __global__ void kvc_attn_combine(const Params PV, const AttnParams A,
         const u32 g = qh % A.group;
         const u64 first = (u64)stream * A.splits * A.group + g;
         float mx = NEG_INF_F;
+#pragma unroll 8
         for (u32 sp = 0u; sp < A.splits; ++sp) mx = fmaxf(mx, pml[2u * (first + (u64)sp * A.group)]);
         float total = 0.0f;
+#pragma unroll 4
         for (u32 sp = 0u; sp < A.splits; ++sp) {
             const u64 item = first + (u64)sp * A.group;
             const float ms = pml[2u * item];

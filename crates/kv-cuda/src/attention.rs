@@ -13,14 +13,28 @@ pub const MAX_GROUP: usize = 8;
 /// Pages of a pool start on multiples of this many bytes.
 pub const PAGE_ALIGN: usize = 16;
 
-/// Tokens a warp decodes at least (a multiple of every codec's tokens per tile).
-const MIN_SPLIT: usize = 32;
+/// Largest chunk of tokens a block stages at once.
+const MAX_CHUNK: usize = 128;
 
-/// Warps a call aims to spread its work over (enough to fill a large GPU several times).
-const TARGET_WARPS: usize = 4096;
+/// Smallest chunk.
+const MIN_CHUNK: usize = 16;
+
+/// Shared memory the two staging buffers of the partial kernel may take, in bytes.
+const STAGE_BUDGET: usize = 40 * 1024;
+
+/// Thread blocks a call aims to spread its work over (enough to fill a large GPU several
+/// times over).
+const TARGET_BLOCKS: usize = 1024;
 
 /// Warps per block of the partial kernel.
 const PARTIAL_WARPS: u32 = 4;
+
+/// Words of one staging buffer for chunks of `chunk` vectors of `bits` bits: the chunk's
+/// bits from a 16-byte boundary below its first bit to one word past its last, in whole
+/// 16-byte units (see `stage` in attention.cu).
+fn stage_words(chunk: usize, bits: u32) -> usize {
+    ((chunk * bits as usize).div_ceil(32) + 8).next_multiple_of(4)
+}
 
 /// Threads per block of the query and combine kernels.
 const VECTOR_THREADS: u32 = 256;
@@ -150,6 +164,8 @@ pub struct AttentionCall {
     pub partial_grid: (u32, u32),
     /// Threads per block of the partial kernel.
     pub partial_block: u32,
+    /// Dynamic shared memory per block of the partial kernel, in bytes.
+    pub partial_shared: u32,
     /// Floats of the rotated queries.
     pub query_floats: usize,
     /// Floats of the partial sums (`streams · splits · group · head_dim`).
@@ -213,11 +229,21 @@ pub fn plan_call(
             supported: "below 2^27",
         });
     }
+    let (kb, vb) = (k.bits_per_vector(), v.bits_per_vector());
+    let mut chunk = MAX_CHUNK;
+    while chunk > MIN_CHUNK && 8 * (stage_words(chunk, kb) + stage_words(chunk, vb)) > STAGE_BUDGET
+    {
+        chunk /= 2;
+    }
+    let (k_words, v_words) = (stage_words(chunk, kb), stage_words(chunk, vb));
     let split = (len * streams)
-        .div_ceil(TARGET_WARPS)
-        .max(MIN_SPLIT)
-        .next_multiple_of(MIN_SPLIT);
+        .div_ceil(TARGET_BLOCKS)
+        .max(chunk)
+        .next_multiple_of(chunk);
     let splits = len.div_ceil(split);
+    // The shared memory also holds each warp's merged state at the end.
+    let merge_bytes = 4 * PARTIAL_WARPS as usize * MAX_GROUP * (d + 2);
+    let partial_shared = (8 * (k_words + v_words)).max(merge_bytes);
     let k_layout = PageLayout {
         page_tokens: shape.page_tokens,
         bits: k.bits_per_vector(),
@@ -242,6 +268,9 @@ pub fn plan_call(
     p.set("v_stride", v_layout.stride() as u32);
     p.set("split", split as u32);
     p.set("splits", splits as u32);
+    p.set("chunk", chunk as u32);
+    p.set("k_words", k_words as u32);
+    p.set("stage_words", (k_words + v_words) as u32);
     let per_block = (VECTOR_THREADS / 32) as usize * (32 / (d / 8));
     let partial_kernel = match group {
         1 => "kvc_attn_partial_g1",
@@ -254,11 +283,9 @@ pub fn plan_call(
         partial_kernel,
         vector_grid: vectors.div_ceil(per_block) as u32,
         vector_block: VECTOR_THREADS,
-        partial_grid: (
-            splits.div_ceil(PARTIAL_WARPS as usize) as u32,
-            streams as u32,
-        ),
+        partial_grid: (splits as u32, streams as u32),
         partial_block: 32 * PARTIAL_WARPS,
+        partial_shared: partial_shared as u32,
         query_floats: vectors * d,
         acc_floats: streams * splits * group * d,
         ml_floats: streams * splits * group * 2,
@@ -347,14 +374,21 @@ mod tests {
         let c = plan_call(&k, &k, shape(1), 32768, 32).unwrap();
         assert_eq!(c.partial_kernel, "kvc_attn_partial_g4");
         let (split, splits) = (c.params.get("split"), c.params.get("splits"));
-        assert_eq!(split % 32, 0);
+        assert_eq!(c.params.get("chunk"), 128);
+        assert_eq!(split % 128, 0);
         assert_eq!(splits as usize, 32768usize.div_ceil(split as usize));
-        assert!(splits as usize * 8 >= TARGET_WARPS / 2);
+        assert!(splits as usize * 8 >= TARGET_BLOCKS / 2);
+        assert!(c.partial_shared as usize <= 48 * 1024);
         assert_eq!(c.acc_floats, 8 * splits as usize * 4 * 128);
         assert_eq!(c.params.get("rot_k"), 1);
         // Short contexts still take whole ranges of MIN_SPLIT tokens.
         let c = plan_call(&k, &k, shape(8), 5, 32).unwrap();
-        assert_eq!((c.params.get("split"), c.params.get("splits")), (32, 1));
+        assert_eq!((c.params.get("split"), c.params.get("splits")), (128, 1));
+        // Wide vectors stage smaller chunks.
+        let bf16 = Plan::new(KernelCodec::Bf16 { head_dim: 256 }).unwrap();
+        let c = plan_call(&bf16, &bf16, shape(1), 1000, 8).unwrap();
+        assert!(c.partial_shared as usize <= 48 * 1024);
+        assert_eq!(c.params.get("chunk"), 16);
     }
 
     #[test]

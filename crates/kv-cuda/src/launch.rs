@@ -1010,15 +1010,18 @@ impl DeviceAttention {
         let partial_cfg = LaunchConfig {
             grid_dim: (call.partial_grid.0, call.partial_grid.1, 1),
             block_dim: (call.partial_block, 1, 1),
-            shared_mem_bytes: 0,
+            shared_mem_bytes: call.partial_shared,
         };
         // SAFETY: the partial kernels take (Params K, Params V, AttnParams, const float* qrot,
         // const u8* kpool, const u8* vpool, const u32* table, const u32* ktab, const u32*
         // vtab, float* acc, float* ml, u64* status), matched above. Tokens read are below len
         // ≤ capacity (plan_call), their pages come from the table of `pages` (streams ·
         // max_pages entries, each a page of both pools), whose bit counts were checked to be
-        // the plans'; field reads stay within a page's stride or the pools' spare bytes; the
-        // scratch holds the acc_floats and ml_floats the call writes, and the status one u64.
+        // the plans'; staged reads (16-byte units from a 16-byte boundary of a page to one
+        // word past a chunk's last bit) stay within a page's stride or the pools' 16 spare
+        // bytes, and fit the two staging buffers of `partial_shared` bytes (plan_call sizes
+        // them for the largest chunk); the scratch holds the acc_floats and ml_floats the
+        // call writes, and the status one u64.
         unsafe { args.launch(partial_cfg) }.map_err(driver("cuLaunchKernel"))?;
         let mut args = stream.launch_builder(&fns["kvc_attn_combine"]);
         args.arg(&pv)

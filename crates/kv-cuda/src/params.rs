@@ -73,7 +73,7 @@ pub(crate) const FIELDS: [(&str, Kind); 44] = [
 pub(crate) const WORDS: usize = FIELDS.len();
 
 /// Every field of the attention kernels' block, in layout order.
-pub(crate) const ATTN_FIELDS: [(&str, Kind); 18] = [
+pub(crate) const ATTN_FIELDS: [(&str, Kind); 21] = [
     // Shape of the call.
     ("batch", U32),
     ("kv_heads", U32),
@@ -89,9 +89,13 @@ pub(crate) const ATTN_FIELDS: [(&str, Kind); 18] = [
     ("max_pages", U32),
     ("k_stride", U32),
     ("v_stride", U32),
-    // Work split: tokens per range, ranges per stream.
+    // Work split: tokens per range (one thread block), ranges per stream, tokens per staged
+    // chunk, and the words of a staging buffer (K's first).
     ("split", U32),
     ("splits", U32),
+    ("chunk", U32),
+    ("k_words", U32),
+    ("stage_words", U32),
     // Page writes: vectors per stream, first position, bits per vector.
     ("count", U32),
     ("start", U32),
