@@ -19,11 +19,13 @@
 // chunk into shared memory (16-byte asynchronous copies, double-buffered). A vector of d
 // values is held by T = d/8 lanes as in the codec kernels, so a warp holds vpw = 32/T tokens
 // at once, one per lane segment; each segment keeps its own online softmax (running
-// maximum, sum of exponentials, weighted sum of values) over the tokens it decodes,
-// ATTN_TILE tokens at a time, and segments and warps are merged at the end of the range.
+// maximum, sum of exponentials, weighted sum of values) over the tokens it decodes, and
+// segments and warps are merged at the end of the range. The partial kernels are stamped
+// out per GQA group size and per codec family of K and V (the Voronoi decoder, or the
+// per-value decoders: turboquant, bf16, fp8, int), so that each holds only the decoders
+// it runs: kvc_attn_partial_<k><v>_g<G>, <k> and <v> each `v` or `s`.
 // kvc_attn_combine merges the ranges of each query head and rotates the result back.
 
-#define ATTN_TILE 4
 #define NEG_INF_F __uint_as_float(0xff800000u)
 
 // 32 bits of staged page words from bit `pos` on. Reads the word after the field's first
@@ -42,8 +44,11 @@ __device__ __forceinline__ u64 page_bits64(const u32* w, u32 pos) {
 // Values 8t..8t+7 of the vector at bit `pos` of page `w`, in the codec's rotated domain (what
 // kv-codec's decode_rotated returns). A field no encoder writes sets *bad to its fault code
 // and decodes as zero, as far as the attention is concerned.
+#define FAMILY_VORONOI 0
+#define FAMILY_SCALAR 1
+template <int F>
 __device__ __forceinline__ void attn_decode8(const Params& P, const u32* tab, const u32* w, u32 pos, u32 t, float y[8], u32* bad) {
-    if (P.codec == CODEC_VORONOI) {
+    if (F == FAMILY_VORONOI) {
         const u32 code = page_bits(w, pos, VORONOI_SCALE_BITS);
         float sigma = scale_value(code, VORONOI_SCALE_MANTISSA);
         if (!finite_f(sigma)) { *bad = FAULT_SCALE_NOT_FINITE; sigma = 0.0f; }
@@ -51,10 +56,12 @@ __device__ __forceinline__ void attn_decode8(const Params& P, const u32* tab, co
         const u32 choice = page_bits(w, at, P.choice_bits);
         const u64 index = page_bits64(w, at + P.choice_bits);
         u32 c[8];
+        #pragma unroll
         for (int i = 0; i < 8; ++i) c[i] = (u32)(index >> ((u32)i * P.log2q)) & (P.q - 1u);
         float pt[8];
         point_of_coords(P, c, pt);
         const float s = sigma * alpha_of(P, choice);
+        #pragma unroll
         for (int i = 0; i < 8; ++i) y[i] = s * pt[i];
     } else if (P.codec == CODEC_TURBOQUANT) {
         const float* levels = (const float*)(tab + P.off_levels);
@@ -64,8 +71,10 @@ __device__ __forceinline__ void attn_decode8(const Params& P, const u32* tab, co
         else if (!finite_f(n)) { *bad = FAULT_NORM_NOT_FINITE; n = 0.0f; }
         const u64 bits = page_bits64(w, pos + 16u + 8u * t * P.vbits);
         const u32 mask = low_mask(P.vbits);
+        #pragma unroll
         for (int j = 0; j < 8; ++j) y[j] = levels[(u32)(bits >> ((u32)j * P.vbits)) & mask] * n;
     } else if (P.codec == CODEC_BF16) {
+        #pragma unroll
         for (int j = 0; j < 8; ++j) {
             y[j] = bf16_to_f32(page_bits(w, pos + 16u * (8u * t + (u32)j), 16u));
             if (!finite_f(y[j])) { *bad = FAULT_BF16_NOT_FINITE; y[j] = 0.0f; }
@@ -88,6 +97,7 @@ __device__ __forceinline__ void attn_decode8(const Params& P, const u32* tab, co
         }
         const u64 bits = page_bits64(w, pos + grouped_pos(P, first));
         const u32 mask = low_mask(P.vbits);
+        #pragma unroll
         for (int j = 0; j < 8; ++j) {
             const u32 raw = (u32)(bits >> ((u32)j * P.vbits)) & mask;
             if (P.codec == CODEC_FP8) {
@@ -104,16 +114,26 @@ __device__ __forceinline__ void attn_decode8(const Params& P, const u32* tab, co
     }
 }
 
-// Sum over the T lanes of each lane's segment; every lane of the segment gets it. All lanes
-// of the warp must call it.
-__device__ __forceinline__ float segment_sum(const Lane& L, u32 T, float v) {
+// Sums each of G values over the T lanes of each lane's segment; every lane of the segment
+// gets the sums. All lanes of the warp must call it.
+template <int G>
+__device__ __forceinline__ void segment_sums(const Lane& L, u32 T, float v[G]) {
     if ((T & (T - 1u)) == 0u) {
-        for (u32 k = T >> 1; k > 0u; k >>= 1) v += shfl_xor_f(v, k);
-        return v;
+        for (u32 k = T >> 1; k > 0u; k >>= 1) {
+            #pragma unroll
+            for (int g = 0; g < G; ++g) v[g] += shfl_xor_f(v[g], k);
+        }
+        return;
     }
-    float s = 0.0f;
-    for (u32 i = 0u; i < T; ++i) s += shfl_f(v, L.base + i);
-    return s;
+    float s[G];
+    #pragma unroll
+    for (int g = 0; g < G; ++g) s[g] = 0.0f;
+    for (u32 i = 0u; i < T; ++i) {
+        #pragma unroll
+        for (int g = 0; g < G; ++g) s[g] += shfl_f(v[g], L.base + i);
+    }
+    #pragma unroll
+    for (int g = 0; g < G; ++g) v[g] = s[g];
 }
 
 // 16 bytes from global to shared memory, asynchronously where the hardware can (cp.async,
@@ -180,7 +200,7 @@ __device__ __forceinline__ void stage(const AttnParams& A, const Chunk& c, const
 // lane segment `seg` of warp `w` decodes tokens (i W + w) vpw + seg of each chunk. Each
 // segment keeps its own online softmax; segments, then warps, are merged at the end, and
 // the block writes one partial state per query head.
-template <int G>
+template <int KF, int VF, int G>
 __device__ __forceinline__ void attn_partial(const Params& PK, const Params& PV, const AttnParams& A, const float* qrot,
                                              const unsigned char* kpool, const unsigned char* vpool, const u32* table,
                                              const u32* tabk, const u32* tabv, float* pacc, float* pml, u64* status) {
@@ -198,15 +218,19 @@ __device__ __forceinline__ void attn_partial(const Params& PK, const Params& PV,
     const u32 t1 = min(t0 + A.split, A.len);
     const u32 kbits = PK.bits, vbits = PV.bits;
     float q[G][8];
+    #pragma unroll
     for (int g = 0; g < G; ++g) {
         const bool real = L.slot && (u32)g < A.group;
         const u64 off = (u64)(b * A.q_heads + h * A.group + (u32)g) * d + 8u * L.t;
+        #pragma unroll
         for (int j = 0; j < 8; ++j) q[g][j] = real ? qrot[off + (u64)j] : 0.0f;
     }
     float m[G], l[G], acc[G][8];
+    #pragma unroll
     for (int g = 0; g < G; ++g) {
         m[g] = NEG_INF_F;
         l[g] = 0.0f;
+        #pragma unroll
         for (int j = 0; j < 8; ++j) acc[g][j] = 0.0f;
     }
     const u32* table_s = table + (u64)stream * A.max_pages;
@@ -226,58 +250,50 @@ __device__ __forceinline__ void attn_partial(const Params& PK, const Params& PV,
         const u32 base_slot = (cur.c0 / A.page_tokens) * A.page_tokens;
         const u32 cnt = cur.c1 - cur.c0;
         const u32 per_seg = (cnt + W * vpw - 1u) / (W * vpw);
-        for (u32 i0 = 0u; i0 < per_seg; i0 += ATTN_TILE) {
-            float s[ATTN_TILE][G];
+        // One token per segment at a time, not unrolled: each decoder's code appears twice
+        // in the kernel (K and V), which keeps the loop within the instruction cache.
+#pragma unroll 1
+        for (u32 i = 0u; i < per_seg; ++i) {
+            const u32 li = (i * W + L.warp) * vpw + L.seg;
+            const bool active = L.slot && li < cnt;
+            const u32 tok = cur.c0 + li;
+            float y[8];
 #pragma unroll
-            for (int i = 0; i < ATTN_TILE; ++i) {
-                const u32 li = ((i0 + (u32)i) * W + L.warp) * vpw + L.seg;
-                const bool active = L.slot && li < cnt;
-                const u32 tok = cur.c0 + li;
-                float y[8];
-                for (int j = 0; j < 8; ++j) y[j] = 0.0f;
-                if (active) {
-                    u32 f = 0u;
-                    attn_decode8(PK, tabk, kw, (tok - base_slot) * kbits - 32u * cur.kw0, L.t, y, &f);
-                    if (f != 0u && tok < bad_tok) { bad = f; bad_tok = tok; }
-                }
-                for (int g = 0; g < G; ++g) {
-                    float dot = 0.0f;
-                    for (int j = 0; j < 8; ++j) dot = fmaf(q[g][j], y[j], dot);
-                    dot = segment_sum(L, T, dot);
-                    s[i][g] = active ? dot : NEG_INF_F;
-                }
+            for (int j = 0; j < 8; ++j) y[j] = 0.0f;
+            if (active) {
+                u32 f = 0u;
+                attn_decode8<KF>(PK, tabk, kw, (tok - base_slot) * kbits - 32u * cur.kw0, L.t, y, &f);
+                if (f != 0u && tok < bad_tok) { bad = f; bad_tok = tok; }
             }
-            float p[ATTN_TILE][G];
+            float p[G];
+#pragma unroll
             for (int g = 0; g < G; ++g) {
-                float mx = m[g];
-                for (int i = 0; i < ATTN_TILE; ++i) mx = fmaxf(mx, s[i][g]);
-                if (mx == NEG_INF_F) {
-                    // No token of this tile in this segment.
-                    for (int i = 0; i < ATTN_TILE; ++i) p[i][g] = 0.0f;
-                    continue;
-                }
-                const float c = __expf(m[g] - mx);
-                float sum = 0.0f;
-                for (int i = 0; i < ATTN_TILE; ++i) {
-                    p[i][g] = __expf(s[i][g] - mx);
-                    sum += p[i][g];
-                }
-                l[g] = fmaf(l[g], c, sum);
-                m[g] = mx;
-                for (int j = 0; j < 8; ++j) acc[g][j] *= c;
-            }
+                p[g] = 0.0f;
 #pragma unroll
-            for (int i = 0; i < ATTN_TILE; ++i) {
-                const u32 li = ((i0 + (u32)i) * W + L.warp) * vpw + L.seg;
-                const u32 tok = cur.c0 + li;
-                if (L.slot && li < cnt) {
-                    float y[8];
-                    u32 f = 0u;
-                    attn_decode8(PV, tabv, vw, (tok - base_slot) * vbits - 32u * cur.vw0, L.t, y, &f);
-                    if (f != 0u && tok < bad_tok) { bad = f; bad_tok = tok; }
-                    for (int g = 0; g < G; ++g)
-                        for (int j = 0; j < 8; ++j) acc[g][j] = fmaf(p[i][g], y[j], acc[g][j]);
+                for (int j = 0; j < 8; ++j) p[g] = fmaf(q[g][j], y[j], p[g]);
+            }
+            segment_sums<G>(L, T, p);
+            if (active) {
+                // Online softmax: rescale only when the maximum grows.
+#pragma unroll
+                for (int g = 0; g < G; ++g) {
+                    if (p[g] > m[g]) {
+                        const float c = __expf(m[g] - p[g]);
+                        l[g] *= c;
+#pragma unroll
+                        for (int j = 0; j < 8; ++j) acc[g][j] *= c;
+                        m[g] = p[g];
+                    }
+                    p[g] = __expf(p[g] - m[g]);
+                    l[g] += p[g];
                 }
+                u32 f = 0u;
+                attn_decode8<VF>(PV, tabv, vw, (tok - base_slot) * vbits - 32u * cur.vw0, L.t, y, &f);
+                if (f != 0u && tok < bad_tok) { bad = f; bad_tok = tok; }
+#pragma unroll
+                for (int g = 0; g < G; ++g)
+#pragma unroll
+                    for (int j = 0; j < 8; ++j) acc[g][j] = fmaf(p[g], y[j], acc[g][j]);
             }
         }
         __syncthreads();
@@ -290,21 +306,25 @@ __device__ __forceinline__ void attn_partial(const Params& PK, const Params& PV,
     // memory: per warp and query head the maximum, the sum and d weighted values.
     float* wml = (float*)smem;
     float* wacc = wml + 2u * W * G;
+    #pragma unroll
     for (int g = 0; g < G; ++g) {
         float mx = NEG_INF_F;
         for (u32 sg = 0u; sg < vpw; ++sg) mx = fmaxf(mx, shfl_f(m[g], sg * T + L.t));
         float lt = 0.0f, at[8];
+        #pragma unroll
         for (int j = 0; j < 8; ++j) at[j] = 0.0f;
         for (u32 sg = 0u; sg < vpw; ++sg) {
             const u32 src = sg * T + L.t;
             const float ms = shfl_f(m[g], src);
             const float e = ms == NEG_INF_F ? 0.0f : __expf(ms - mx);
             lt = fmaf(shfl_f(l[g], src), e, lt);
+            #pragma unroll
             for (int j = 0; j < 8; ++j) at[j] = fmaf(shfl_f(acc[g][j], src), e, at[j]);
         }
         if (L.seg == 0u) {
             const u32 wg = L.warp * G + (u32)g;
             if (L.t == 0u) { wml[2u * wg] = mx; wml[2u * wg + 1u] = lt; }
+            #pragma unroll
             for (int j = 0; j < 8; ++j) wacc[wg * d + 8u * L.t + (u32)j] = at[j];
         }
     }
@@ -326,17 +346,23 @@ __device__ __forceinline__ void attn_partial(const Params& PK, const Params& PV,
     }
 }
 
-#define ATTN_PARTIAL(G)                                                                                             \
-    extern "C" __global__ void kvc_attn_partial_g##G(const Params PK, const Params PV, const AttnParams A,          \
-                                                     const float* qrot, const unsigned char* kpool,                 \
-                                                     const unsigned char* vpool, const u32* table, const u32* tabk, \
-                                                     const u32* tabv, float* pacc, float* pml, u64* status) {       \
-        attn_partial<G>(PK, PV, A, qrot, kpool, vpool, table, tabk, tabv, pacc, pml, status);                       \
+#define ATTN_PARTIAL(K, V, KF, VF, G)                                                                         \
+    extern "C" __global__ void kvc_attn_partial_##K##V##_g##G(const Params PK, const Params PV, const AttnParams A, \
+                                                              const float* qrot, const unsigned char* kpool,       \
+                                                              const unsigned char* vpool, const u32* table,        \
+                                                              const u32* tabk, const u32* tabv, float* pacc,       \
+                                                              float* pml, u64* status) {                           \
+        attn_partial<KF, VF, G>(PK, PV, A, qrot, kpool, vpool, table, tabk, tabv, pacc, pml, status);               \
     }
-ATTN_PARTIAL(1)
-ATTN_PARTIAL(2)
-ATTN_PARTIAL(4)
-ATTN_PARTIAL(8)
+#define ATTN_PARTIALS(G)                                          \
+    ATTN_PARTIAL(v, v, FAMILY_VORONOI, FAMILY_VORONOI, G)         \
+    ATTN_PARTIAL(v, s, FAMILY_VORONOI, FAMILY_SCALAR, G)          \
+    ATTN_PARTIAL(s, v, FAMILY_SCALAR, FAMILY_VORONOI, G)          \
+    ATTN_PARTIAL(s, s, FAMILY_SCALAR, FAMILY_SCALAR, G)
+ATTN_PARTIALS(1)
+ATTN_PARTIALS(2)
+ATTN_PARTIALS(4)
+ATTN_PARTIALS(8)
 
 // Scales every query by A.scale and rotates it into K's rotated domain: qrot = R_K (q / sqrt d).
 extern "C" __global__ void kvc_attn_query(const Params PK, const AttnParams A, const float* q, float* qrot, const u32* tabk) {
@@ -345,9 +371,11 @@ extern "C" __global__ void kvc_attn_query(const Params PK, const AttnParams A, c
     const bool active = L.slot && v < A.batch * A.q_heads;
     float x[8];
     const u64 off = (u64)v * PK.d + 8u * L.t;
+    #pragma unroll
     for (int j = 0; j < 8; ++j) x[j] = active ? q[off + (u64)j] * A.scale : 0.0f;
     if (A.rot_k) fwht(PK, L, tabk, x, true, true);
     if (active) {
+        #pragma unroll
         for (int j = 0; j < 8; ++j) qrot[off + (u64)j] = x[j];
     }
 }
@@ -359,6 +387,7 @@ extern "C" __global__ void kvc_attn_combine(const Params PV, const AttnParams A,
     const u32 v = blockIdx.x * ((blockDim.x >> 5) * PV.vpw) + L.warp * PV.vpw + L.seg;
     const bool active = L.slot && v < A.batch * A.q_heads;
     float y[8];
+    #pragma unroll
     for (int j = 0; j < 8; ++j) y[j] = 0.0f;
     if (active) {
         const u32 b = v / A.q_heads;
@@ -384,6 +413,7 @@ extern "C" __global__ void kvc_attn_combine(const Params PV, const AttnParams A,
         }
         // Every query sees at least one token, so the total is positive.
         const float inv = 1.0f / total;
+        #pragma unroll
         for (int j = 0; j < 8; ++j) y[j] *= inv;
     }
     if (A.rot_v) fwht(PV, L, tabv, y, false, true);

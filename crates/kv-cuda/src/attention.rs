@@ -6,6 +6,7 @@
 use crate::error::Error;
 use crate::params::AttnParams;
 use crate::plan::{KernelCodec, Plan};
+use crate::source::ATTENTION_KERNELS as PARTIAL_KERNELS;
 
 /// Most query heads per KV head (the GQA group) the attention kernels take.
 pub const MAX_GROUP: usize = 8;
@@ -154,7 +155,8 @@ pub(crate) fn rotated(plan: &Plan) -> bool {
 pub struct AttentionCall {
     /// The parameter block.
     pub params: AttnParams,
-    /// The partial kernel's entry point (by group size).
+    /// The partial kernel's entry point (by the codec families of K and V and the group
+    /// size).
     pub partial_kernel: &'static str,
     /// Blocks of the query and combine kernels (one vector per lane segment).
     pub vector_grid: u32,
@@ -272,12 +274,21 @@ pub fn plan_call(
     p.set("k_words", k_words as u32);
     p.set("stage_words", (k_words + v_words) as u32);
     let per_block = (VECTOR_THREADS / 32) as usize * (32 / (d / 8));
-    let partial_kernel = match group {
-        1 => "kvc_attn_partial_g1",
-        2 => "kvc_attn_partial_g2",
-        3 | 4 => "kvc_attn_partial_g4",
-        _ => "kvc_attn_partial_g8",
+    let family = |plan: &Plan| match plan.codec() {
+        KernelCodec::Voronoi { .. } => "v",
+        _ => "s",
     };
+    let g = match group {
+        1 => 1,
+        2 => 2,
+        3 | 4 => 4,
+        _ => 8,
+    };
+    let partial_kernel = PARTIAL_KERNELS
+        .iter()
+        .find(|name| **name == format!("kvc_attn_partial_{}{}_g{g}", family(k), family(v)))
+        .copied()
+        .expect("every family pair and group has a kernel");
     Ok(AttentionCall {
         params: p,
         partial_kernel,
@@ -372,7 +383,7 @@ mod tests {
     fn calls_split_long_contexts_over_many_warps() {
         let k = voronoi(16, 4);
         let c = plan_call(&k, &k, shape(1), 32768, 32).unwrap();
-        assert_eq!(c.partial_kernel, "kvc_attn_partial_g4");
+        assert_eq!(c.partial_kernel, "kvc_attn_partial_vv_g4");
         let (split, splits) = (c.params.get("split"), c.params.get("splits"));
         assert_eq!(c.params.get("chunk"), 128);
         assert_eq!(split % 128, 0);
@@ -423,6 +434,7 @@ mod tests {
         .unwrap();
         let c = plan_call(&int4, &k, shape(1), 10, 8).unwrap();
         assert_eq!((c.params.get("rot_k"), c.params.get("rot_v")), (0, 1));
+        assert_eq!(c.partial_kernel, "kvc_attn_partial_sv_g1");
         assert!(matches!(
             plan_write(
                 shape(1),

@@ -29,12 +29,24 @@ pub(crate) const KERNELS: [&str; 8] = [
 
 /// The attention kernels and the page writer, by entry point name (their signatures are
 /// their own; see `attention.cu` and `launch.rs`).
-pub(crate) const ATTENTION_KERNELS: [&str; 7] = [
+pub(crate) const ATTENTION_KERNELS: [&str; 19] = [
     "kvc_attn_query",
-    "kvc_attn_partial_g1",
-    "kvc_attn_partial_g2",
-    "kvc_attn_partial_g4",
-    "kvc_attn_partial_g8",
+    "kvc_attn_partial_vv_g1",
+    "kvc_attn_partial_vs_g1",
+    "kvc_attn_partial_sv_g1",
+    "kvc_attn_partial_ss_g1",
+    "kvc_attn_partial_vv_g2",
+    "kvc_attn_partial_vs_g2",
+    "kvc_attn_partial_sv_g2",
+    "kvc_attn_partial_ss_g2",
+    "kvc_attn_partial_vv_g4",
+    "kvc_attn_partial_vs_g4",
+    "kvc_attn_partial_sv_g4",
+    "kvc_attn_partial_ss_g4",
+    "kvc_attn_partial_vv_g8",
+    "kvc_attn_partial_vs_g8",
+    "kvc_attn_partial_sv_g8",
+    "kvc_attn_partial_ss_g8",
     "kvc_attn_combine",
     "kvc_pages_write",
 ];
@@ -98,21 +110,25 @@ mod tests {
         // The partial kernels are stamped out by one macro, whose body holds the text once.
         let partials = ATTENTION_KERNELS
             .iter()
-            .filter(|k| k.starts_with("kvc_attn_partial_g"))
+            .filter(|k| k.starts_with("kvc_attn_partial_"))
             .count();
+        assert_eq!(partials, 16);
         assert_eq!(
             src.matches("extern \"C\" __global__").count(),
             KERNELS.len() + ATTENTION_KERNELS.len() - partials + 1
         );
         for name in ATTENTION_KERNELS {
-            let stamped = name
-                .strip_prefix("kvc_attn_partial_g")
-                .map(|g| format!("ATTN_PARTIAL({g})"));
-            let decl = format!("extern \"C\" __global__ void {name}(");
-            assert!(
-                src.contains(&decl) || stamped.is_some_and(|s| src.contains(&s)),
-                "{name}"
-            );
+            if let Some(rest) = name.strip_prefix("kvc_attn_partial_") {
+                // kvc_attn_partial_<k><v>_g<G>: ATTN_PARTIAL(<k>, <v>, ...) inside
+                // ATTN_PARTIALS(<G>).
+                let (kv, g) = rest.split_once("_g").expect("family and group");
+                let (k, v) = kv.split_at(1);
+                assert!(src.contains(&format!("ATTN_PARTIAL({k}, {v}, ")), "{name}");
+                assert!(src.contains(&format!("ATTN_PARTIALS({g})")), "{name}");
+            } else {
+                let decl = format!("extern \"C\" __global__ void {name}(");
+                assert!(src.contains(&decl), "{name}");
+            }
         }
     }
 
