@@ -13,7 +13,9 @@
 //! cargo run --release -p kv-codec --features cuda --example gpu_attention -- \
 //!     [--torch PATH] [--json PATH] [--markdown PATH] [--date YYYY-MM-DD] [--quick]
 //! ```
-//! `--quick` runs the 4k and 32k contexts only. Exits with status 2 when no GPU is usable.
+//! `--quick` runs the 4k and 32k contexts only. `--from RESULTS.json [--markdown PATH]`
+//! only writes the Markdown table of a results file (no GPU needed): the committed table is
+//! made that way. Exits with status 2 when no GPU is usable.
 
 use std::fmt::Write as _;
 use std::process::ExitCode;
@@ -220,7 +222,7 @@ fn json(
     );
     let _ = writeln!(
         s,
-        "  \"timing\": \"CUDA events around one decode step (query rotation, partial kernel, combine), median of {RUNS} after warm-up; torch: the same around one scaled_dot_product_attention call\","
+        "  \"timing\": \"CUDA events around one decode step (query rotation, partial kernel, combine), median of {RUNS} after warm-up; torch: the same around one scaled_dot_product_attention call, median of its runs\","
     );
     let _ = writeln!(
         s,
@@ -249,48 +251,58 @@ fn json(
     s
 }
 
-fn markdown(
-    device: &Device,
-    date: &str,
-    command: &str,
-    torch: &serde_json::Value,
-    rows: &[Row],
-) -> String {
+/// The Markdown table of a results file written by [`json`] (the committed table is made
+/// from the committed JSON this way, never typed).
+fn markdown(results: &serde_json::Value) -> Result<String> {
+    let text = |v: &serde_json::Value| v.as_str().map(str::to_owned).ok_or("missing text field");
+    let torch = &results["torch"];
+    let shape = &results["shape"];
     let mut s = format!(
-        "Decode attention per step on {} ({}), {date}: one query position per batch row, {Q_HEADS} \
-         query heads over {KV_HEADS} KV heads, d = {HEAD_DIM}, pages of {PAGE_TOKENS} tokens; \
-         median of {RUNS} steps (CUDA events). Baseline: PyTorch {} `scaled_dot_product_attention` \
-         on bf16 K/V ({}), measured in the same run. Ratio = ours / torch (target ≤ 0.35 at 32k). \
-         Command: `{command}`.\n\n",
-        device.name(),
-        device.arch(),
+        "Decode attention per step on {} ({}), {}: one query position per batch row, {} query \
+         heads over {} KV heads, d = {}, pages of {} tokens; CUDA events, median of the runs in \
+         `timing`. Baseline: PyTorch {} `scaled_dot_product_attention` on bf16 K/V ({}), \
+         measured in the same run. Ratio = ours / torch (target ≤ 0.35 at 32k). Command: \
+         `{}`.\n\n",
+        text(&results["card"])?,
+        text(&results["arch"])?,
+        text(&results["date"])?,
+        shape["q_heads"],
+        shape["kv_heads"],
+        shape["head_dim"],
+        shape["page_tokens"],
         torch["torch"].as_str().unwrap_or("(not measured)"),
         torch["gqa"].as_str().unwrap_or("-"),
+        text(&results["command"])?,
     );
     s.push_str(
         "| pages | bits/value | batch | context | ours ms | page GB/s | torch bf16 ms | ratio |\n",
     );
     s.push_str("|---|---|---|---|---|---|---|---|\n");
-    for r in rows {
+    for r in results["results"].as_array().ok_or("no results")? {
+        let num = |k: &str| r[k].as_f64().ok_or(format!("missing {k}"));
+        let opt = |k: &str, digits: usize| {
+            r[k].as_f64()
+                .map_or("-".to_owned(), |x| format!("{x:.digits$}"))
+        };
         let _ = writeln!(
             s,
             "| {} | {:.3} | {} | {}k | {:.4} | {:.0} | {} | {} |",
-            r.codec,
-            r.bits_per_value,
-            r.batch,
-            r.context / 1024,
-            r.ms,
-            r.gbs(),
-            r.torch_ms.map_or("-".to_owned(), |t| format!("{t:.4}")),
-            r.ratio().map_or("-".to_owned(), |x| format!("{x:.3}")),
+            text(&r["codec"])?,
+            num("bits_per_value")?,
+            num("batch")?,
+            num("context")? / 1024.0,
+            num("ms")?,
+            num("page_gb_per_s")?,
+            opt("torch_bf16_ms", 4),
+            opt("ratio_to_torch_bf16", 3),
         );
     }
-    s
+    Ok(s)
 }
 
 fn run() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let (mut json_path, mut md_path, mut torch_path) = (None, None, None);
+    let (mut json_path, mut md_path, mut torch_path, mut from) = (None, None, None, None);
     let (mut date, mut quick) = ("unknown".to_owned(), false);
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -299,10 +311,24 @@ fn run() -> Result<()> {
             "--json" => json_path = Some(value()?),
             "--markdown" => md_path = Some(value()?),
             "--torch" => torch_path = Some(value()?),
+            "--from" => from = Some(value()?),
             "--date" => date = value()?,
             "--quick" => quick = true,
             other => return Err(format!("unknown argument {other}").into()),
         }
+    }
+    if let Some(p) = from {
+        // Only the table, from a results file: no GPU needed.
+        let results: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(p)?)?;
+        let table = markdown(&results)?;
+        match md_path {
+            Some(p) => std::fs::write(p, table)?,
+            None => print!("{table}"),
+        }
+        return Ok(());
+    }
+    if !cuda::is_available() {
+        return Err(NO_GPU.into());
     }
     let command = format!("gpu_attention {}", args.join(" "));
     let (torch, torch_rows) = match &torch_path {
@@ -313,10 +339,11 @@ fn run() -> Result<()> {
     println!("device: {} ({})", device.name(), device.arch());
     let contexts: &[usize] = if quick { &CONTEXTS[..2] } else { &CONTEXTS };
     let rows = bench(&device, contexts, &torch_rows)?;
-    let table = markdown(&device, &date, &command, &torch, &rows);
+    let text = json(&device, &date, &command, &torch, &rows);
+    let table = markdown(&serde_json::from_str(&text)?)?;
     println!("\n{table}");
     if let Some(p) = json_path {
-        std::fs::write(p, json(&device, &date, &command, &torch, &rows))?;
+        std::fs::write(p, text)?;
     }
     if let Some(p) = md_path {
         std::fs::write(p, table)?;
@@ -324,13 +351,15 @@ fn run() -> Result<()> {
     Ok(())
 }
 
+const NO_GPU: &str = "no usable GPU (kv_cuda::is_available() is false)";
+
 fn main() -> ExitCode {
-    if !cuda::is_available() {
-        eprintln!("gpu_attention: no usable GPU (kv_cuda::is_available() is false)");
-        return ExitCode::from(2);
-    }
     match run() {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.to_string() == NO_GPU => {
+            eprintln!("gpu_attention: {e}");
+            ExitCode::from(2)
+        }
         Err(e) => {
             eprintln!("gpu_attention: {e}");
             ExitCode::FAILURE

@@ -44,6 +44,7 @@ __device__ __forceinline__ u64 page_bits64(const u32* w, u32 pos) {
 // Values 8t..8t+7 of the vector at bit `pos` of page `w`, in the codec's rotated domain (what
 // kv-codec's decode_rotated returns). A field no encoder writes sets *bad to its fault code
 // and decodes as zero, as far as the attention is concerned.
+#define ATTN_TILE 2
 #define FAMILY_VORONOI 0
 #define FAMILY_SCALAR 1
 template <int F>
@@ -250,50 +251,68 @@ __device__ __forceinline__ void attn_partial(const Params& PK, const Params& PV,
         const u32 base_slot = (cur.c0 / A.page_tokens) * A.page_tokens;
         const u32 cnt = cur.c1 - cur.c0;
         const u32 per_seg = (cnt + W * vpw - 1u) / (W * vpw);
-        // One token per segment at a time, not unrolled: each decoder's code appears twice
-        // in the kernel (K and V), which keeps the loop within the instruction cache.
+        // ATTN_TILE tokens per segment at a time (their shuffles and exponentials
+        // interleave); the loop itself is not unrolled, so that each decoder's code appears
+        // only 2 ATTN_TILE times in the kernel and the loop stays in the instruction cache.
 #pragma unroll 1
-        for (u32 i = 0u; i < per_seg; ++i) {
-            const u32 li = (i * W + L.warp) * vpw + L.seg;
-            const bool active = L.slot && li < cnt;
-            const u32 tok = cur.c0 + li;
-            float y[8];
+        for (u32 i0 = 0u; i0 < per_seg; i0 += ATTN_TILE) {
+            float s[ATTN_TILE * G];
+            bool act[ATTN_TILE];
+            u32 tok[ATTN_TILE];
 #pragma unroll
-            for (int j = 0; j < 8; ++j) y[j] = 0.0f;
-            if (active) {
-                u32 f = 0u;
-                attn_decode8<KF>(PK, tabk, kw, (tok - base_slot) * kbits - 32u * cur.kw0, L.t, y, &f);
-                if (f != 0u && tok < bad_tok) { bad = f; bad_tok = tok; }
-            }
-            float p[G];
+            for (int i = 0; i < ATTN_TILE; ++i) {
+                const u32 li = ((i0 + (u32)i) * W + L.warp) * vpw + L.seg;
+                act[i] = L.slot && i0 + (u32)i < per_seg && li < cnt;
+                tok[i] = cur.c0 + li;
+                float y[8];
 #pragma unroll
-            for (int g = 0; g < G; ++g) {
-                p[g] = 0.0f;
-#pragma unroll
-                for (int j = 0; j < 8; ++j) p[g] = fmaf(q[g][j], y[j], p[g]);
-            }
-            segment_sums<G>(L, T, p);
-            if (active) {
-                // Online softmax: rescale only when the maximum grows.
+                for (int j = 0; j < 8; ++j) y[j] = 0.0f;
+                if (act[i]) {
+                    u32 f = 0u;
+                    attn_decode8<KF>(PK, tabk, kw, (tok[i] - base_slot) * kbits - 32u * cur.kw0, L.t, y, &f);
+                    if (f != 0u && tok[i] < bad_tok) { bad = f; bad_tok = tok[i]; }
+                }
 #pragma unroll
                 for (int g = 0; g < G; ++g) {
-                    if (p[g] > m[g]) {
-                        const float c = __expf(m[g] - p[g]);
-                        l[g] *= c;
+                    float dot = 0.0f;
 #pragma unroll
-                        for (int j = 0; j < 8; ++j) acc[g][j] *= c;
-                        m[g] = p[g];
-                    }
-                    p[g] = __expf(p[g] - m[g]);
-                    l[g] += p[g];
+                    for (int j = 0; j < 8; ++j) dot = fmaf(q[g][j], y[j], dot);
+                    s[i * G + g] = dot;
                 }
-                u32 f = 0u;
-                attn_decode8<VF>(PV, tabv, vw, (tok - base_slot) * vbits - 32u * cur.vw0, L.t, y, &f);
-                if (f != 0u && tok < bad_tok) { bad = f; bad_tok = tok; }
+            }
+            segment_sums<ATTN_TILE * G>(L, T, s);
+            float p[ATTN_TILE * G];
 #pragma unroll
-                for (int g = 0; g < G; ++g)
+            for (int g = 0; g < G; ++g) {
+                // Online softmax over the tile: rescale only when the maximum grows.
+                float mx = m[g];
 #pragma unroll
-                    for (int j = 0; j < 8; ++j) acc[g][j] = fmaf(p[g], y[j], acc[g][j]);
+                for (int i = 0; i < ATTN_TILE; ++i) mx = act[i] ? fmaxf(mx, s[i * G + g]) : mx;
+                if (mx > m[g]) {
+                    const float c = __expf(m[g] - mx);
+                    l[g] *= c;
+#pragma unroll
+                    for (int j = 0; j < 8; ++j) acc[g][j] *= c;
+                    m[g] = mx;
+                }
+#pragma unroll
+                for (int i = 0; i < ATTN_TILE; ++i) {
+                    p[i * G + g] = act[i] ? __expf(s[i * G + g] - mx) : 0.0f;
+                    l[g] += p[i * G + g];
+                }
+            }
+#pragma unroll
+            for (int i = 0; i < ATTN_TILE; ++i) {
+                if (act[i]) {
+                    float y[8];
+                    u32 f = 0u;
+                    attn_decode8<VF>(PV, tabv, vw, (tok[i] - base_slot) * vbits - 32u * cur.vw0, L.t, y, &f);
+                    if (f != 0u && tok[i] < bad_tok) { bad = f; bad_tok = tok[i]; }
+#pragma unroll
+                    for (int g = 0; g < G; ++g)
+#pragma unroll
+                        for (int j = 0; j < 8; ++j) acc[g][j] = fmaf(p[i * G + g], y[j], acc[g][j]);
+                }
             }
         }
         __syncthreads();
