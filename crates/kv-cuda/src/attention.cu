@@ -41,26 +41,104 @@ __device__ __forceinline__ u64 page_bits64(const u32* w, u32 pos) {
     return (u64)page_bits32(w, pos) | ((u64)page_bits32(w, pos + 32u) << 32);
 }
 
-// Values 8t..8t+7 of the vector at bit `pos` of page `w`, in the codec's rotated domain (what
-// kv-codec's decode_rotated returns). A field no encoder writes sets *bad to its fault code
-// and decodes as zero, as far as the attention is concerned.
 #define ATTN_TILE 2
 #define FAMILY_VORONOI 0
 #define FAMILY_SCALAR 1
+
+// Where a lane's fields lie within a vector (the same for every token, so computed once per
+// kernel rather than per token): `a` the first bit of the lane's block or values, `b` the
+// first bit of its group's scale (per-value codecs with groups).
+struct LaneFields {
+    u32 a, b;
+};
+
+__device__ __forceinline__ LaneFields lane_fields(const Params& P, u32 t) {
+    LaneFields f;
+    f.b = 0u;
+    if (P.codec == CODEC_VORONOI) f.a = VORONOI_SCALE_BITS + t * (P.choice_bits + P.index_bits);
+    else if (P.codec == CODEC_TURBOQUANT) f.a = 16u + 8u * t * P.vbits;
+    else if (P.codec == CODEC_BF16) f.a = 16u * 8u * t;
+    else {
+        const u32 first = 8u * t;
+        f.a = grouped_pos(P, first);
+        f.b = grouped_pos(P, first - first % P.group) - 16u;
+    }
+    return f;
+}
+
+// dn_nearest_in_range for n = 8 without bounds: with infinite bounds its clamps are the
+// identity and it always moves a coordinate the way its rounding error points, so this is
+// the same decoder (same tie rules) with the box logic left out.
+__device__ __forceinline__ void d8_nearest(const float x[8], float r[8]) {
+    float alt[8], key[8];
+    int sum = 0;
+#pragma unroll
+    for (int i = 0; i < 8; ++i) {
+        const float ri = rintf(x[i]);
+        const float err = x[i] - ri;
+        alt[i] = err >= 0.0f ? ri + 1.0f : ri - 1.0f;
+        key[i] = fabsf(err);
+        r[i] = ri;
+        sum += (int)ri;
+    }
+    int flip = 0;
+    float best = key[0];
+#pragma unroll
+    for (int i = 1; i < 8; ++i) {
+        if (key[i] > best) { best = key[i]; flip = i; }
+    }
+    if (sum & 1) {
+#pragma unroll
+        for (int i = 0; i < 8; ++i) r[i] = i == flip ? alt[i] : r[i];
+    }
+}
+
+// point_of_coords for a power-of-two q (the only Voronoi codecs attention takes): the coset's
+// codebook point lambda - q Q_E8(lambda / q), with e8_closest's decoder unbounded.
+__device__ __forceinline__ void voronoi_point_pow2(const Params& P, const u32 c[8], float out[8]) {
+    int tw[8];
+#pragma unroll
+    for (int j = 0; j < 8; ++j) tw[j] = 0;
+#pragma unroll
+    for (int i = 0; i < 8; ++i)
+#pragma unroll
+        for (int j = 0; j <= i; ++j) tw[j] += (int)c[i] * E8_BASIS_TWICE[i][j];
+    float lam[8], sc[8], p0[8], p1[8];
+#pragma unroll
+    for (int j = 0; j < 8; ++j) {
+        lam[j] = (float)tw[j] * 0.5f;
+        sc[j] = lam[j] * P.inv_q;
+    }
+    d8_nearest(sc, p0);
+    float sh[8];
+#pragma unroll
+    for (int j = 0; j < 8; ++j) sh[j] = sc[j] - 0.5f;
+    d8_nearest(sh, p1);
+#pragma unroll
+    for (int j = 0; j < 8; ++j) p1[j] = p1[j] + 0.5f;
+    const bool half = dist2(sc, p1, 8) < dist2(sc, p0, 8);
+#pragma unroll
+    for (int j = 0; j < 8; ++j) out[j] = lam[j] - P.qf * (half ? p1[j] : p0[j]);
+}
+
+// Values 8t..8t+7 of the vector at bit `pos` of page `w` (t the lane's, whose fields `lf`
+// locates), in the codec's rotated domain (what kv-codec's decode_rotated returns). A field no
+// encoder writes sets *bad to its fault code and decodes as zero, as far as the attention
+// is concerned.
 template <int F>
-__device__ __forceinline__ void attn_decode8(const Params& P, const u32* tab, const u32* w, u32 pos, u32 t, float y[8], u32* bad) {
+__device__ __forceinline__ void attn_decode8(const Params& P, const u32* tab, const u32* w, u32 pos, const LaneFields& lf, float y[8], u32* bad) {
     if (F == FAMILY_VORONOI) {
         const u32 code = page_bits(w, pos, VORONOI_SCALE_BITS);
         float sigma = scale_value(code, VORONOI_SCALE_MANTISSA);
         if (!finite_f(sigma)) { *bad = FAULT_SCALE_NOT_FINITE; sigma = 0.0f; }
-        const u32 at = pos + VORONOI_SCALE_BITS + t * (P.choice_bits + P.index_bits);
+        const u32 at = pos + lf.a;
         const u32 choice = page_bits(w, at, P.choice_bits);
         const u64 index = page_bits64(w, at + P.choice_bits);
         u32 c[8];
         #pragma unroll
         for (int i = 0; i < 8; ++i) c[i] = (u32)(index >> ((u32)i * P.log2q)) & (P.q - 1u);
         float pt[8];
-        point_of_coords(P, c, pt);
+        voronoi_point_pow2(P, c, pt);
         const float s = sigma * alpha_of(P, choice);
         #pragma unroll
         for (int i = 0; i < 8; ++i) y[i] = s * pt[i];
@@ -70,21 +148,20 @@ __device__ __forceinline__ void attn_decode8(const Params& P, const u32* tab, co
         float n = scale_value(code & 0x7fffu, 7u);
         if (code & 0x8000u) { *bad = FAULT_NORM_SIGN; n = 0.0f; }
         else if (!finite_f(n)) { *bad = FAULT_NORM_NOT_FINITE; n = 0.0f; }
-        const u64 bits = page_bits64(w, pos + 16u + 8u * t * P.vbits);
+        const u64 bits = page_bits64(w, pos + lf.a);
         const u32 mask = low_mask(P.vbits);
         #pragma unroll
         for (int j = 0; j < 8; ++j) y[j] = levels[(u32)(bits >> ((u32)j * P.vbits)) & mask] * n;
     } else if (P.codec == CODEC_BF16) {
         #pragma unroll
         for (int j = 0; j < 8; ++j) {
-            y[j] = bf16_to_f32(page_bits(w, pos + 16u * (8u * t + (u32)j), 16u));
+            y[j] = bf16_to_f32(page_bits(w, pos + lf.a + 16u * (u32)j, 16u));
             if (!finite_f(y[j])) { *bad = FAULT_BF16_NOT_FINITE; y[j] = 0.0f; }
         }
     } else {
         // FP8 and INT: the scale of this thread's group, then eight values of vbits bits,
         // contiguous (a group is a multiple of 8 values).
-        const u32 first = 8u * t;
-        const u32 code = page_bits(w, pos + grouped_pos(P, first - first % P.group) - 16u, 16u);
+        const u32 code = page_bits(w, pos + lf.b, 16u);
         float s = 0.0f;
         if (P.codec == CODEC_FP8) {
             if (code & 0x8000u) *bad = FAULT_SCALE_SIGN;
@@ -96,7 +173,7 @@ __device__ __forceinline__ void attn_decode8(const Params& P, const u32* tab, co
             if (!f16x_decode(code, &s)) { *bad = FAULT_F16X_ESCAPE; s = 0.0f; }
             else if (sign_negative(s)) { *bad = FAULT_INT_SCALE_NEGATIVE; }
         }
-        const u64 bits = page_bits64(w, pos + grouped_pos(P, first));
+        const u64 bits = page_bits64(w, pos + lf.a);
         const u32 mask = low_mask(P.vbits);
         #pragma unroll
         for (int j = 0; j < 8; ++j) {
@@ -218,6 +295,7 @@ __device__ __forceinline__ void attn_partial(const Params& PK, const Params& PV,
     const u32 t0 = split * A.split;
     const u32 t1 = min(t0 + A.split, A.len);
     const u32 kbits = PK.bits, vbits = PV.bits;
+    const LaneFields kf = lane_fields(PK, L.t), vf = lane_fields(PV, L.t);
     float q[G][8];
     #pragma unroll
     for (int g = 0; g < G; ++g) {
@@ -269,7 +347,7 @@ __device__ __forceinline__ void attn_partial(const Params& PK, const Params& PV,
                 for (int j = 0; j < 8; ++j) y[j] = 0.0f;
                 if (act[i]) {
                     u32 f = 0u;
-                    attn_decode8<KF>(PK, tabk, kw, (tok[i] - base_slot) * kbits - 32u * cur.kw0, L.t, y, &f);
+                    attn_decode8<KF>(PK, tabk, kw, (tok[i] - base_slot) * kbits - 32u * cur.kw0, kf, y, &f);
                     if (f != 0u && tok[i] < bad_tok) { bad = f; bad_tok = tok[i]; }
                 }
 #pragma unroll
@@ -306,7 +384,7 @@ __device__ __forceinline__ void attn_partial(const Params& PK, const Params& PV,
                 if (act[i]) {
                     float y[8];
                     u32 f = 0u;
-                    attn_decode8<VF>(PV, tabv, vw, (tok[i] - base_slot) * vbits - 32u * cur.vw0, L.t, y, &f);
+                    attn_decode8<VF>(PV, tabv, vw, (tok[i] - base_slot) * vbits - 32u * cur.vw0, vf, y, &f);
                     if (f != 0u && tok[i] < bad_tok) { bad = f; bad_tok = tok[i]; }
 #pragma unroll
                     for (int g = 0; g < G; ++g)
