@@ -84,8 +84,11 @@ fn bf16_gaussian(n: usize, seed: u64) -> Vec<u16> {
     bits.to_vec()
 }
 
-/// The torch baseline's rows: (batch, context) → ms.
-fn torch_rows(path: &str) -> Result<(serde_json::Value, Vec<(usize, usize, f64)>)> {
+/// A torch baseline row: batch, context, ms.
+type TorchRow = (usize, usize, f64);
+
+/// The torch baseline's file and rows.
+fn torch_rows(path: &str) -> Result<(serde_json::Value, Vec<TorchRow>)> {
     let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path)?)?;
     let rows = v["rows"]
         .as_array()

@@ -45,7 +45,9 @@
 //! Head dimensions that are multiples of 8 up to 256 (a vector fits one warp). Codecs:
 //! E8 Voronoi (q ≤ 256, raw or joint packing), the compatibility D4/E8 box codecs (boxes of
 //! fewer than 2^64 points, per-block or joint packing), TurboQuant-MSE, FP8 E4M3, INT2–8 and
-//! bf16, with groups that are multiples of 8 values.
+//! bf16, with groups that are multiples of 8 values. Attention on pages: the same head
+//! dimensions, Voronoi codecs with q and the scale count powers of two (raw packing), and
+//! up to [`MAX_GROUP`] query heads per KV head.
 #![deny(unsafe_code)]
 #![deny(missing_docs)]
 
