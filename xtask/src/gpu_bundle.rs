@@ -21,7 +21,7 @@ struct Build {
     args: &'static [&'static str],
 }
 
-const BUILDS: [Build; 4] = [
+const BUILDS: [Build; 5] = [
     Build {
         name: "kv-cuda-unit-tests",
         args: &["test", "--release", "--no-run", "-p", "kv-cuda", "--lib"],
@@ -66,7 +66,24 @@ const BUILDS: [Build; 4] = [
             "gpu_bench",
         ],
     },
+    Build {
+        name: "gpu_attention",
+        args: &[
+            "build",
+            "--release",
+            "-p",
+            "kv-codec",
+            "--features",
+            "cuda",
+            "--example",
+            "gpu_attention",
+        ],
+    },
 ];
+
+/// The PyTorch baseline of the attention step, relative to the workspace root (copied into
+/// the bundle: the GPU machine gets the bundle, not necessarily this checkout).
+const TORCH_SCRIPT: &str = "bench/attention_torch.py";
 
 /// The real K/V the parity run checks, relative to the workspace root.
 const DATA: &str = "../shared/data/smollm2-pp512/kv.safetensors";
@@ -78,8 +95,10 @@ const RUN_SH: &str = r#"#!/bin/sh
 #   tests     kv-cuda unit tests, then the CPU<->CUDA parity tests of kv-codec
 #   parity    gpu_parity: 10^7 random vectors and every vector of data/kv.safetensors
 #   bench     gpu_bench: throughput at 1M and 16M vectors, d = 64, 128, 256
-#   memcheck  compute-sanitizer memcheck over the fault and host-API tests
-# Default: all four. Logs and results go to $OUT (default: this folder's out/).
+#   attention decode attention on compressed pages (gpu_attention) and PyTorch's bf16
+#             scaled_dot_product_attention (attention_torch.py), same shapes, same run
+#   memcheck  compute-sanitizer memcheck over the fault, host-API and attention-error tests
+# Default: all five. Logs and results go to $OUT (default: this folder's out/).
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
 out=${OUT:-$here/out}
@@ -97,7 +116,7 @@ step() {
   summary="$summary$(printf '%-10s %-10s %5ss  %s' "$name" "$result" "$(( $(date +%s) - start ))" "$out/$name.log")\n"
 }
 { nvidia-smi -L; ldconfig -p | grep -E 'libcuda\.so|libnvrtc'; echo "LD_LIBRARY_PATH=$LD_LIBRARY_PATH"; } > "$out/device.log" 2>&1
-for s in ${*:-tests parity bench memcheck}; do
+for s in ${*:-tests parity bench attention memcheck}; do
   case $s in
     tests)
       step unit "$here/bin/kv-cuda-unit-tests"
@@ -106,14 +125,17 @@ for s in ${*:-tests parity bench memcheck}; do
       step parity "$here/bin/gpu_parity" --data "$here/data/kv.safetensors" --json "$out/parity.json" ;;
     bench)
       step bench "$here/bin/gpu_bench" --date "$(date +%F)" --json "$out/bench.json" --markdown "$out/bench.md" ;;
+    attention)
+      step torch python3 "$here/attention_torch.py" --json "$out/torch-attention.json"
+      step attention "$here/bin/gpu_attention" --date "$(date +%F)" --torch "$out/torch-attention.json" --json "$out/attention.json" --markdown "$out/attention.md" ;;
     memcheck)
       cs=$(command -v compute-sanitizer || ls /usr/local/cuda*/bin/compute-sanitizer 2>/dev/null | head -n 1)
       if [ -n "$cs" ]; then
-        step memcheck "$cs" --tool memcheck --error-exitcode 9 "$here/bin/kv-codec-cuda-tests" --test-threads 1 faults_are_the_cpus host_api
+        step memcheck "$cs" --tool memcheck --error-exitcode 9 "$here/bin/kv-codec-cuda-tests" --test-threads 1 faults_are_the_cpus host_api attention_errors
       else
         summary="${summary}memcheck   skipped (no compute-sanitizer found)\n"
       fi ;;
-    *) echo "unknown step $s (tests, parity, bench, memcheck)"; exit 2 ;;
+    *) echo "unknown step $s (tests, parity, bench, attention, memcheck)"; exit 2 ;;
   esac
 done
 cat "$out/device.log"
@@ -121,6 +143,7 @@ if [ -f "$out/tests.log" ]; then grep -E "^test |SKIPPED|test result" "$out/test
 if [ -f "$out/memcheck.log" ]; then grep -E "ERROR SUMMARY|test result" "$out/memcheck.log"; fi
 if [ -f "$out/parity.log" ]; then sed -n '/^| codec/,$p' "$out/parity.log"; fi
 if [ -f "$out/bench.md" ]; then cat "$out/bench.md"; fi
+if [ -f "$out/attention.md" ]; then cat "$out/attention.md"; fi
 printf '\n%b' "$summary"
 case $summary in *FAILED*) exit 1 ;; esac
 "#;
@@ -188,13 +211,16 @@ fn bundle(root: &Path) -> Result<(), String> {
     } else {
         println!("note: {DATA} not found; the parity step will fail without data/kv.safetensors");
     }
+    let script = root.join(TORCH_SCRIPT);
+    fs::copy(&script, dir.join("attention_torch.py"))
+        .map_err(|e| format!("cannot copy {}: {e}", script.display()))?;
     fs::write(dir.join("run.sh"), RUN_SH).map_err(|e| format!("cannot write run.sh: {e}"))?;
     let mut bytes = 0u64;
     for entry in fs::read_dir(&bin).map_err(|e| e.to_string())?.flatten() {
         bytes += entry.metadata().map(|m| m.len()).unwrap_or(0);
     }
     println!(
-        "\n{DIR}/ is ready ({:.1} MiB of binaries). On the GPU machine, from the repository root:\n\n    sh {DIR}/run.sh [tests] [parity] [bench] [memcheck]\n\n(logs and results under $OUT, default {DIR}/out; with the `run` tool, pass carry: [\"{DIR}\"] and OUT=$OUT).",
+        "\n{DIR}/ is ready ({:.1} MiB of binaries). On the GPU machine, from the repository root:\n\n    sh {DIR}/run.sh [tests] [parity] [bench] [attention] [memcheck]\n\n(logs and results under $OUT, default {DIR}/out; with the `run` tool, pass carry: [\"{DIR}\"] and OUT=$OUT).",
         bytes as f64 / (1 << 20) as f64
     );
     Ok(())

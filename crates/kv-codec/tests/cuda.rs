@@ -13,7 +13,9 @@ use std::sync::{Arc, OnceLock};
 
 use half::slice::HalfFloatSliceExt;
 use half::{bf16, f16};
-use kv_codec::cuda::{self, Device, Plan, Values, ValuesMut};
+use kv_codec::cache::{CacheConfig, KvCache, LayerPolicy};
+use kv_codec::cuda::{self, Device, DeviceLayer, PagePool, Plan, Values, ValuesMut};
+use kv_codec::format::Dtype;
 use kv_codec::{
     Backend, CodecConfig, CodecSpec, Error, Input, Output, Par, decode_batch, encode_batch,
 };
@@ -270,4 +272,200 @@ fn shapes_without_kernels_are_typed_errors() {
             "{spec} d={d}: {err}"
         );
     }
+}
+
+// --- Decode attention on device pages -------------------------------------------------------
+
+/// Seeded Gaussian values times `scale`.
+fn gaussian(n: usize, seed: u64, scale: f32) -> Vec<f32> {
+    let mut s = seed | 1;
+    let mut next = move || {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        ((s >> 11) as f64 + 0.5) / (1u64 << 53) as f64
+    };
+    (0..n)
+        .map(|_| {
+            let g = (-2.0 * next().ln()).sqrt() * (std::f64::consts::TAU * next()).cos();
+            g as f32 * scale
+        })
+        .collect()
+}
+
+/// One attention case: a CPU cache of `len` tokens (appended as a prefill and one decode
+/// token), the same layer on the device twice (its pages copied from the CPU cache, and
+/// appended from device tensors and encoded there), the pages compared byte for byte and
+/// the attention of one query per batch row compared with `KvCache::attend` within 1e-3
+/// relative (per output vector, against its largest magnitude). Outputs are poisoned
+/// before each run.
+struct Case {
+    k: &'static str,
+    v: &'static str,
+    d: usize,
+    batch: usize,
+    kv_heads: usize,
+    q_heads: usize,
+    page: usize,
+    len: usize,
+}
+
+fn check_attention(device: &Arc<Device>, c: &Case) {
+    let name = format!(
+        "K {} V {} d={} batch={} heads={}/{} page={} len={}",
+        c.k, c.v, c.d, c.batch, c.q_heads, c.kv_heads, c.page, c.len
+    );
+    let policy = LayerPolicy::codecs(c.k.parse().unwrap(), c.v.parse().unwrap());
+    let config = CacheConfig::new(c.batch, c.kv_heads, c.d, vec![policy]).with_page_tokens(c.page);
+    let cache = KvCache::new(config.clone()).unwrap();
+    let mut gpu = DeviceLayer::new(device, &config, 0, c.len).unwrap();
+    let streams = c.batch * c.kv_heads;
+    for (i, n) in [c.len - 1, 1].into_iter().enumerate() {
+        let k = gaussian(streams * n * c.d, 11 + i as u64, 1.0);
+        let v = gaussian(streams * n * c.d, 23 + i as u64, 1.0);
+        cache.append(0, Input::F32(&k), Input::F32(&v)).unwrap();
+        let (kd, vd) = (device.upload(&k).unwrap(), device.upload(&v).unwrap());
+        gpu.append(Values::F32(&kd), Values::F32(&vd)).unwrap();
+    }
+    let copied = DeviceLayer::from_cache(device, &cache, 0, c.len).unwrap();
+    assert_eq!((gpu.len(), copied.len()), (c.len, c.len));
+    // The device-encoded pages are the CPU's bytes.
+    for pool in [PagePool::K, PagePool::V] {
+        let bytes = gpu.pages().layout(pool).page_bytes();
+        let (mut a, mut b) = (vec![0u8; bytes], vec![0u8; bytes]);
+        for s in 0..streams {
+            for p in 0..c.len.div_ceil(c.page) {
+                gpu.pages().read_page(pool, s, p, &mut a).unwrap();
+                copied.pages().read_page(pool, s, p, &mut b).unwrap();
+                assert!(a == b, "{name}: {pool:?} page {p} of stream {s} differs");
+            }
+        }
+    }
+    // Queries with a peaked softmax (scores of several units).
+    let q = gaussian(c.batch * c.q_heads * c.d, 99, 3.0);
+    let mut want = vec![0f32; q.len()];
+    cache
+        .attend(0, Input::F32(&q), c.q_heads, Output::F32(&mut want))
+        .unwrap();
+    let qd = device.upload(&q).unwrap();
+    for (which, layer) in [("appended", &gpu), ("copied", &copied)] {
+        let mut out = device.zeros::<f32>(q.len()).unwrap();
+        device.fill_bytes(&mut out, 0xff).unwrap();
+        layer.attend(&qd, c.q_heads, &mut out).unwrap();
+        let mut got = vec![0f32; q.len()];
+        device.download(&out, &mut got).unwrap();
+        let mut worst = 0f32;
+        for (g, w) in got.chunks_exact(c.d).zip(want.chunks_exact(c.d)) {
+            let top = w.iter().fold(0f32, |m, x| m.max(x.abs()));
+            let diff = g.iter().zip(w).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+            assert!(
+                diff.is_finite(),
+                "{name} ({which}): unwritten or NaN output"
+            );
+            worst = worst.max(diff / top);
+        }
+        println!("attention {name} ({which}): max relative error {worst:.2e}");
+        assert!(worst <= 1e-3, "{name} ({which}): relative error {worst}");
+    }
+}
+
+#[test]
+fn attention_on_device_pages_matches_the_cpu() {
+    let Some(device) = device("attention_on_device_pages_matches_the_cpu") else {
+        return;
+    };
+    let case = |k, v, d, (batch, kv_heads, q_heads), page, len| Case {
+        k,
+        v,
+        d,
+        batch,
+        kv_heads,
+        q_heads,
+        page,
+        len,
+    };
+    for c in [
+        case(
+            "voronoi-e8-q16-s4",
+            "voronoi-e8-q16-s4",
+            128,
+            (2, 2, 8),
+            64,
+            300,
+        ),
+        case("int4", "int4", 128, (2, 2, 8), 64, 300),
+        case("voronoi-e8-q16-s4", "int8", 128, (1, 2, 4), 16, 1500),
+        case("int4-g32", "voronoi-e8-q4-s2", 64, (2, 1, 1), 32, 77),
+        case("turboquant-b3", "fp8-e4m3-g64", 128, (1, 2, 6), 64, 130),
+        case("bf16", "voronoi-e8-q256-s1", 128, (1, 1, 8), 64, 65),
+        case("voronoi-e8-q8-s2", "int8", 96, (2, 2, 4), 64, 200),
+        case(
+            "voronoi-e8-q16-s4",
+            "voronoi-e8-q16-s4",
+            128,
+            (1, 8, 32),
+            64,
+            5000,
+        ),
+    ] {
+        check_attention(&device, &c);
+    }
+}
+
+#[test]
+fn attention_errors_are_typed() {
+    let Some(device) = device("attention_errors_are_typed") else {
+        return;
+    };
+    let spec: CodecSpec = "int4".parse().unwrap();
+    let config = CacheConfig::new(1, 2, 128, vec![LayerPolicy::codecs(spec, spec)]);
+    let mut layer = DeviceLayer::new(&device, &config, 0, 100).unwrap();
+    let q = device.upload(&vec![0.5f32; 4 * 128]).unwrap();
+    let mut out = device.zeros::<f32>(4 * 128).unwrap();
+    // An empty layer has nothing to attend to.
+    assert!(matches!(
+        layer.attend(&q, 4, &mut out),
+        Err(Error::Cuda(cuda::CudaError::TooManyTokens { .. }))
+    ));
+    let kv = device.upload(&gaussian(2 * 70 * 128, 5, 1.0)).unwrap();
+    layer.append(Values::F32(&kv), Values::F32(&kv)).unwrap();
+    assert!(matches!(
+        layer.attend(&q, 3, &mut out),
+        Err(Error::Cuda(cuda::CudaError::HeadsMismatch { .. }))
+    ));
+    // Past the capacity, nothing is appended.
+    assert!(matches!(
+        layer.append(Values::F32(&kv), Values::F32(&kv)),
+        Err(Error::Cuda(cuda::CudaError::TooManyTokens { .. }))
+    ));
+    assert_eq!(layer.len(), 70);
+    let mut bad = gaussian(2 * 128, 6, 1.0);
+    bad[128 + 3] = f32::NAN;
+    let bad = device.upload(&bad).unwrap();
+    let good = device.upload(&gaussian(2 * 128, 7, 1.0)).unwrap();
+    assert!(matches!(
+        layer.append(Values::F32(&good), Values::F32(&bad)),
+        Err(Error::NonFinite { vector: 3 })
+    ));
+    assert_eq!(layer.len(), 70);
+    // Bytes no encoder writes are reported with the token's position (the first at
+    // fault): page 1 of stream 0 holds positions 64..
+    let bytes = layer.pages().layout(PagePool::K).page_bytes();
+    layer
+        .pages_mut()
+        .write_page(PagePool::K, 0, 1, &vec![0xff; bytes])
+        .unwrap();
+    let err = layer.attend(&q, 4, &mut out).unwrap_err();
+    assert!(
+        matches!(err, Error::CorruptPayload { vector: 64, .. }),
+        "{err}"
+    );
+    // The fault was taken: the next call reports it again, not a stale one.
+    assert!(layer.attend(&q, 4, &mut out).is_err());
+    // Dense storage has no attention kernels.
+    let dense = CacheConfig::new(1, 2, 128, vec![LayerPolicy::uncompressed(Dtype::F16)]);
+    assert!(matches!(
+        DeviceLayer::new(&device, &dense, 0, 10),
+        Err(Error::Cuda(cuda::CudaError::Unsupported { .. }))
+    ));
 }

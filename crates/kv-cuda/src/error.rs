@@ -62,6 +62,36 @@ pub enum Error {
         /// The length given.
         actual: usize,
     },
+    /// The query heads are not a multiple of the KV heads.
+    #[error("{q_heads} query heads are not a positive multiple of {kv_heads} KV heads")]
+    HeadsMismatch {
+        /// Query heads given.
+        q_heads: usize,
+        /// KV heads of the pages.
+        kv_heads: usize,
+    },
+    /// A token count is zero where tokens are needed, or exceeds the pages' capacity.
+    #[error(
+        "{tokens} tokens do not fit pages of {capacity} tokens per stream (or none were given)"
+    )]
+    TooManyTokens {
+        /// Tokens asked for.
+        tokens: usize,
+        /// Tokens per stream the pages hold.
+        capacity: usize,
+    },
+    /// A page index is outside the pool.
+    #[error("page {page} of stream {stream} is outside pages of {streams} streams × {pages}")]
+    PageOutOfRange {
+        /// Stream asked for.
+        stream: usize,
+        /// Page asked for.
+        page: usize,
+        /// Streams of the pool.
+        streams: usize,
+        /// Pages per stream.
+        pages: usize,
+    },
     /// A batch is larger than one launch handles.
     #[error("a batch of {vectors} vectors exceeds the {limit} vectors of one launch")]
     BatchTooLarge {

@@ -11,15 +11,20 @@ use cudarc::driver::{
 };
 use cudarc::nvrtc::{CompileError, CompileOptions, Ptx};
 
+use crate::attention::{self, PageLayout, PagesShape};
 use crate::error::Error;
-use crate::params::Params;
+use crate::params::{AttnParams, Params};
 use crate::plan::{Dtype, Launch, Op, Plan};
-use crate::source::{KERNELS, kernel_source};
+use crate::source::{ATTENTION_KERNELS, KERNELS, kernel_source};
 
 // SAFETY: `Params` is `repr(C)` over `[u32; WORDS]`, plain data with no padding and no
 // pointers, laid out exactly as the generated CUDA `struct Params` (4-byte fields in the
 // same order; see params::c_struct), so passing its bytes as a kernel argument is sound.
 unsafe impl DeviceRepr for Params {}
+
+// SAFETY: as for `Params`: `AttnParams` is `repr(C)` over `[u32; ATTN_WORDS]`, laid out as
+// the generated CUDA `struct AttnParams` (params::c_struct).
+unsafe impl DeviceRepr for AttnParams {}
 
 /// Whether the CUDA driver and NVRTC can be loaded and at least one device is present.
 ///
@@ -224,7 +229,7 @@ impl Device {
             .load_module(Ptx::from_src(ptx))
             .map_err(driver("cuModuleLoadData"))?;
         let mut functions = HashMap::new();
-        for name in KERNELS {
+        for name in KERNELS.into_iter().chain(ATTENTION_KERNELS) {
             let f = module
                 .load_function(name)
                 .map_err(driver("cuModuleGetFunction"))?;
@@ -256,12 +261,61 @@ impl Device {
     /// # Errors
     /// [`Error::Driver`] (out of memory, for instance).
     pub fn zeros<T: Element>(&self, len: usize) -> Result<DeviceBuffer<T>, Error> {
-        // The driver refuses empty allocations; an empty buffer holds one unused element.
+        // The driver refuses empty allocations; and every allocation has at least 16 zeroed
+        // bytes past its last element, so that kernels may read a packed field's words with
+        // whole-word loads however the field ends.
+        let spare = 16usize.div_ceil(std::mem::size_of::<T>());
         let slice = self
             .stream
-            .alloc_zeros::<T>(len.max(1))
+            .alloc_zeros::<T>(len + spare)
             .map_err(driver("cuMemAlloc"))?;
         Ok(DeviceBuffer { slice, len })
+    }
+
+    /// Copies `host` into `buffer` from element `offset` on.
+    fn write_at<T: Element>(
+        &self,
+        host: &[T],
+        buffer: &mut DeviceBuffer<T>,
+        offset: usize,
+    ) -> Result<(), Error> {
+        let end = offset.checked_add(host.len()).filter(|&e| e <= buffer.len);
+        let Some(end) = end else {
+            return Err(Error::LengthMismatch {
+                what: "buffer range",
+                expected: buffer.len,
+                actual: offset.saturating_add(host.len()),
+            });
+        };
+        if host.is_empty() {
+            return Ok(());
+        }
+        self.stream
+            .memcpy_htod(host, &mut buffer.slice.slice_mut(offset..end))
+            .map_err(driver("cuMemcpyHtoD"))
+    }
+
+    /// Copies elements `offset..offset + host.len()` of `buffer` into `host` (waits).
+    fn read_at<T: Element>(
+        &self,
+        buffer: &DeviceBuffer<T>,
+        offset: usize,
+        host: &mut [T],
+    ) -> Result<(), Error> {
+        let end = offset.checked_add(host.len()).filter(|&e| e <= buffer.len);
+        let Some(end) = end else {
+            return Err(Error::LengthMismatch {
+                what: "buffer range",
+                expected: buffer.len,
+                actual: offset.saturating_add(host.len()),
+            });
+        };
+        if !host.is_empty() {
+            self.stream
+                .memcpy_dtoh(&buffer.slice.slice(offset..end), host)
+                .map_err(driver("cuMemcpyDtoH"))?;
+        }
+        self.synchronize()
     }
 
     /// A buffer holding a copy of `host`.
@@ -437,6 +491,27 @@ fn check_len(what: &'static str, expected: usize, actual: usize) -> Result<(), E
     }
 }
 
+/// Waits for the device, then reads and resets a fault word: the first fault since the last
+/// reset, as an error.
+fn take_fault(device: &Device, status: &mut DeviceBuffer<u64>) -> Result<(), Error> {
+    let mut word = [0u64];
+    device.download(status, &mut word)?;
+    if word[0] == NO_FAULT {
+        return Ok(());
+    }
+    device.write(&[NO_FAULT], status)?;
+    let vector = (word[0] >> 32) as usize;
+    let code = (word[0] & 0xff) as u32;
+    Err(if code == 0 {
+        Error::NonFinite { vector }
+    } else {
+        Error::CorruptPayload {
+            vector,
+            reason: fault_reason(code),
+        }
+    })
+}
+
 /// The reason texts of decode faults, by the kernels' fault codes (the same words as the CPU
 /// decoders of kv-codec use, so that both backends report the same error).
 fn fault_reason(code: u32) -> &'static str {
@@ -564,22 +639,7 @@ impl DevicePlan {
     /// vector at fault, as the CPU reports it); [`Error::Driver`].
     pub fn finish(&self) -> Result<(), Error> {
         let mut status = self.status.lock().unwrap_or_else(|p| p.into_inner());
-        let mut word = [0u64];
-        self.device.download(&status, &mut word)?;
-        if word[0] == NO_FAULT {
-            return Ok(());
-        }
-        self.device.write(&[NO_FAULT], &mut status)?;
-        let vector = (word[0] >> 32) as usize;
-        let code = (word[0] & 0xff) as u32;
-        Err(if code == 0 {
-            Error::NonFinite { vector }
-        } else {
-            Error::CorruptPayload {
-                vector,
-                reason: fault_reason(code),
-            }
-        })
+        take_fault(&self.device, &mut status)
     }
 
     /// Encodes and waits: [`DevicePlan::enqueue_encode`] then [`DevicePlan::finish`].
@@ -597,6 +657,410 @@ impl DevicePlan {
     /// As both.
     pub fn decode(&self, bytes: &DeviceBuffer<u8>, out: ValuesMut<'_>) -> Result<(), Error> {
         self.enqueue_decode(bytes, out)?;
+        self.finish()
+    }
+}
+
+/// One of the two pools of a layer's pages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PagePool {
+    /// The keys' pages.
+    K,
+    /// The values' pages.
+    V,
+}
+
+/// The K and V pages of one layer in device memory: per pool, `streams · max_pages` pages of
+/// [`PageLayout::stride`] bytes, and a page table (`[streams, max_pages]` of page indices)
+/// that the attention kernels read, so that pages need not be contiguous. A page holds
+/// exactly the bytes kv-codec's cache holds for it; pages start zeroed, and writes OR bits
+/// in, so tokens must be written in order, each once.
+#[derive(Debug)]
+pub struct DevicePages {
+    device: Arc<Device>,
+    shape: PagesShape,
+    k: PageLayout,
+    v: PageLayout,
+    k_pool: DeviceBuffer<u8>,
+    v_pool: DeviceBuffer<u8>,
+    table: DeviceBuffer<u32>,
+}
+
+impl DevicePages {
+    /// Zeroed pages of `shape` for vectors of `k_bits` and `v_bits` bits; stream `s` owns
+    /// pages `s · max_pages ..` of each pool.
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`] for sizes beyond the kernels' 32-bit fields; [`Error::Driver`]
+    /// (out of memory, for instance).
+    pub fn new(
+        device: &Arc<Device>,
+        shape: PagesShape,
+        k_bits: u32,
+        v_bits: u32,
+    ) -> Result<Self, Error> {
+        shape.check()?;
+        let layout = |bits| PageLayout {
+            page_tokens: shape.page_tokens,
+            bits,
+        };
+        let (k, v) = (layout(k_bits), layout(v_bits));
+        let pages = shape.streams() * shape.max_pages;
+        for l in [k, v] {
+            if l.stride() > u32::MAX as usize || bits_overflow(l) {
+                return Err(Error::Unsupported {
+                    what: "page bytes",
+                    value: l.stride() as u64,
+                    supported: "pages below 2^29 bytes",
+                });
+            }
+        }
+        let table: Vec<u32> = (0..pages as u32).collect();
+        Ok(Self {
+            device: Arc::clone(device),
+            shape,
+            k,
+            v,
+            k_pool: device.zeros(pages * k.stride())?,
+            v_pool: device.zeros(pages * v.stride())?,
+            table: device.upload(&table)?,
+        })
+    }
+
+    /// The shape of the pages.
+    pub fn shape(&self) -> PagesShape {
+        self.shape
+    }
+
+    /// The layout of one pool.
+    pub fn layout(&self, pool: PagePool) -> PageLayout {
+        match pool {
+            PagePool::K => self.k,
+            PagePool::V => self.v,
+        }
+    }
+
+    fn pool(&self, pool: PagePool) -> &DeviceBuffer<u8> {
+        match pool {
+            PagePool::K => &self.k_pool,
+            PagePool::V => &self.v_pool,
+        }
+    }
+
+    /// Byte offset of page `page` of stream `stream` in a pool of `layout`.
+    fn offset(&self, layout: PageLayout, stream: usize, page: usize) -> Result<usize, Error> {
+        if stream >= self.shape.streams() || page >= self.shape.max_pages {
+            return Err(Error::PageOutOfRange {
+                stream,
+                page,
+                streams: self.shape.streams(),
+                pages: self.shape.max_pages,
+            });
+        }
+        Ok((stream * self.shape.max_pages + page) * layout.stride())
+    }
+
+    /// Copies `bytes` (one page's payload, [`PageLayout::page_bytes`]) into page `page` of
+    /// stream `stream`.
+    ///
+    /// # Errors
+    /// [`Error::PageOutOfRange`], [`Error::LengthMismatch`], [`Error::Driver`].
+    pub fn write_page(
+        &mut self,
+        pool: PagePool,
+        stream: usize,
+        page: usize,
+        bytes: &[u8],
+    ) -> Result<(), Error> {
+        let layout = self.layout(pool);
+        check_len("page bytes", layout.page_bytes(), bytes.len())?;
+        let at = self.offset(layout, stream, page)?;
+        let buffer = match pool {
+            PagePool::K => &mut self.k_pool,
+            PagePool::V => &mut self.v_pool,
+        };
+        self.device.write_at(bytes, buffer, at)
+    }
+
+    /// Copies page `page` of stream `stream` into `out` (waits for the device).
+    ///
+    /// # Errors
+    /// [`Error::PageOutOfRange`], [`Error::LengthMismatch`], [`Error::Driver`].
+    pub fn read_page(
+        &self,
+        pool: PagePool,
+        stream: usize,
+        page: usize,
+        out: &mut [u8],
+    ) -> Result<(), Error> {
+        let layout = self.layout(pool);
+        check_len("page bytes", layout.page_bytes(), out.len())?;
+        let at = self.offset(layout, stream, page)?;
+        self.device.read_at(self.pool(pool), at, out)
+    }
+
+    /// Queues the writing of `count` tokens per stream at positions `start..start + count`:
+    /// `packed` holds their vectors bit-packed back to back, stream-major (what
+    /// [`DevicePlan::enqueue_encode`] writes for a `[streams, count, head_dim]` batch). The
+    /// bits of those positions must still be zero.
+    ///
+    /// # Errors
+    /// [`Error::TooManyTokens`] past the capacity, [`Error::LengthMismatch`] unless `packed`
+    /// holds exactly `streams · count` vectors, [`Error::Driver`].
+    pub fn enqueue_write(
+        &mut self,
+        pool: PagePool,
+        packed: &DeviceBuffer<u8>,
+        start: usize,
+        count: usize,
+    ) -> Result<(), Error> {
+        let layout = self.layout(pool);
+        let vectors = self.shape.streams() * count;
+        check_len(
+            "packed tokens",
+            (vectors * layout.bits as usize).div_ceil(8),
+            packed.len(),
+        )?;
+        let Some((params, grid, block)) = attention::plan_write(self.shape, layout, start, count)?
+        else {
+            return Ok(());
+        };
+        let f = &self.device.functions["kvc_pages_write"];
+        let cfg = LaunchConfig {
+            grid_dim: (grid, 1, 1),
+            block_dim: (block, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        let (pool_buf, stream) = match pool {
+            PagePool::K => (&mut self.k_pool, &self.device.stream),
+            PagePool::V => (&mut self.v_pool, &self.device.stream),
+        };
+        let mut args = stream.launch_builder(f);
+        args.arg(&params)
+            .arg(&packed.slice)
+            .arg(&mut pool_buf.slice)
+            .arg(&self.table.slice);
+        // SAFETY: kvc_pages_write takes (AttnParams, const u8* packed, u8* pool, const u32*
+        // table), matched above. `packed` holds streams·count vectors of `bits` bits (checked)
+        // plus the 16 spare bytes every allocation has, which cover the one word past a
+        // field that the kernel reads; the table holds streams·max_pages entries, each a page
+        // of this pool (made by `new`), and plan_write checked start + count ≤ capacity, so
+        // every word written lies in a page of the pool (the word after a page's last field
+        // lies in the page's 16-byte-aligned stride or the spare bytes).
+        unsafe { args.launch(cfg) }.map_err(driver("cuLaunchKernel"))?;
+        Ok(())
+    }
+}
+
+/// Whether bit offsets within a page overflow the kernels' 32-bit arithmetic.
+fn bits_overflow(layout: PageLayout) -> bool {
+    (layout.page_tokens as u64 * u64::from(layout.bits) + 128) > u64::from(u32::MAX)
+}
+
+/// Scratch of attention calls, grown as calls need (never shrunk).
+#[derive(Debug)]
+struct AttnScratch {
+    query: DeviceBuffer<f32>,
+    acc: DeviceBuffer<f32>,
+    ml: DeviceBuffer<f32>,
+}
+
+/// Decode attention on a layer's pages ([`DevicePages`]): one query position per batch row
+/// (the next token's), which sees every token written so far. K and V may use different
+/// codecs; each is loaded as a [`DevicePlan`], which also encodes tokens for the pages.
+///
+/// Queries are `[batch, q_heads, head_dim]` f32, query head `h` reading KV head
+/// `h / (q_heads / kv_heads)`; outputs have the same shape. The result matches kv-codec's
+/// CPU cache attention up to f32 rounding (see `attention.cu`).
+#[derive(Debug)]
+pub struct DeviceAttention {
+    k: DevicePlan,
+    v: DevicePlan,
+    scratch: Mutex<Option<AttnScratch>>,
+    status: Mutex<DeviceBuffer<u64>>,
+}
+
+impl DeviceAttention {
+    /// Attention over pages of keys coded by `k` and values coded by `v`.
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`] for codecs the attention kernels do not decode (compat, joint
+    /// Voronoi packing) or head dimensions that differ; [`Error::Driver`].
+    pub fn new(device: &Arc<Device>, k: Plan, v: Plan) -> Result<Self, Error> {
+        attention::check_codec(&k)?;
+        attention::check_codec(&v)?;
+        if k.head_dim() != v.head_dim() {
+            return Err(Error::Unsupported {
+                what: "value head_dim",
+                value: v.head_dim() as u64,
+                supported: "the keys' head_dim",
+            });
+        }
+        Ok(Self {
+            k: device.load(k)?,
+            v: device.load(v)?,
+            scratch: Mutex::new(None),
+            status: Mutex::new(device.upload(&[NO_FAULT])?),
+        })
+    }
+
+    /// The keys' plan on the device (to encode keys for the pages).
+    pub fn k_plan(&self) -> &DevicePlan {
+        &self.k
+    }
+
+    /// The values' plan on the device.
+    pub fn v_plan(&self) -> &DevicePlan {
+        &self.v
+    }
+
+    /// Queues attention of `queries` (`[batch, q_heads, head_dim]`) over the first `len`
+    /// tokens of every stream of `pages`, into `out` (same shape).
+    ///
+    /// # Errors
+    /// As [`attention::plan_call`]; [`Error::LengthMismatch`] for queries or outputs of
+    /// another length, or pages of other bit counts; [`Error::Driver`].
+    pub fn enqueue_attend(
+        &self,
+        pages: &DevicePages,
+        len: usize,
+        q_heads: usize,
+        queries: &DeviceBuffer<f32>,
+        out: &mut DeviceBuffer<f32>,
+    ) -> Result<(), Error> {
+        let (k, v) = (self.k.plan(), self.v.plan());
+        if !Arc::ptr_eq(&pages.device, &self.k.device) {
+            return Err(Error::Unsupported {
+                what: "pages on another device, ordinal",
+                value: 0,
+                supported: "pages made on the attention's own Device",
+            });
+        }
+        check_len(
+            "key page bits",
+            k.bits_per_vector() as usize,
+            pages.k.bits as usize,
+        )?;
+        check_len(
+            "value page bits",
+            v.bits_per_vector() as usize,
+            pages.v.bits as usize,
+        )?;
+        let call = attention::plan_call(k, v, pages.shape, len, q_heads)?;
+        check_len("queries", call.query_floats, queries.len())?;
+        check_len("attention output", call.query_floats, out.len())?;
+        let device = &pages.device;
+        let mut scratch = self.scratch.lock().unwrap_or_else(|p| p.into_inner());
+        let fits = scratch.as_ref().is_some_and(|s| {
+            s.query.len() >= call.query_floats
+                && s.acc.len() >= call.acc_floats
+                && s.ml.len() >= call.ml_floats
+        });
+        if !fits {
+            let grow = |old: Option<usize>, need: usize| old.unwrap_or(0).max(need);
+            let old = scratch.take();
+            let sizes = (
+                grow(old.as_ref().map(|s| s.query.len()), call.query_floats),
+                grow(old.as_ref().map(|s| s.acc.len()), call.acc_floats),
+                grow(old.as_ref().map(|s| s.ml.len()), call.ml_floats),
+            );
+            drop(old);
+            *scratch = Some(AttnScratch {
+                query: device.zeros(sizes.0)?,
+                acc: device.zeros(sizes.1)?,
+                ml: device.zeros(sizes.2)?,
+            });
+        }
+        let s = scratch.as_mut().expect("scratch was just made");
+        let mut status = self.status.lock().unwrap_or_else(|p| p.into_inner());
+        let mut pk = *k.params();
+        pk.set("dtype", Dtype::F32.id());
+        let pv = *v.params();
+        let stream = &device.stream;
+        let fns = &device.functions;
+        let vector_cfg = LaunchConfig {
+            grid_dim: (call.vector_grid, 1, 1),
+            block_dim: (call.vector_block, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        let mut args = stream.launch_builder(&fns["kvc_attn_query"]);
+        args.arg(&pk)
+            .arg(&call.params)
+            .arg(&queries.slice)
+            .arg(&mut s.query.slice)
+            .arg(&self.k.tables.slice);
+        // SAFETY: kvc_attn_query takes (Params, AttnParams, const float* q, float* qrot,
+        // const u32* tables), matched above. It reads and writes batch·q_heads·head_dim floats
+        // (the queries' checked length; the scratch holds at least as many) and the K plan's
+        // own tables at the offsets its parameters name.
+        unsafe { args.launch(vector_cfg) }.map_err(driver("cuLaunchKernel"))?;
+        let mut args = stream.launch_builder(&fns[call.partial_kernel]);
+        args.arg(&pk)
+            .arg(&pv)
+            .arg(&call.params)
+            .arg(&s.query.slice)
+            .arg(&pages.k_pool.slice)
+            .arg(&pages.v_pool.slice)
+            .arg(&pages.table.slice)
+            .arg(&self.k.tables.slice)
+            .arg(&self.v.tables.slice)
+            .arg(&mut s.acc.slice)
+            .arg(&mut s.ml.slice)
+            .arg(&mut status.slice);
+        let partial_cfg = LaunchConfig {
+            grid_dim: (call.partial_grid.0, call.partial_grid.1, 1),
+            block_dim: (call.partial_block, 1, 1),
+            shared_mem_bytes: call.partial_shared,
+        };
+        // SAFETY: the partial kernels take (Params K, Params V, AttnParams, const float* qrot,
+        // const u8* kpool, const u8* vpool, const u32* table, const u32* ktab, const u32*
+        // vtab, float* acc, float* ml, u64* status), matched above. Tokens read are below len
+        // ≤ capacity (plan_call), their pages come from the table of `pages` (streams ·
+        // max_pages entries, each a page of both pools), whose bit counts were checked to be
+        // the plans'; staged reads (16-byte units from a 16-byte boundary of a page to one
+        // word past a chunk's last bit) stay within a page's stride or the pools' 16 spare
+        // bytes, and fit the two staging buffers of `partial_shared` bytes (plan_call sizes
+        // them for the largest chunk); the scratch holds the acc_floats and ml_floats the
+        // call writes, and the status one u64.
+        unsafe { args.launch(partial_cfg) }.map_err(driver("cuLaunchKernel"))?;
+        let mut args = stream.launch_builder(&fns["kvc_attn_combine"]);
+        args.arg(&pv)
+            .arg(&call.params)
+            .arg(&s.acc.slice)
+            .arg(&s.ml.slice)
+            .arg(&mut out.slice)
+            .arg(&self.v.tables.slice);
+        // SAFETY: kvc_attn_combine takes (Params, AttnParams, const float* acc, const float*
+        // ml, float* out, const u32* tables), matched above; it reads the partial states the
+        // previous launch wrote (same sizes) and writes batch·q_heads·head_dim floats (the
+        // output's checked length).
+        unsafe { args.launch(vector_cfg) }.map_err(driver("cuLaunchKernel"))?;
+        Ok(())
+    }
+
+    /// Waits for queued attention and reports the first fault (a page field no encoder
+    /// writes; `vector` is the token's position) since the previous call.
+    ///
+    /// # Errors
+    /// [`Error::CorruptPayload`], [`Error::Driver`].
+    pub fn finish(&self) -> Result<(), Error> {
+        let mut status = self.status.lock().unwrap_or_else(|p| p.into_inner());
+        take_fault(&self.k.device, &mut status)
+    }
+
+    /// [`DeviceAttention::enqueue_attend`], then [`DeviceAttention::finish`].
+    ///
+    /// # Errors
+    /// As both.
+    pub fn attend(
+        &self,
+        pages: &DevicePages,
+        len: usize,
+        q_heads: usize,
+        queries: &DeviceBuffer<f32>,
+        out: &mut DeviceBuffer<f32>,
+    ) -> Result<(), Error> {
+        self.enqueue_attend(pages, len, q_heads, queries, out)?;
         self.finish()
     }
 }

@@ -23,6 +23,12 @@
 //! # Ok::<(), kv_cuda::Error>(())
 //! ```
 //!
+//! Decode attention runs on a layer's packed pages in device memory ([`DevicePages`], with
+//! the bytes kv-codec's cache holds): [`DeviceAttention`] rotates the queries once, decodes
+//! keys and values only to their rotated domain, splits long contexts over many warps
+//! (online softmax in f32, merged per query head) and rotates each output back once (see
+//! the [`attention`] module and `attention.cu`).
+//!
 //! # Building without CUDA
 //! `cudarc` is used with `dynamic-loading`: nothing CUDA is needed to build, and the driver
 //! and NVRTC are looked up when a [`Device`] is made. [`is_available`] checks for them (and
@@ -39,10 +45,13 @@
 //! Head dimensions that are multiples of 8 up to 256 (a vector fits one warp). Codecs:
 //! E8 Voronoi (q ≤ 256, raw or joint packing), the compatibility D4/E8 box codecs (boxes of
 //! fewer than 2^64 points, per-block or joint packing), TurboQuant-MSE, FP8 E4M3, INT2–8 and
-//! bf16, with groups that are multiples of 8 values.
+//! bf16, with groups that are multiples of 8 values. Attention on pages: the same head
+//! dimensions, Voronoi codecs with q and the scale count powers of two (raw packing), and
+//! up to [`MAX_GROUP`] query heads per KV head.
 #![deny(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod attention;
 mod error;
 #[allow(unsafe_code)]
 mod launch;
@@ -50,9 +59,13 @@ mod params;
 mod plan;
 mod source;
 
+pub use attention::{MAX_GROUP, PAGE_ALIGN, PageLayout, PagesShape};
 pub use error::Error;
-pub use launch::{Device, DeviceBuffer, DevicePlan, Element, Values, ValuesMut, is_available};
-pub use params::Params;
+pub use launch::{
+    Device, DeviceAttention, DeviceBuffer, DevicePages, DevicePlan, Element, PagePool, Values,
+    ValuesMut, is_available,
+};
+pub use params::{AttnParams, Params};
 pub use plan::{
     BLOCK_THREADS, BoxLattice, Dtype, KernelCodec, Launch, MAX_CHUNK, MAX_HEAD_DIM, MAX_VORONOI_Q,
     Op, Plan,

@@ -1,8 +1,9 @@
-//! The kernels' parameter block: one 32-bit word per field, in the order of [`FIELDS`].
+//! The kernels' parameter blocks: one 32-bit word per field, in the order of [`FIELDS`] (the
+//! codecs' `Params`) or [`ATTN_FIELDS`] (the attention kernels' `AttnParams`).
 //!
-//! The CUDA side's `struct Params` is generated from the same table (see [`c_struct`]), so the
-//! two layouts cannot drift apart: with only 4-byte fields, C lays the struct out as the
-//! array of words this module writes.
+//! The CUDA side's structs are generated from the same tables (see [`c_struct`]), so the
+//! layouts cannot drift apart: with only 4-byte fields, C lays a struct out as the array of
+//! words this module writes.
 
 /// How a field's word is read by the kernels.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -71,6 +72,97 @@ pub(crate) const FIELDS: [(&str, Kind); 44] = [
 /// Number of 32-bit words in the block.
 pub(crate) const WORDS: usize = FIELDS.len();
 
+/// Every field of the attention kernels' block, in layout order.
+pub(crate) const ATTN_FIELDS: [(&str, Kind); 21] = [
+    // Shape of the call.
+    ("batch", U32),
+    ("kv_heads", U32),
+    ("q_heads", U32),
+    ("group", U32),
+    ("streams", U32),
+    ("len", U32),
+    ("scale", F32),
+    ("rot_k", U32),
+    ("rot_v", U32),
+    // Pages: tokens per page, page-table row length, bytes between pages of each pool.
+    ("page_tokens", U32),
+    ("max_pages", U32),
+    ("k_stride", U32),
+    ("v_stride", U32),
+    // Work split: tokens per range (one thread block), ranges per stream, tokens per staged
+    // chunk, and the words of a staging buffer (K's first).
+    ("split", U32),
+    ("splits", U32),
+    ("chunk", U32),
+    ("k_words", U32),
+    ("stage_words", U32),
+    // Page writes: vectors per stream, first position, bits per vector.
+    ("count", U32),
+    ("start", U32),
+    ("bits", U32),
+];
+
+/// Number of 32-bit words in the attention block.
+pub(crate) const ATTN_WORDS: usize = ATTN_FIELDS.len();
+
+fn field_index(fields: &[(&str, Kind)], name: &str, kind: Kind) -> usize {
+    let i = fields
+        .iter()
+        .position(|f| f.0 == name)
+        .unwrap_or_else(|| panic!("kernel parameter {name} does not exist"));
+    assert_eq!(
+        fields[i].1, kind,
+        "kernel parameter {name} has another type"
+    );
+    i
+}
+
+/// The attention kernels' parameter block, passed by value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(C)]
+pub struct AttnParams {
+    words: [u32; ATTN_WORDS],
+}
+
+impl AttnParams {
+    /// All fields zero.
+    pub(crate) fn zeroed() -> Self {
+        Self {
+            words: [0; ATTN_WORDS],
+        }
+    }
+
+    /// Sets an integer field.
+    ///
+    /// # Panics
+    /// If the field does not exist or holds a float (a bug of this crate).
+    pub(crate) fn set(&mut self, name: &str, value: u32) {
+        self.words[field_index(&ATTN_FIELDS, name, U32)] = value;
+    }
+
+    /// Sets a float field.
+    ///
+    /// # Panics
+    /// If the field does not exist or holds an integer (a bug of this crate).
+    pub(crate) fn set_f32(&mut self, name: &str, value: f32) {
+        self.words[field_index(&ATTN_FIELDS, name, F32)] = value.to_bits();
+    }
+
+    /// Reads an integer field.
+    ///
+    /// # Panics
+    /// If the field does not exist or holds a float (a bug of this crate).
+    #[cfg(test)]
+    pub(crate) fn get(&self, name: &str) -> u32 {
+        self.words[field_index(&ATTN_FIELDS, name, U32)]
+    }
+
+    /// The block as the kernels see it, one word per field in layout order.
+    pub fn words(&self) -> &[u32] {
+        &self.words
+    }
+}
+
 /// A filled parameter block, passed to a kernel by value.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(C)]
@@ -85,15 +177,7 @@ impl Params {
     }
 
     fn index(name: &str, kind: Kind) -> usize {
-        let i = FIELDS
-            .iter()
-            .position(|f| f.0 == name)
-            .unwrap_or_else(|| panic!("kernel parameter {name} does not exist"));
-        assert_eq!(
-            FIELDS[i].1, kind,
-            "kernel parameter {name} has another type"
-        );
-        i
+        field_index(&FIELDS, name, kind)
     }
 
     /// Sets an integer field.
@@ -126,10 +210,16 @@ impl Params {
     }
 }
 
-/// The CUDA declaration of the block.
+/// The CUDA declarations of both blocks.
 pub(crate) fn c_struct() -> String {
-    let mut s = String::from("struct Params {\n");
-    for (name, kind) in FIELDS {
+    let mut s = c_struct_of("Params", &FIELDS);
+    s.push_str(&c_struct_of("AttnParams", &ATTN_FIELDS));
+    s
+}
+
+fn c_struct_of(name: &str, fields: &[(&str, Kind)]) -> String {
+    let mut s = format!("struct {name} {{\n");
+    for &(name, kind) in fields {
         let ty = match kind {
             U32 => "unsigned int",
             F32 => "float",
@@ -158,6 +248,18 @@ mod tests {
             last = at;
         }
         assert_eq!(std::mem::size_of::<Params>(), 4 * WORDS);
+        assert_eq!(std::mem::size_of::<AttnParams>(), 4 * ATTN_WORDS);
+        let attn = text.find("struct AttnParams").expect("declared");
+        let mut last = attn;
+        for (i, (name, _)) in ATTN_FIELDS.iter().enumerate() {
+            assert!(
+                ATTN_FIELDS[..i].iter().all(|f| f.0 != *name),
+                "{name} twice"
+            );
+            let at = text[attn..].find(&format!(" {name};")).expect("declared") + attn;
+            assert!(at > last, "{name} out of order");
+            last = at;
+        }
     }
 
     #[test]

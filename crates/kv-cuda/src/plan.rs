@@ -490,6 +490,11 @@ impl Plan {
         })
     }
 
+    /// The parameter block without the per-call fields.
+    pub(crate) fn params(&self) -> &Params {
+        &self.params
+    }
+
     /// The codec this plan runs.
     pub fn codec(&self) -> &KernelCodec {
         &self.codec

@@ -1,5 +1,6 @@
-//! The CUDA C source handed to NVRTC: a generated prelude (the parameter block, codec and
-//! dtype ids, and lattice-core's E8 basis) followed by `kernels.cu`.
+//! The CUDA C source handed to NVRTC: a generated prelude (the parameter blocks, codec and
+//! dtype ids, and lattice-core's E8 basis) followed by `kernels.cu` (the codecs) and
+//! `attention.cu` (decode attention on pages, and page writes).
 
 use lattice_core::{E8, Lattice};
 
@@ -24,6 +25,30 @@ pub(crate) const KERNELS: [&str; 8] = [
     "kvc_scalar_decode",
     "kvc_compat_encode",
     "kvc_compat_decode",
+];
+
+/// The attention kernels and the page writer, by entry point name (their signatures are
+/// their own; see `attention.cu` and `launch.rs`).
+pub(crate) const ATTENTION_KERNELS: [&str; 19] = [
+    "kvc_attn_query",
+    "kvc_attn_partial_vv_g1",
+    "kvc_attn_partial_vs_g1",
+    "kvc_attn_partial_sv_g1",
+    "kvc_attn_partial_ss_g1",
+    "kvc_attn_partial_vv_g2",
+    "kvc_attn_partial_vs_g2",
+    "kvc_attn_partial_sv_g2",
+    "kvc_attn_partial_ss_g2",
+    "kvc_attn_partial_vv_g4",
+    "kvc_attn_partial_vs_g4",
+    "kvc_attn_partial_sv_g4",
+    "kvc_attn_partial_ss_g4",
+    "kvc_attn_partial_vv_g8",
+    "kvc_attn_partial_vs_g8",
+    "kvc_attn_partial_sv_g8",
+    "kvc_attn_partial_ss_g8",
+    "kvc_attn_combine",
+    "kvc_pages_write",
 ];
 
 /// The complete CUDA C source of the kernels.
@@ -65,6 +90,7 @@ pub fn kernel_source() -> String {
         shifts.join(", ")
     ));
     s.push_str(include_str!("kernels.cu"));
+    s.push_str(include_str!("attention.cu"));
     s
 }
 
@@ -81,10 +107,29 @@ mod tests {
             );
             assert_eq!(src.matches(&decl).count(), 1, "{name}");
         }
+        // The partial kernels are stamped out by one macro, whose body holds the text once.
+        let partials = ATTENTION_KERNELS
+            .iter()
+            .filter(|k| k.starts_with("kvc_attn_partial_"))
+            .count();
+        assert_eq!(partials, 16);
         assert_eq!(
             src.matches("extern \"C\" __global__").count(),
-            KERNELS.len()
+            KERNELS.len() + ATTENTION_KERNELS.len() - partials + 1
         );
+        for name in ATTENTION_KERNELS {
+            if let Some(rest) = name.strip_prefix("kvc_attn_partial_") {
+                // kvc_attn_partial_<k><v>_g<G>: ATTN_PARTIAL(<k>, <v>, ...) inside
+                // ATTN_PARTIALS(<G>).
+                let (kv, g) = rest.split_once("_g").expect("family and group");
+                let (k, v) = kv.split_at(1);
+                assert!(src.contains(&format!("ATTN_PARTIAL({k}, {v}, ")), "{name}");
+                assert!(src.contains(&format!("ATTN_PARTIALS({g})")), "{name}");
+            } else {
+                let decl = format!("extern \"C\" __global__ void {name}(");
+                assert!(src.contains(&decl), "{name}");
+            }
+        }
     }
 
     #[test]

@@ -56,7 +56,7 @@
 mod attention;
 mod file;
 mod kivi;
-mod layer;
+pub(crate) mod layer;
 pub mod plan;
 mod store;
 
@@ -364,7 +364,7 @@ impl KvCache {
 
     // A panic while a layer was locked happened before any change (appends and crops
     // check everything first), so the data behind a poisoned lock is still consistent.
-    fn read(&self, layer: usize) -> Result<RwLockReadGuard<'_, Layer>, Error> {
+    pub(crate) fn read(&self, layer: usize) -> Result<RwLockReadGuard<'_, Layer>, Error> {
         Ok(self
             .lock(layer)?
             .read()

@@ -1,0 +1,547 @@
+// kv-cuda attention kernels: decode attention (one query position per batch row) computed on
+// the packed K and V pages of one layer, appended to kernels.cu by src/source.rs.
+//
+// The pages hold exactly the bytes kv-codec's cache holds (page i of a stream: the codec
+// batch of positions i*P..(i+1)*P); a page table maps (stream, page) to a page of a pool
+// whose pages start on 16-byte boundaries (the pool has 16 spare bytes at its end, so that a
+// read of a field's words never leaves the allocation).
+//
+// The arithmetic follows kv-codec's cache attention (cache/attention.rs): each query is scaled
+// by 1/sqrt(d) and rotated once into K's rotated domain; each key is decoded only to its
+// rotated-domain reconstruction (decode_rotated: no inverse transform), dotted with the
+// queries of its GQA group; values are summed in V's rotated domain and each output is
+// rotated back once. Unlike the codecs, attention is not bit-exact with the CPU (the softmax
+// runs in another order, with fused multiply-adds and fast exponentials); it is checked
+// against the CPU within 1e-3 relative.
+//
+// Work split (FlashAttention-decoding style): kvc_attn_partial_g<G> gives each thread block a
+// range of A.split tokens of one stream (batch row x KV head), which it stages chunk by
+// chunk into shared memory (16-byte asynchronous copies, double-buffered). A vector of d
+// values is held by T = d/8 lanes as in the codec kernels, so a warp holds vpw = 32/T tokens
+// at once, one per lane segment; each segment keeps its own online softmax (running
+// maximum, sum of exponentials, weighted sum of values) over the tokens it decodes, and
+// segments and warps are merged at the end of the range. The partial kernels are stamped
+// out per GQA group size and per codec family of K and V (the Voronoi decoder, or the
+// per-value decoders: turboquant, bf16, fp8, int), so that each holds only the decoders
+// it runs: kvc_attn_partial_<k><v>_g<G>, <k> and <v> each `v` or `s`.
+// kvc_attn_combine merges the ranges of each query head and rotates the result back.
+
+#define NEG_INF_F __uint_as_float(0xff800000u)
+
+// 32 bits of staged page words from bit `pos` on. Reads the word after the field's first
+// word too; staging copies one word past a chunk's last bit.
+__device__ __forceinline__ u32 page_bits32(const u32* w, u32 pos) {
+    const u32 i = pos >> 5;
+    return __funnelshift_r(w[i], w[i + 1u], pos & 31u);
+}
+
+__device__ __forceinline__ u32 page_bits(const u32* w, u32 pos, u32 n) { return page_bits32(w, pos) & low_mask(n); }
+
+__device__ __forceinline__ u64 page_bits64(const u32* w, u32 pos) {
+    return (u64)page_bits32(w, pos) | ((u64)page_bits32(w, pos + 32u) << 32);
+}
+
+#define ATTN_TILE 2
+#define FAMILY_VORONOI 0
+#define FAMILY_SCALAR 1
+
+// Where a lane's fields lie within a vector (the same for every token, so computed once per
+// kernel rather than per token): `a` the first bit of the lane's block or values, `b` the
+// first bit of its group's scale (per-value codecs with groups).
+struct LaneFields {
+    u32 a, b;
+};
+
+__device__ __forceinline__ LaneFields lane_fields(const Params& P, u32 t) {
+    LaneFields f;
+    f.b = 0u;
+    if (P.codec == CODEC_VORONOI) f.a = VORONOI_SCALE_BITS + t * (P.choice_bits + P.index_bits);
+    else if (P.codec == CODEC_TURBOQUANT) f.a = 16u + 8u * t * P.vbits;
+    else if (P.codec == CODEC_BF16) f.a = 16u * 8u * t;
+    else {
+        const u32 first = 8u * t;
+        f.a = grouped_pos(P, first);
+        f.b = grouped_pos(P, first - first % P.group) - 16u;
+    }
+    return f;
+}
+
+// dn_nearest_in_range for n = 8 without bounds: with infinite bounds its clamps are the
+// identity and it always moves a coordinate the way its rounding error points, so this is
+// the same decoder (same tie rules) with the box logic left out.
+__device__ __forceinline__ void d8_nearest(const float x[8], float r[8]) {
+    float alt[8], key[8];
+    int sum = 0;
+#pragma unroll
+    for (int i = 0; i < 8; ++i) {
+        const float ri = rintf(x[i]);
+        const float err = x[i] - ri;
+        alt[i] = err >= 0.0f ? ri + 1.0f : ri - 1.0f;
+        key[i] = fabsf(err);
+        r[i] = ri;
+        sum += (int)ri;
+    }
+    int flip = 0;
+    float best = key[0];
+#pragma unroll
+    for (int i = 1; i < 8; ++i) {
+        if (key[i] > best) { best = key[i]; flip = i; }
+    }
+    if (sum & 1) {
+#pragma unroll
+        for (int i = 0; i < 8; ++i) r[i] = i == flip ? alt[i] : r[i];
+    }
+}
+
+// point_of_coords for a power-of-two q (the only Voronoi codecs attention takes): the coset's
+// codebook point lambda - q Q_E8(lambda / q), with e8_closest's decoder unbounded.
+__device__ __forceinline__ void voronoi_point_pow2(const Params& P, const u32 c[8], float out[8]) {
+    int tw[8];
+#pragma unroll
+    for (int j = 0; j < 8; ++j) tw[j] = 0;
+#pragma unroll
+    for (int i = 0; i < 8; ++i)
+#pragma unroll
+        for (int j = 0; j <= i; ++j) tw[j] += (int)c[i] * E8_BASIS_TWICE[i][j];
+    float lam[8], sc[8], p0[8], p1[8];
+#pragma unroll
+    for (int j = 0; j < 8; ++j) {
+        lam[j] = (float)tw[j] * 0.5f;
+        sc[j] = lam[j] * P.inv_q;
+    }
+    d8_nearest(sc, p0);
+    float sh[8];
+#pragma unroll
+    for (int j = 0; j < 8; ++j) sh[j] = sc[j] - 0.5f;
+    d8_nearest(sh, p1);
+#pragma unroll
+    for (int j = 0; j < 8; ++j) p1[j] = p1[j] + 0.5f;
+    const bool half = dist2(sc, p1, 8) < dist2(sc, p0, 8);
+#pragma unroll
+    for (int j = 0; j < 8; ++j) out[j] = lam[j] - P.qf * (half ? p1[j] : p0[j]);
+}
+
+// Values 8t..8t+7 of the vector at bit `pos` of page `w` (t the lane's, whose fields `lf`
+// locates), in the codec's rotated domain (what kv-codec's decode_rotated returns). A field no
+// encoder writes sets *bad to its fault code and decodes as zero, as far as the attention
+// is concerned.
+template <int F>
+__device__ __forceinline__ void attn_decode8(const Params& P, const u32* tab, const u32* w, u32 pos, const LaneFields& lf, float y[8], u32* bad) {
+    if (F == FAMILY_VORONOI) {
+        const u32 code = page_bits(w, pos, VORONOI_SCALE_BITS);
+        float sigma = scale_value(code, VORONOI_SCALE_MANTISSA);
+        if (!finite_f(sigma)) { *bad = FAULT_SCALE_NOT_FINITE; sigma = 0.0f; }
+        const u32 at = pos + lf.a;
+        const u32 choice = page_bits(w, at, P.choice_bits);
+        const u64 index = page_bits64(w, at + P.choice_bits);
+        u32 c[8];
+        #pragma unroll
+        for (int i = 0; i < 8; ++i) c[i] = (u32)(index >> ((u32)i * P.log2q)) & (P.q - 1u);
+        float pt[8];
+        voronoi_point_pow2(P, c, pt);
+        const float s = sigma * alpha_of(P, choice);
+        #pragma unroll
+        for (int i = 0; i < 8; ++i) y[i] = s * pt[i];
+    } else if (P.codec == CODEC_TURBOQUANT) {
+        const float* levels = (const float*)(tab + P.off_levels);
+        const u32 code = page_bits(w, pos, 16u);
+        float n = scale_value(code & 0x7fffu, 7u);
+        if (code & 0x8000u) { *bad = FAULT_NORM_SIGN; n = 0.0f; }
+        else if (!finite_f(n)) { *bad = FAULT_NORM_NOT_FINITE; n = 0.0f; }
+        const u64 bits = page_bits64(w, pos + lf.a);
+        const u32 mask = low_mask(P.vbits);
+        #pragma unroll
+        for (int j = 0; j < 8; ++j) y[j] = levels[(u32)(bits >> ((u32)j * P.vbits)) & mask] * n;
+    } else if (P.codec == CODEC_BF16) {
+        #pragma unroll
+        for (int j = 0; j < 8; ++j) {
+            y[j] = bf16_to_f32(page_bits(w, pos + lf.a + 16u * (u32)j, 16u));
+            if (!finite_f(y[j])) { *bad = FAULT_BF16_NOT_FINITE; y[j] = 0.0f; }
+        }
+    } else {
+        // FP8 and INT: the scale of this thread's group, then eight values of vbits bits,
+        // contiguous (a group is a multiple of 8 values).
+        const u32 code = page_bits(w, pos + lf.b, 16u);
+        float s = 0.0f;
+        if (P.codec == CODEC_FP8) {
+            if (code & 0x8000u) *bad = FAULT_SCALE_SIGN;
+            else {
+                s = scale_value(code, 7u);
+                if (!finite_f(s)) { *bad = FAULT_SCALE_NOT_FINITE; s = 0.0f; }
+            }
+        } else {
+            if (!f16x_decode(code, &s)) { *bad = FAULT_F16X_ESCAPE; s = 0.0f; }
+            else if (sign_negative(s)) { *bad = FAULT_INT_SCALE_NEGATIVE; }
+        }
+        const u64 bits = page_bits64(w, pos + lf.a);
+        const u32 mask = low_mask(P.vbits);
+        #pragma unroll
+        for (int j = 0; j < 8; ++j) {
+            const u32 raw = (u32)(bits >> ((u32)j * P.vbits)) & mask;
+            if (P.codec == CODEC_FP8) {
+                float val;
+                if (!e4m3_decode(raw, &val)) { *bad = FAULT_FP8_NAN; val = 0.0f; }
+                y[j] = saturate_f(s * val);
+            } else {
+                const u32 shift = 32u - P.vbits;
+                const int q = ((int)(raw << shift)) >> shift;
+                if (q == -(1 << (P.vbits - 1u))) *bad = FAULT_INT_LEVEL;
+                y[j] = saturate_f((float)q * s);
+            }
+        }
+    }
+}
+
+// Sums each of G values over the T lanes of each lane's segment; every lane of the segment
+// gets the sums. All lanes of the warp must call it.
+template <int G>
+__device__ __forceinline__ void segment_sums(const Lane& L, u32 T, float v[G]) {
+    if ((T & (T - 1u)) == 0u) {
+        for (u32 k = T >> 1; k > 0u; k >>= 1) {
+            #pragma unroll
+            for (int g = 0; g < G; ++g) v[g] += shfl_xor_f(v[g], k);
+        }
+        return;
+    }
+    float s[G];
+    #pragma unroll
+    for (int g = 0; g < G; ++g) s[g] = 0.0f;
+    for (u32 i = 0u; i < T; ++i) {
+        #pragma unroll
+        for (int g = 0; g < G; ++g) s[g] += shfl_f(v[g], L.base + i);
+    }
+    #pragma unroll
+    for (int g = 0; g < G; ++g) v[g] = s[g];
+}
+
+// 16 bytes from global to shared memory, asynchronously where the hardware can (cp.async,
+// sm_80 and later; the host emulation copies at once).
+__device__ __forceinline__ void copy16_async(u32* dst, const u32* src) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    const u32 a = (u32)__cvta_generic_to_shared(dst);
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(a), "l"(src));
+#else
+    dst[0] = src[0]; dst[1] = src[1]; dst[2] = src[2]; dst[3] = src[3];
+#endif
+}
+__device__ __forceinline__ void async_commit() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    asm volatile("cp.async.commit_group;\n" ::);
+#endif
+}
+// Waits until at most `pending` (0 or 1) committed groups are still in flight.
+__device__ __forceinline__ void async_wait(u32 pending) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    if (pending == 0u) asm volatile("cp.async.wait_group 0;\n" ::);
+    else asm volatile("cp.async.wait_group 1;\n" ::);
+#endif
+}
+
+// One chunk of a range: tokens [c0, c1) of one page, and where their bits start in the
+// staged words (the page's words from a 16-byte boundary on).
+struct Chunk {
+    u32 c0, c1;
+    u32 kw0, vw0;  // first staged word of the page, K and V
+};
+
+__device__ __forceinline__ Chunk chunk_at(const AttnParams& A, u32 c0, u32 t1, u32 kbits, u32 vbits) {
+    Chunk c;
+    c.c0 = c0;
+    const u32 page_end = (c0 / A.page_tokens + 1u) * A.page_tokens;
+    c.c1 = min(min(c0 + A.chunk, page_end), t1);
+    const u32 s0 = c0 % A.page_tokens;
+    c.kw0 = ((s0 * kbits) >> 5) & ~3u;
+    c.vw0 = ((s0 * vbits) >> 5) & ~3u;
+    return c;
+}
+
+// Queues the copy of a chunk's K and V words (from kw0/vw0 to one word past the last bit,
+// in whole 16-byte units) into `buf` (K words, then V words from A.k_words on).
+__device__ __forceinline__ void stage(const AttnParams& A, const Chunk& c, const u32* table_s, const unsigned char* kpool,
+                                      const unsigned char* vpool, u32 kbits, u32 vbits, u32* buf) {
+    const u32 page = __ldg(table_s + c.c0 / A.page_tokens);
+    const u32 s1 = c.c1 - (c.c0 / A.page_tokens) * A.page_tokens;
+    const u32 kend = ((((s1 * kbits) + 31u) >> 5) + 1u + 3u) & ~3u;
+    const u32 vend = ((((s1 * vbits) + 31u) >> 5) + 1u + 3u) & ~3u;
+    const u32* kp = (const u32*)(kpool + (u64)page * A.k_stride);
+    const u32* vp = (const u32*)(vpool + (u64)page * A.v_stride);
+    const u32 k4 = (kend - c.kw0) >> 2;
+    const u32 v4 = (vend - c.vw0) >> 2;
+    for (u32 i = threadIdx.x; i < k4 + v4; i += blockDim.x) {
+        if (i < k4) copy16_async(buf + 4u * i, kp + c.kw0 + 4u * i);
+        else copy16_async(buf + A.k_words + 4u * (i - k4), vp + c.vw0 + 4u * (i - k4));
+    }
+}
+
+// A block of W warps takes the range of A.split tokens `blockIdx.x` of stream `blockIdx.y`,
+// in chunks of at most A.chunk tokens within one page, double-buffered in shared memory;
+// lane segment `seg` of warp `w` decodes tokens (i W + w) vpw + seg of each chunk. Each
+// segment keeps its own online softmax; segments, then warps, are merged at the end, and
+// the block writes one partial state per query head.
+template <int KF, int VF, int G>
+__device__ __forceinline__ void attn_partial(const Params& PK, const Params& PV, const AttnParams& A, const float* qrot,
+                                             const unsigned char* kpool, const unsigned char* vpool, const u32* table,
+                                             const u32* tabk, const u32* tabv, float* pacc, float* pml, u64* status) {
+    extern __shared__ u32 smem[];
+    const Lane L = lane_of(PK);
+    const u32 W = blockDim.x >> 5;
+    const u32 stream = blockIdx.y;
+    const u32 split = blockIdx.x;
+    const u32 d = PK.d;
+    const u32 T = PK.t_per_vec;
+    const u32 vpw = PK.vpw;
+    const u32 b = stream / A.kv_heads;
+    const u32 h = stream % A.kv_heads;
+    const u32 t0 = split * A.split;
+    const u32 t1 = min(t0 + A.split, A.len);
+    const u32 kbits = PK.bits, vbits = PV.bits;
+    const LaneFields kf = lane_fields(PK, L.t), vf = lane_fields(PV, L.t);
+    float q[G][8];
+    #pragma unroll
+    for (int g = 0; g < G; ++g) {
+        const bool real = L.slot && (u32)g < A.group;
+        const u64 off = (u64)(b * A.q_heads + h * A.group + (u32)g) * d + 8u * L.t;
+        #pragma unroll
+        for (int j = 0; j < 8; ++j) q[g][j] = real ? qrot[off + (u64)j] : 0.0f;
+    }
+    float m[G], l[G], acc[G][8];
+    #pragma unroll
+    for (int g = 0; g < G; ++g) {
+        m[g] = NEG_INF_F;
+        l[g] = 0.0f;
+        #pragma unroll
+        for (int j = 0; j < 8; ++j) acc[g][j] = 0.0f;
+    }
+    const u32* table_s = table + (u64)stream * A.max_pages;
+    u32 bad = 0u, bad_tok = 0xffffffffu;
+    u32* bufs[2] = {smem, smem + A.stage_words};
+    Chunk cur = chunk_at(A, t0, t1, kbits, vbits);
+    stage(A, cur, table_s, kpool, vpool, kbits, vbits, bufs[0]);
+    async_commit();
+    for (u32 it = 0u; cur.c0 < t1; ++it) {
+        const Chunk next = chunk_at(A, cur.c1, t1, kbits, vbits);
+        if (next.c0 < t1) stage(A, next, table_s, kpool, vpool, kbits, vbits, bufs[(it + 1u) & 1u]);
+        async_commit();
+        async_wait(1u);
+        __syncthreads();
+        const u32* kw = bufs[it & 1u];
+        const u32* vw = kw + A.k_words;
+        const u32 base_slot = (cur.c0 / A.page_tokens) * A.page_tokens;
+        const u32 cnt = cur.c1 - cur.c0;
+        const u32 per_seg = (cnt + W * vpw - 1u) / (W * vpw);
+        // ATTN_TILE tokens per segment at a time (their shuffles and exponentials
+        // interleave); the loop itself is not unrolled, so that each decoder's code appears
+        // only 2 ATTN_TILE times in the kernel and the loop stays in the instruction cache.
+#pragma unroll 1
+        for (u32 i0 = 0u; i0 < per_seg; i0 += ATTN_TILE) {
+            float s[ATTN_TILE * G];
+            bool act[ATTN_TILE];
+            u32 tok[ATTN_TILE];
+#pragma unroll
+            for (int i = 0; i < ATTN_TILE; ++i) {
+                const u32 li = ((i0 + (u32)i) * W + L.warp) * vpw + L.seg;
+                act[i] = L.slot && i0 + (u32)i < per_seg && li < cnt;
+                tok[i] = cur.c0 + li;
+                float y[8];
+#pragma unroll
+                for (int j = 0; j < 8; ++j) y[j] = 0.0f;
+                if (act[i]) {
+                    u32 f = 0u;
+                    attn_decode8<KF>(PK, tabk, kw, (tok[i] - base_slot) * kbits - 32u * cur.kw0, kf, y, &f);
+                    if (f != 0u && tok[i] < bad_tok) { bad = f; bad_tok = tok[i]; }
+                }
+#pragma unroll
+                for (int g = 0; g < G; ++g) {
+                    float dot = 0.0f;
+#pragma unroll
+                    for (int j = 0; j < 8; ++j) dot = fmaf(q[g][j], y[j], dot);
+                    s[i * G + g] = dot;
+                }
+            }
+            segment_sums<ATTN_TILE * G>(L, T, s);
+            float p[ATTN_TILE * G];
+#pragma unroll
+            for (int g = 0; g < G; ++g) {
+                // Online softmax over the tile: rescale only when the maximum grows.
+                float mx = m[g];
+#pragma unroll
+                for (int i = 0; i < ATTN_TILE; ++i) mx = act[i] ? fmaxf(mx, s[i * G + g]) : mx;
+                if (mx > m[g]) {
+                    const float c = __expf(m[g] - mx);
+                    l[g] *= c;
+#pragma unroll
+                    for (int j = 0; j < 8; ++j) acc[g][j] *= c;
+                    m[g] = mx;
+                }
+#pragma unroll
+                for (int i = 0; i < ATTN_TILE; ++i) {
+                    p[i * G + g] = act[i] ? __expf(s[i * G + g] - mx) : 0.0f;
+                    l[g] += p[i * G + g];
+                }
+            }
+#pragma unroll
+            for (int i = 0; i < ATTN_TILE; ++i) {
+                if (act[i]) {
+                    float y[8];
+                    u32 f = 0u;
+                    attn_decode8<VF>(PV, tabv, vw, (tok[i] - base_slot) * vbits - 32u * cur.vw0, vf, y, &f);
+                    if (f != 0u && tok[i] < bad_tok) { bad = f; bad_tok = tok[i]; }
+#pragma unroll
+                    for (int g = 0; g < G; ++g)
+#pragma unroll
+                        for (int j = 0; j < 8; ++j) acc[g][j] = fmaf(p[i * G + g], y[j], acc[g][j]);
+                }
+            }
+        }
+        __syncthreads();
+        cur = next;
+    }
+    async_wait(0u);
+    __syncthreads();
+    if (bad != 0u) fault(status, bad_tok, 0u, bad);
+    // Merge the segments of each warp into its segment 0, then the warps through shared
+    // memory: per warp and query head the maximum, the sum and d weighted values.
+    float* wml = (float*)smem;
+    float* wacc = wml + 2u * W * G;
+    #pragma unroll
+    for (int g = 0; g < G; ++g) {
+        float mx = NEG_INF_F;
+        for (u32 sg = 0u; sg < vpw; ++sg) mx = fmaxf(mx, shfl_f(m[g], sg * T + L.t));
+        float lt = 0.0f, at[8];
+        #pragma unroll
+        for (int j = 0; j < 8; ++j) at[j] = 0.0f;
+        for (u32 sg = 0u; sg < vpw; ++sg) {
+            const u32 src = sg * T + L.t;
+            const float ms = shfl_f(m[g], src);
+            const float e = ms == NEG_INF_F ? 0.0f : __expf(ms - mx);
+            lt = fmaf(shfl_f(l[g], src), e, lt);
+            #pragma unroll
+            for (int j = 0; j < 8; ++j) at[j] = fmaf(shfl_f(acc[g][j], src), e, at[j]);
+        }
+        if (L.seg == 0u) {
+            const u32 wg = L.warp * G + (u32)g;
+            if (L.t == 0u) { wml[2u * wg] = mx; wml[2u * wg + 1u] = lt; }
+            #pragma unroll
+            for (int j = 0; j < 8; ++j) wacc[wg * d + 8u * L.t + (u32)j] = at[j];
+        }
+    }
+    __syncthreads();
+    for (u32 idx = threadIdx.x; idx < A.group * d; idx += blockDim.x) {
+        const u32 g = idx / d, j = idx % d;
+        float mx = NEG_INF_F;
+        for (u32 w = 0u; w < W; ++w) mx = fmaxf(mx, wml[2u * (w * G + g)]);
+        float lt = 0.0f, at = 0.0f;
+        for (u32 w = 0u; w < W; ++w) {
+            const float ms = wml[2u * (w * G + g)];
+            const float e = ms == NEG_INF_F ? 0.0f : __expf(ms - mx);
+            lt = fmaf(wml[2u * (w * G + g) + 1u], e, lt);
+            at = fmaf(wacc[(w * G + g) * d + j], e, at);
+        }
+        const u64 item = ((u64)stream * A.splits + split) * A.group + g;
+        pacc[item * d + j] = at;
+        if (j == 0u) { pml[2u * item] = mx; pml[2u * item + 1u] = lt; }
+    }
+}
+
+#define ATTN_PARTIAL(K, V, KF, VF, G)                                                                         \
+    extern "C" __global__ void kvc_attn_partial_##K##V##_g##G(const Params PK, const Params PV, const AttnParams A, \
+                                                              const float* qrot, const unsigned char* kpool,       \
+                                                              const unsigned char* vpool, const u32* table,        \
+                                                              const u32* tabk, const u32* tabv, float* pacc,       \
+                                                              float* pml, u64* status) {                           \
+        attn_partial<KF, VF, G>(PK, PV, A, qrot, kpool, vpool, table, tabk, tabv, pacc, pml, status);               \
+    }
+#define ATTN_PARTIALS(G)                                          \
+    ATTN_PARTIAL(v, v, FAMILY_VORONOI, FAMILY_VORONOI, G)         \
+    ATTN_PARTIAL(v, s, FAMILY_VORONOI, FAMILY_SCALAR, G)          \
+    ATTN_PARTIAL(s, v, FAMILY_SCALAR, FAMILY_VORONOI, G)          \
+    ATTN_PARTIAL(s, s, FAMILY_SCALAR, FAMILY_SCALAR, G)
+ATTN_PARTIALS(1)
+ATTN_PARTIALS(2)
+ATTN_PARTIALS(4)
+ATTN_PARTIALS(8)
+
+// Scales every query by A.scale and rotates it into K's rotated domain: qrot = R_K (q / sqrt d).
+extern "C" __global__ void kvc_attn_query(const Params PK, const AttnParams A, const float* q, float* qrot, const u32* tabk) {
+    const Lane L = lane_of(PK);
+    const u32 v = blockIdx.x * ((blockDim.x >> 5) * PK.vpw) + L.warp * PK.vpw + L.seg;
+    const bool active = L.slot && v < A.batch * A.q_heads;
+    float x[8];
+    const u64 off = (u64)v * PK.d + 8u * L.t;
+    #pragma unroll
+    for (int j = 0; j < 8; ++j) x[j] = active ? q[off + (u64)j] * A.scale : 0.0f;
+    if (A.rot_k) fwht(PK, L, tabk, x, true, true);
+    if (active) {
+        #pragma unroll
+        for (int j = 0; j < 8; ++j) qrot[off + (u64)j] = x[j];
+    }
+}
+
+// Merges the ranges of each query head (online-softmax states) and rotates the normalised
+// sum back out of V's rotated domain: out = R_V^T (sum p v_rot / sum p).
+extern "C" __global__ void kvc_attn_combine(const Params PV, const AttnParams A, const float* pacc, const float* pml, float* out, const u32* tabv) {
+    const Lane L = lane_of(PV);
+    const u32 v = blockIdx.x * ((blockDim.x >> 5) * PV.vpw) + L.warp * PV.vpw + L.seg;
+    const bool active = L.slot && v < A.batch * A.q_heads;
+    float y[8];
+    #pragma unroll
+    for (int j = 0; j < 8; ++j) y[j] = 0.0f;
+    if (active) {
+        const u32 b = v / A.q_heads;
+        const u32 qh = v % A.q_heads;
+        const u32 stream = b * A.kv_heads + qh / A.group;
+        const u32 g = qh % A.group;
+        const u64 first = (u64)stream * A.splits * A.group + g;
+        float mx = NEG_INF_F;
+#pragma unroll 8
+        for (u32 sp = 0u; sp < A.splits; ++sp) mx = fmaxf(mx, pml[2u * (first + (u64)sp * A.group)]);
+        float total = 0.0f;
+#pragma unroll 4
+        for (u32 sp = 0u; sp < A.splits; ++sp) {
+            const u64 item = first + (u64)sp * A.group;
+            const float ms = pml[2u * item];
+            if (ms == NEG_INF_F) continue;
+            const float e = __expf(ms - mx);
+            total = fmaf(pml[2u * item + 1u], e, total);
+            const float4* a = (const float4*)(pacc + item * PV.d + 8u * L.t);
+            const float4 a0 = a[0], a1 = a[1];
+            y[0] = fmaf(a0.x, e, y[0]); y[1] = fmaf(a0.y, e, y[1]); y[2] = fmaf(a0.z, e, y[2]); y[3] = fmaf(a0.w, e, y[3]);
+            y[4] = fmaf(a1.x, e, y[4]); y[5] = fmaf(a1.y, e, y[5]); y[6] = fmaf(a1.z, e, y[6]); y[7] = fmaf(a1.w, e, y[7]);
+        }
+        // Every query sees at least one token, so the total is positive.
+        const float inv = 1.0f / total;
+        #pragma unroll
+        for (int j = 0; j < 8; ++j) y[j] *= inv;
+    }
+    if (A.rot_v) fwht(PV, L, tabv, y, false, true);
+    if (active) {
+        float4* o = (float4*)(out + (u64)v * PV.d + 8u * L.t);
+        o[0] = make_float4(y[0], y[1], y[2], y[3]);
+        o[1] = make_float4(y[4], y[5], y[6], y[7]);
+    }
+}
+
+// ORs A.count vectors per stream (bit-packed back to back, stream-major: the encoding of a
+// [streams, count, d] batch) into their pages at token positions A.start.., one thread per
+// 32-bit word of a vector. The pages hold zeros from A.start on.
+extern "C" __global__ void kvc_pages_write(const AttnParams A, const unsigned char* packed, unsigned char* pool, const u32* table) {
+    const u32 words = (A.bits + 31u) >> 5;
+    const u64 gid = (u64)blockIdx.x * blockDim.x + threadIdx.x;
+    const u64 total = (u64)A.streams * A.count * words;
+    if (gid >= total) return;
+    const u32 w = (u32)(gid % words);
+    const u64 i = gid / words;
+    const u32 s = (u32)(i / A.count);
+    const u32 tok = A.start + (u32)(i % A.count);
+    const u32 nb = min(32u, A.bits - 32u * w);
+    const u64 src = i * A.bits + 32u * w;
+    const u32* pw = (const u32*)packed;
+    const u32 val = __funnelshift_r(pw[src >> 5], pw[(src >> 5) + 1u], (u32)(src & 31u)) & low_mask(nb);
+    if (val == 0u) return;
+    const u32 page = table[(u64)s * A.max_pages + tok / A.page_tokens];
+    u32* dst = (u32*)(pool + (u64)page * A.k_stride);
+    const u32 pos = (tok % A.page_tokens) * A.bits + 32u * w;
+    const u32 off = pos & 31u;
+    atomicOr(dst + (pos >> 5), val << off);
+    if (off != 0u && nb > 32u - off) atomicOr(dst + (pos >> 5) + 1u, val >> (32u - off));
+}
