@@ -338,6 +338,7 @@ impl DeviceLayer {
         let LayerPolicy::PerVector {
             k: Storage::Codec(k),
             v: Storage::Codec(v),
+            protection,
         } = policy
         else {
             return Err(unsupported_layer(
@@ -346,6 +347,13 @@ impl DeviceLayer {
                 "K and V both coded by a codec (no dense storage, no KIVI)",
             ));
         };
+        if !protection.is_none() {
+            return Err(unsupported_layer(
+                "protected (sinks, recent window or key offset) layer",
+                layer as u64,
+                "no protection: the device kernels read pages only",
+            ));
+        }
         if let Some(w) = config.sliding_window {
             return Err(unsupported_layer(
                 "sliding window",

@@ -235,7 +235,7 @@ pub fn evaluate(
         let all = pooled(r);
         results.push(PlanResult {
             plan: plan.label(),
-            family: plan.family().map(str::to_owned),
+            family: plan.family(),
             bits_per_value: bpv,
             held_bits_per_value: Some(held_bpv),
             compression_vs_bf16: 16.0 / held_bpv,

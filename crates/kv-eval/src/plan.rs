@@ -15,15 +15,18 @@
 //! * `kivi-bB-gG-rR` — KIVI for every layer: `B` bits per code, groups of `G` tokens (keys)
 //!   and channels (values), the last `R` or more tokens in f16; `kivi` alone is KIVI-2 as
 //!   published (`kivi-b2-g32-r128`); it cannot be combined with codec items;
-//! * `raw=L:L:…` — layers kept uncompressed (f16).
+//! * `raw=L:L:…` — layers kept uncompressed (f16);
+//! * `protect=S:R:C` — kv-codec's [`Protection`] of every coded per-vector layer: the
+//!   first `S` positions and the last `R` tokens also in f16, keys coded around the mean of
+//!   positions `S..S+C` (`C = 0`: not centred).
 //!
 //! Examples: `voronoi-e8-q16-s4`, `k=voronoi-e8-q23-s4,v=turboquant-b3`,
-//! `voronoi-e8-q13-s2,raw=0:29`, `kivi-b2-g32-r32`. A plan can also come from kv-codec's
+//! `voronoi-e8-q13-s2,raw=0:29`, `kivi-b2-g32-r32`, `voronoi-e8-q13-s2,protect=4:16:64`. A plan can also come from kv-codec's
 //! per-layer plan JSON, as `kvc plan --out` writes it ([`CachePlan::from_json`]).
 //!
 //! [`layer_policy`] is the one place that turns a layer's choice into a kv-codec policy.
 
-use kv_codec::cache::{Kivi, LayerPlan, LayerPolicy};
+use kv_codec::cache::{Kivi, LayerPlan, LayerPolicy, Protection};
 use kv_codec::{CodecConfig, CodecSpec};
 
 use crate::error::{Error, Result};
@@ -51,22 +54,55 @@ impl LayerChoice {
     fn label(&self) -> String {
         match self {
             Self::Kivi(k) => kivi_label(k),
-            Self::PerVector(p) => match (p.k, p.v) {
-                (None, None) => "raw".to_owned(),
-                (Some(k), Some(v)) if k == v => k.to_string(),
-                (k, v) => {
-                    let s = |c: Option<CodecSpec>| c.map_or("raw".to_owned(), |c| c.to_string());
-                    format!("k={}/v={}", s(k), s(v))
+            Self::PerVector(p) => {
+                let codecs = match (p.k, p.v) {
+                    (None, None) => "raw".to_owned(),
+                    (Some(k), Some(v)) if k == v => k.to_string(),
+                    (k, v) => {
+                        let s =
+                            |c: Option<CodecSpec>| c.map_or("raw".to_owned(), |c| c.to_string());
+                        format!("k={}/v={}", s(k), s(v))
+                    }
+                };
+                match protect_label(&p.protection) {
+                    Some(protect) => format!("{codecs}/{protect}"),
+                    None => codecs,
                 }
-            },
+            }
         }
     }
+}
+
+/// The `protect=S:R:C` item of a protection (none when nothing is protected).
+fn protect_label(p: &Protection) -> Option<String> {
+    (!p.is_none()).then(|| {
+        format!(
+            "protect={}:{}:{}",
+            p.sink_tokens, p.recent_tokens, p.key_centre_tokens
+        )
+    })
+}
+
+/// Parses the `S:R:C` of a `protect=` item.
+fn parse_protect(list: &str) -> Option<Protection> {
+    let mut it = list.split(':');
+    let mut field = || it.next()?.parse::<u16>().ok();
+    let p = Protection {
+        sink_tokens: field()?,
+        recent_tokens: field()?,
+        key_centre_tokens: field()?,
+    };
+    it.next().is_none().then_some(p)
 }
 
 /// kv-codec's per-layer plan entry. Its only construction in this crate, so that new
 /// per-layer options of kv-codec's plan are wired in here.
 const fn per_vector(k: Option<CodecSpec>, v: Option<CodecSpec>) -> LayerPlan {
-    LayerPlan { k, v }
+    LayerPlan {
+        k,
+        v,
+        protection: Protection::NONE,
+    }
 }
 
 /// The kv-codec policy of a layer: the one place `kv-eval` builds [`LayerPolicy`]s.
@@ -84,11 +120,21 @@ pub fn layer_policy(choice: &LayerChoice) -> LayerPolicy {
 /// sit in an f16 window and are coded only when they leave it. A store that keeps a decoded
 /// copy gathers them again after every append (see
 /// [`CacheStore`](crate::store::CacheStore)). KIVI's window holds fewer than `R + G` tokens;
-/// per-vector layers code every token when it is appended. A policy that gains a window of
-/// recent tokens must say its length here.
+/// per-vector layers code every token when it is appended, unless their [`Protection`]
+/// keeps the last `R` in f16 (and, with a key offset, every token until positions `S + C`
+/// exist). Sinks never change; neither do coded tokens (the key offset is fixed before the
+/// first token is coded).
 pub fn unsettled_tail(choice: &LayerChoice) -> usize {
     match choice {
-        LayerChoice::PerVector(_) => 0,
+        LayerChoice::PerVector(p) => {
+            let p = p.protection;
+            let recent = usize::from(p.recent_tokens);
+            if p.key_centre_tokens == 0 {
+                recent
+            } else {
+                recent.max(usize::from(p.sink_tokens) + usize::from(p.key_centre_tokens) - 1)
+            }
+        }
         LayerChoice::Kivi(k) => (k.residual + k.group) as usize,
     }
 }
@@ -146,7 +192,8 @@ impl CachePlan {
         let bad = || Error::InvalidValue {
             option: "--codec",
             value: text.to_owned(),
-            expected: "SPEC, k=SPEC, v=SPEC, kivi-bB-gG-rR and raw=L:L:…, comma-separated",
+            expected: "SPEC, k=SPEC, v=SPEC, kivi-bB-gG-rR, raw=L:L:… and protect=S:R:C, \
+                       comma-separated",
         };
         let spec = |s: &str| {
             s.parse::<CodecSpec>()
@@ -156,6 +203,7 @@ impl CachePlan {
                 })
         };
         let (mut k, mut v, mut kivi, mut raw) = (None, None, None, Vec::new());
+        let mut protection = Protection::NONE;
         for item in text.split(',').map(str::trim) {
             match item.split_once('=') {
                 None if item.is_empty() => return Err(bad()),
@@ -168,6 +216,7 @@ impl CachePlan {
                 },
                 Some(("k", s)) => k = Some(spec(s)?),
                 Some(("v", s)) => v = Some(spec(s)?),
+                Some(("protect", list)) => protection = parse_protect(list).ok_or_else(bad)?,
                 Some(("raw", list)) => {
                     for l in list.split(':') {
                         let l: usize = l.parse().map_err(|_| bad())?;
@@ -181,9 +230,12 @@ impl CachePlan {
             }
         }
         let every = match kivi {
-            Some(_) if k.is_some() || v.is_some() => return Err(bad()),
+            Some(_) if k.is_some() || v.is_some() || !protection.is_none() => return Err(bad()),
             Some(kivi) => LayerChoice::Kivi(kivi),
-            None => LayerChoice::codecs(k, v),
+            None => LayerChoice::PerVector(LayerPlan {
+                protection,
+                ..per_vector(k, v)
+            }),
         };
         let mut plan = Self {
             layers: vec![every; layers],
@@ -255,13 +307,16 @@ impl CachePlan {
         let mut items = Vec::new();
         match reference {
             LayerChoice::Kivi(k) => items.push(kivi_label(&k)),
-            LayerChoice::PerVector(p) => match (p.k, p.v) {
-                (Some(k), Some(v)) if k == v => items.push(k.to_string()),
-                (k, v) => {
-                    items.extend(k.map(|k| format!("k={k}")));
-                    items.extend(v.map(|v| format!("v={v}")));
+            LayerChoice::PerVector(p) => {
+                match (p.k, p.v) {
+                    (Some(k), Some(v)) if k == v => items.push(k.to_string()),
+                    (k, v) => {
+                        items.extend(k.map(|k| format!("k={k}")));
+                        items.extend(v.map(|v| format!("v={v}")));
+                    }
                 }
-            },
+                items.extend(protect_label(&p.protection));
+            }
         }
         let raw: Vec<String> = (0..self.layers.len())
             .filter(|&l| self.layers[l] == LayerChoice::RAW)
@@ -286,15 +341,23 @@ impl CachePlan {
     }
 
     /// The family the iso-quality table files this plan under: the codec's (see
-    /// [`family`]) when every layer uses one codec for K and V, `kivi` when every layer
-    /// is KIVI, else none.
-    pub fn family(&self) -> Option<&'static str> {
+    /// [`family`]) when every layer uses one codec for K and V — followed by its
+    /// `protect=S:R:C` item when the layers are protected, so that protected and bare
+    /// settings form separate rows —, `kivi` when every layer is KIVI, else none.
+    pub fn family(&self) -> Option<String> {
         if let Some(spec) = self.uniform_spec() {
-            return Some(family(spec));
+            let name = family(spec);
+            return Some(match &self.layers[0] {
+                LayerChoice::PerVector(p) => match protect_label(&p.protection) {
+                    Some(protect) => format!("{name} {protect}"),
+                    None => name.to_owned(),
+                },
+                LayerChoice::Kivi(_) => name.to_owned(),
+            });
         }
         let first = self.layers.first()?;
         (matches!(first, LayerChoice::Kivi(_)) && self.layers.iter().all(|l| l == first))
-            .then_some("kivi")
+            .then(|| "kivi".to_owned())
     }
 
     /// Mean nominal bits per value over all K and V of a model with this plan: each codec's
@@ -337,7 +400,31 @@ mod tests {
         let p = CachePlan::parse("voronoi-e8-q16-s4", 3).unwrap();
         assert_eq!(p.label(), "voronoi-e8-q16-s4");
         assert_eq!(p.uniform_spec(), Some("voronoi-e8-q16-s4".parse().unwrap()));
-        assert_eq!(p.family(), Some("voronoi"));
+        assert_eq!(p.family().as_deref(), Some("voronoi"));
+        let p = CachePlan::parse("voronoi-e8-q9-s2,protect=4:16:64", 3).unwrap();
+        assert_eq!(p.label(), "voronoi-e8-q9-s2,protect=4:16:64");
+        assert_eq!(p.family().as_deref(), Some("voronoi protect=4:16:64"));
+        let protection = Protection {
+            sink_tokens: 4,
+            recent_tokens: 16,
+            key_centre_tokens: 64,
+        };
+        assert_eq!(
+            p.policies()[2],
+            LayerPolicy::codecs(
+                "voronoi-e8-q9-s2".parse().unwrap(),
+                "voronoi-e8-q9-s2".parse().unwrap()
+            )
+            .with_protection(protection)
+        );
+        assert_eq!(unsettled_tail(&p.layers[0]), 67);
+        for bad in [
+            "int8,protect=1:2",
+            "int8,protect=1:2:x",
+            "kivi,protect=0:1:0",
+        ] {
+            assert!(CachePlan::parse(bad, 3).is_err(), "{bad}");
+        }
         let p = CachePlan::parse("k=int8,v=turboquant-b3,raw=0:2", 3).unwrap();
         assert_eq!(p.label(), "k=int8,v=turboquant-b3,raw=0:2");
         assert_eq!(p.layers[0], LayerChoice::RAW);
@@ -375,7 +462,7 @@ mod tests {
         assert_eq!(p.label(), "kivi-b2-g32-r32,raw=1");
         assert_eq!(p.family(), None);
         let every = CachePlan::parse("kivi-b4-g32-r128", 2).unwrap();
-        assert_eq!(every.family(), Some("kivi"));
+        assert_eq!(every.family().as_deref(), Some("kivi"));
         assert_eq!(every.policies()[1], LayerPolicy::Kivi(every_kivi(&every)));
         // b + 32/G bits per value for K and V.
         assert!((every.bits_per_value(64).unwrap() - 5.0).abs() < 1e-12);

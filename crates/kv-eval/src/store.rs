@@ -548,6 +548,7 @@ mod tests {
         vec![
             CachePlan::parse("voronoi-e8-q6-s3", 2).unwrap(),
             CachePlan::parse("k=turboquant-b3,v=int4,raw=1", 2).unwrap(),
+            CachePlan::parse("voronoi-e8-q9-s2,protect=2:3:4", 2).unwrap(),
             CachePlan {
                 layers: vec![
                     LayerChoice::codecs(Some(spec("compat-d4-q8")), None),
