@@ -654,14 +654,14 @@ fn protection_keeps_sinks_and_recent_tokens_in_f16_and_centres_keys() {
         rel_error(kept, Kv::V, &v, coded),
     );
     assert!((v_kept / v_bare - 1.0).abs() < 0.05, "{v_kept} vs {v_bare}");
-    // Memory: the pages of all 100 tokens' first 92, the window (allocated for
-    // max(8 + 1, 4 + 32) − 1 = 35 tokens), 4 sink tokens and the offset (plain, rotated).
+    // Memory: the pages of all 100 tokens' first 92, the window (8 tokens once coding has
+    // begun), 4 sink tokens and the offset (plain, rotated).
     let codec = CodecConfig::new(spec("voronoi-e8-q9-s2"), d)
         .build()
         .unwrap();
     let pages = 92usize.div_ceil(page);
     let per_stream =
-        2 * pages * codec.encoded_len(page) + 2 * (35 + 4) * d * 2 + 2 * d * size_of::<f32>();
+        2 * pages * codec.encoded_len(page) + 2 * (8 + 4) * d * 2 + 2 * d * size_of::<f32>();
     assert_eq!(kept.bytes_held(), 2 * per_stream);
     // Nothing is coded before the offset's positions exist: 35 tokens stay in f16.
     let early = KvCache::new(config(plain.with_protection(protection))).unwrap();

@@ -24,7 +24,12 @@ use crate::stats::MeanCi;
 /// The Δppl thresholds of the table, in percent.
 pub const THRESHOLDS: [f64; 3] = [0.5, 1.0, 2.0];
 
-/// The families of the default sweep, in table order.
+/// The protection of every setting of the default sweep (kv-codec's `Protection` as a
+/// `protect=S:R:C` plan item): 4 f16 sink tokens, the last 16 tokens in f16, keys coded
+/// around the mean of positions 4..68. The default codec also runs bare, for reference.
+pub const PROTECTION: &str = "protect=4:16:64";
+
+/// The families of the default sweep, in table order (each protected, then bare).
 pub const FAMILIES: [&str; 5] = ["voronoi", "turboquant", "compat-d4", "int", "fp8-e4m3"];
 
 /// The default sweep: each family's settings from about 2.5 to 8 bits per value.
@@ -93,6 +98,8 @@ pub struct IsoRow {
 /// Bytes saved by the default codec against TurboQuant-MSE at equal Δppl.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Saving {
+    /// The `protect=S:R:C` item both families ran with (empty: none).
+    pub protection: String,
     /// Δppl bound, percent.
     pub threshold_pct: f64,
     /// 100·(1 − bpv_voronoi / bpv_turboquant), both by the interval criterion.
@@ -117,15 +124,25 @@ pub struct IsoTable {
 /// # Panics
 /// Never for the built-in spec list (checked by a test).
 pub fn default_plans(layers: usize) -> Vec<CachePlan> {
-    default_specs()
-        .into_iter()
-        .map(|s| CachePlan::parse(s, layers).expect("valid built-in plan"))
+    let specs = default_specs();
+    let protected = specs.iter().map(|s| format!("{s},{PROTECTION}"));
+    let bare = specs
+        .iter()
+        .filter(|s| s.starts_with("voronoi"))
+        .map(|s| (*s).to_owned());
+    protected
+        .chain(bare)
+        .map(|s| CachePlan::parse(&s, layers).expect("valid built-in plan"))
         .collect()
 }
 
 /// Builds the table from an evaluation's uniform plans.
 pub fn iso_table(report: &EvalReport) -> IsoTable {
-    let mut families: Vec<String> = FAMILIES.iter().map(|f| (*f).to_owned()).collect();
+    let mut families: Vec<String> = FAMILIES
+        .iter()
+        .map(|f| format!("{f} {PROTECTION}"))
+        .chain(FAMILIES.iter().map(|f| (*f).to_owned()))
+        .collect();
     for r in &report.plans {
         if let Some(f) = &r.family
             && !families.contains(f)
@@ -179,12 +196,32 @@ pub fn iso_table(report: &EvalReport) -> IsoTable {
         (Some(v), Some(t)) => Some(100.0 * (1.0 - v / t)),
         _ => None,
     };
-    let voronoi_vs_turboquant = THRESHOLDS
+    // Compared under the same protection (or none): the rows "voronoi…" and "turboquant…"
+    // with the same suffix.
+    let suffixes: Vec<String> = rows
         .iter()
-        .enumerate()
-        .map(|(i, &t)| {
-            let (v, q) = (cell("voronoi", i), cell("turboquant", i));
+        .filter_map(|r| r.family.strip_prefix("voronoi"))
+        .filter(|suffix| {
+            rows.iter()
+                .any(|r| r.family == format!("turboquant{suffix}"))
+        })
+        .map(str::to_owned)
+        .collect();
+    let voronoi_vs_turboquant = suffixes
+        .iter()
+        .flat_map(|suffix| {
+            THRESHOLDS
+                .iter()
+                .enumerate()
+                .map(move |(i, &t)| (suffix, i, t))
+        })
+        .map(|(suffix, i, t)| {
+            let (v, q) = (
+                cell(&format!("voronoi{suffix}"), i),
+                cell(&format!("turboquant{suffix}"), i),
+            );
             Saving {
+                protection: suffix.trim().to_owned(),
                 threshold_pct: t,
                 fewer_bytes_pct: saving(
                     v.as_ref().and_then(|c| c.bits_per_value),
@@ -260,11 +297,20 @@ pub fn markdown(report: &EvalReport, table: &IsoTable) -> String {
         }
         out.push('\n');
     }
-    out.push_str(
-        "\nDefault codec vs TurboQuant-MSE at equal Δppl, fewer bytes (interval / mean only / \
-         interpolated):",
-    );
+    let mut last = None;
     for sv in &table.voronoi_vs_turboquant {
+        if last != Some(&sv.protection) {
+            let under = if sv.protection.is_empty() {
+                "bare".to_owned()
+            } else {
+                sv.protection.clone()
+            };
+            out.push_str(&format!(
+                "\nDefault codec vs TurboQuant-MSE at equal Δppl ({under}), fewer bytes \
+                 (interval / mean only / interpolated):"
+            ));
+            last = Some(&sv.protection);
+        }
         out.push_str(&format!(
             " ≤ {}%: {}% / {}% / {}%;",
             sv.threshold_pct,

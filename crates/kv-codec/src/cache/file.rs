@@ -418,7 +418,7 @@ fn load_layer<R: Read>(
     let window = pos.len.checked_sub(pos.flushed).ok_or(corrupt("flushed"))?;
     if start > pos.flushed
         || !pos.flushed.is_multiple_of(fmt.unit)
-        || window > fmt.window_capacity()
+        || window > fmt.window_capacity(pos.flushed > 0)
         || (pos.flushed > 0 && pos.len < fmt.centre_ready())
     {
         return Err(corrupt("positions"));
@@ -464,7 +464,7 @@ fn load_layer<R: Read>(
                     reason,
                 })?;
         }
-        f.push_window_bytes(&mut stream, &k, &v);
+        f.push_window_bytes(&mut stream, &k, &v, pos.flushed > 0);
         f.push_sink_bytes(&mut stream, &sk, &sv);
         if has_offset {
             let mean: Vec<f32> = src

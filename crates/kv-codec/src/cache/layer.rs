@@ -187,11 +187,17 @@ impl Formats {
         }
     }
 
-    /// Most tokens the window ever holds; its buffers are allocated at this size.
-    pub(crate) fn window_capacity(&self) -> usize {
-        (self.recent + self.unit)
-            .max(self.centre_ready())
-            .saturating_sub(1)
+    /// Most tokens the window holds: before a centring layer fixes its key offset (when
+    /// `coding` is false) up to `S + C − 1`, else fewer than `recent + unit`. The buffers
+    /// are allocated at this size.
+    pub(crate) fn window_capacity(&self, coding: bool) -> usize {
+        let steady = self.recent + self.unit;
+        let most = if coding {
+            steady
+        } else {
+            steady.max(self.centre_ready())
+        };
+        most.saturating_sub(1)
     }
 
     /// Tokens a stream needs before any is coded: those of the key offset's positions.
@@ -619,7 +625,7 @@ impl Formats {
             } else {
                 incoming.k.load(s * incoming.n + j - held, d, k);
                 incoming.v.load(s * incoming.n + j - held, d, v);
-                if self.window_capacity() > 0 {
+                if self.window_capacity(false) > 0 {
                     // So that the bytes do not depend on how the tokens were chunked.
                     round_to_f16(k);
                     round_to_f16(v);
@@ -682,6 +688,12 @@ impl Formats {
         let dropped = flush.min(held) * 2 * d;
         stream.window_k.drain(..dropped);
         stream.window_v.drain(..dropped);
+        if flush > 0 {
+            // Coding has begun: the window never again holds more than `recent` tokens.
+            let steady = self.window_capacity(true) * 2 * d;
+            stream.window_k.shrink_to(steady);
+            stream.window_v.shrink_to(steady);
+        }
         let (k, v) = (&mut xk[..d], &mut xv[..d]);
         for j in flush.saturating_sub(held)..incoming.n {
             incoming.k.load(s * incoming.n + j, d, k);
@@ -692,7 +704,8 @@ impl Formats {
 
     /// Appends tokens (`d` values each) to a stream's window.
     fn push_window(&self, stream: &mut Stream, k: &[f32], v: &[f32]) {
-        let capacity = self.window_capacity();
+        let coding = self.centre == 0 || stream.key_offset.is_some();
+        let capacity = self.window_capacity(coding);
         self.push_f16(&mut stream.window_k, k, capacity);
         self.push_f16(&mut stream.window_v, v, capacity);
     }
@@ -709,8 +722,8 @@ impl Formats {
     }
 
     /// Appends encoded f16 window tokens (a loaded file's) to a stream's window.
-    pub(crate) fn push_window_bytes(&self, stream: &mut Stream, k: &[u8], v: &[u8]) {
-        let capacity = self.window_capacity() * 2 * self.d;
+    pub(crate) fn push_window_bytes(&self, stream: &mut Stream, k: &[u8], v: &[u8], coding: bool) {
+        let capacity = self.window_capacity(coding) * 2 * self.d;
         for (window, x) in [(&mut stream.window_k, k), (&mut stream.window_v, v)] {
             reserve_f16(window, capacity, x.len());
             window.extend_from_slice(x);
@@ -728,7 +741,7 @@ impl Formats {
 }
 
 /// Allocates an f16 buffer at its full size (`capacity` bytes) when the first of `adding`
-/// values arrive, so that it never reallocates and [`Layer::bytes_held`] counts its real
+/// values arrive (a window shrinks once coding begins), so that [`Layer::bytes_held`] counts its real
 /// size.
 fn reserve_f16(buffer: &mut Vec<u8>, capacity: usize, adding: usize) {
     if buffer.capacity() == 0 && adding > 0 {
