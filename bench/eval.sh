@@ -3,8 +3,12 @@
 # Instruct, Q4_1 GGUF, on the CPU; about 35 minutes on 2 cores):
 #   eval-smollm2-verify.json  ppl of the first 512 tokens (prefill and token by token), token
 #                             ids and every layer's K/V against ../shared/data/smollm2-pp512
-#   eval-smollm2-iso.json     every family's settings, 32 passages × 96 continuation tokens
-#                             decoded token by token after a 512-token prefix; iso-quality table
+#   eval-smollm2-iso.json     every family's settings under protect=4:16:64 and the default
+#                             codec bare, 32 passages × 96 continuation tokens decoded token by
+#                             token through kv-codec's KvCache (attention on the pages) after a
+#                             512-token prefix; iso-quality table
+#   eval-smollm2-protection-sweep.json  sinks / recent window / key centring of the default
+#                             codec at 4.5 and 3.5 bpv, 16 passages × 64 tokens
 #   eval-smollm2-needle.json  a fact at 5 depths of 4096 tokens, greedy retrieval
 #   eval-smollm2-needle-8k.json  the same at 3 depths of 8100 tokens (the model's context)
 # The README's tables come from these files (`kv-eval table bench/results/eval-smollm2-iso.json`).
@@ -16,6 +20,15 @@ cargo build --release --locked --bin kv-eval
 export RAYON_NUM_THREADS=${RAYON_NUM_THREADS:-$(nproc)}
 ./target/release/kv-eval verify --decode --json bench/results/eval-smollm2-verify.json
 ./target/release/kv-eval iso --passages 32 --cont 96 --json bench/results/eval-smollm2-iso.json
+plans=()
+for c in voronoi-e8-q17-s3 voronoi-e8-q9-s2; do
+    for p in "" ,protect=0:16:0 ,protect=4:16:0 ,protect=4:16:64 ,protect=4:8:64 \
+        ,protect=4:32:64 ,protect=4:16:16 ,protect=1:16:64 ,protect=4:16:128; do
+        plans+=(--codec "$c$p")
+    done
+done
+./target/release/kv-eval eval "${plans[@]}" --passages 16 --cont 64 --decoded-copy \
+    --json bench/results/eval-smollm2-protection-sweep.json
 ./target/release/kv-eval needle --context 4096 --bpv 3 --bpv 4 --codec voronoi-e8-q33-s4 \
     --codec turboquant-b4 --codec int8 --json bench/results/eval-smollm2-needle.json
 ./target/release/kv-eval needle --context 8100 --depths 0.1,0.5,0.9 --codec voronoi-e8-q13-s2 \

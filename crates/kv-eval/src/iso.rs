@@ -20,6 +20,7 @@ use serde::Serialize;
 use crate::eval::{EvalReport, PlanResult};
 use crate::plan::CachePlan;
 use crate::stats::MeanCi;
+use crate::store::AttentionPath;
 
 /// The Δppl thresholds of the table, in percent.
 pub const THRESHOLDS: [f64; 3] = [0.5, 1.0, 2.0];
@@ -260,16 +261,50 @@ fn opt(x: Option<f64>, digits: usize) -> String {
     x.map_or_else(|| "—".to_owned(), |x| format!("{x:.digits$}"))
 }
 
-/// The table as Markdown (what the README shows), followed by every measured plan.
+/// The table as Markdown ([`summary`], what the README shows), followed by every measured
+/// plan.
 pub fn markdown(report: &EvalReport, table: &IsoTable) -> String {
+    let mut out = summary(report, table);
+    out.push_str(
+        "\n\n| codec | bpv (nominal) | bpv (held) | × bf16 | ppl | Δppl % (95% CI) | KL (nats) | \
+         top-1 |\n",
+    );
+    out.push_str("|---|---|---|---|---|---|---|---|\n");
+    for r in &report.plans {
+        out.push_str(&format!(
+            "| {} | {:.3} | {} | {:.2} | {:.3} | {:+.2} ± {} | {:.5} | {:.3} |\n",
+            r.plan,
+            r.bits_per_value,
+            opt(r.held_bits_per_value, 3),
+            16.0 / r.rate(),
+            r.ppl,
+            r.delta_ppl_pct.mean,
+            opt(r.delta_ppl_pct.ci95, 2),
+            r.kl.mean,
+            r.top1_agreement
+        ));
+    }
+    out
+}
+
+/// The settings, the family table and the savings against TurboQuant-MSE, as Markdown:
+/// the README's block, verbatim.
+pub fn summary(report: &EvalReport, table: &IsoTable) -> String {
     let s = &report.settings;
     let mut out = format!(
         "Smallest bits per value held with |Δppl| within the bound (whole 95% interval), its \
          compression vs bf16, and in brackets the smallest with the mean alone within it / the \
          rate where the mean crosses the bound, interpolated between settings. {} passages × \
-         {} scored tokens after a {}-token prefix, every layer's K and V compressed; \
-         exact-cache ppl {:.3}.\n\n",
-        s.passages, s.cont, s.prefix, report.exact.ppl
+         {} scored tokens after a {}-token prefix, every layer's K and V compressed, \
+         attention {}; exact-cache ppl {:.3}.\n\n",
+        s.passages,
+        s.cont,
+        s.prefix,
+        match s.attention {
+            AttentionPath::Pages => "on the compressed pages",
+            AttentionPath::DecodedCopy => "over a copy decoded from the cache",
+        },
+        report.exact.ppl
     );
     out.push_str("| codec family |");
     for t in THRESHOLDS {
@@ -299,7 +334,11 @@ pub fn markdown(report: &EvalReport, table: &IsoTable) -> String {
     }
     let mut last = None;
     for sv in &table.voronoi_vs_turboquant {
-        if last != Some(&sv.protection) {
+        let first = last != Some(&sv.protection);
+        if first {
+            if last.is_some() {
+                out.push('.');
+            }
             let under = if sv.protection.is_empty() {
                 "bare".to_owned()
             } else {
@@ -312,31 +351,16 @@ pub fn markdown(report: &EvalReport, table: &IsoTable) -> String {
             last = Some(&sv.protection);
         }
         out.push_str(&format!(
-            " ≤ {}%: {}% / {}% / {}%;",
+            "{} ≤ {}%: {}% / {}% / {}%",
+            if first { "" } else { ";" },
             sv.threshold_pct,
             opt(sv.fewer_bytes_pct, 1),
             opt(sv.fewer_bytes_pct_mean_only, 1),
             opt(sv.fewer_bytes_pct_interpolated, 1)
         ));
     }
-    out.push_str(
-        "\n\n| codec | bpv (nominal) | bpv (held) | × bf16 | ppl | Δppl % (95% CI) | KL (nats) | \
-         top-1 |\n",
-    );
-    out.push_str("|---|---|---|---|---|---|---|---|\n");
-    for r in &report.plans {
-        out.push_str(&format!(
-            "| {} | {:.3} | {} | {:.2} | {:.3} | {:+.2} ± {} | {:.5} | {:.3} |\n",
-            r.plan,
-            r.bits_per_value,
-            opt(r.held_bits_per_value, 3),
-            16.0 / r.rate(),
-            r.ppl,
-            r.delta_ppl_pct.mean,
-            opt(r.delta_ppl_pct.ci95, 2),
-            r.kl.mean,
-            r.top1_agreement
-        ));
+    if last.is_some() {
+        out.push('.');
     }
     out
 }
