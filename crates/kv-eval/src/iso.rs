@@ -30,9 +30,6 @@ pub const THRESHOLDS: [f64; 3] = [0.5, 1.0, 2.0];
 /// around the mean of positions 4..68. The default codec also runs bare, for reference.
 pub const PROTECTION: &str = "protect=4:16:64";
 
-/// The families of the default sweep, in table order (each protected, then bare).
-pub const FAMILIES: [&str; 5] = ["voronoi", "turboquant", "compat-d4", "int", "fp8-e4m3"];
-
 /// The default sweep: each family's settings from about 2.5 to 8 bits per value.
 pub fn default_specs() -> Vec<&'static str> {
     vec![
@@ -99,8 +96,9 @@ pub struct IsoRow {
 /// Bytes saved by the default codec against TurboQuant-MSE at equal Δppl.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Saving {
-    /// The `protect=S:R:C` item both families ran with (empty: none).
-    pub protection: String,
+    /// What both families' rows add to the family name (empty: none): `k≠v` for split
+    /// settings, the `protect=S:R:C` item of their protection.
+    pub variant: String,
     /// Δppl bound, percent.
     pub threshold_pct: f64,
     /// 100·(1 − bpv_voronoi / bpv_turboquant), both by the interval criterion.
@@ -114,41 +112,74 @@ pub struct Saving {
 /// The table.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct IsoTable {
-    /// One row per family, in [`FAMILIES`] order, then any other family met.
+    /// One row per family, in the order the report first lists them.
     pub rows: Vec<IsoRow>,
     /// The default codec against TurboQuant-MSE.
     pub voronoi_vs_turboquant: Vec<Saving>,
 }
 
-/// The default sweep as plans for a model of `layers` layers.
+/// The split settings of the default sweep, `(K, V)`: the keys about one bit finer than the
+/// values, at mean rates between the uniform settings. Keys weigh more: an error in a key
+/// moves every attention weight of the query through the softmax, an error in a value only
+/// its share of the output (at 4 bits per value, coding K alone costs the model about ten
+/// times the next-token KL of coding V alone). TurboQuant-MSE gets the same split, so the
+/// two codecs are compared under one policy.
+pub fn default_splits() -> Vec<(&'static str, &'static str)> {
+    vec![
+        ("voronoi-e8-q9-s2", "voronoi-e8-q4-s4"),
+        ("voronoi-e8-q13-s2", "voronoi-e8-q6-s3"),
+        ("voronoi-e8-q17-s3", "voronoi-e8-q9-s2"),
+        ("voronoi-e8-q28-s4", "voronoi-e8-q13-s2"),
+        ("voronoi-e8-q33-s4", "voronoi-e8-q17-s3"),
+        ("voronoi-e8-q67-s4", "voronoi-e8-q33-s4"),
+        ("turboquant-b3", "turboquant-b2"),
+        ("turboquant-b4", "turboquant-b3"),
+        ("turboquant-b5", "turboquant-b4"),
+        ("turboquant-b6", "turboquant-b5"),
+    ]
+}
+
+/// The default sweep as plans for a model of `layers` layers: every setting of
+/// [`default_specs`] under [`PROTECTION`], each family's split settings
+/// ([`default_splits`]) after its own, then the default codec bare.
 ///
 /// # Panics
-/// Never for the built-in spec list (checked by a test).
+/// Never for the built-in lists (checked by a test).
 pub fn default_plans(layers: usize) -> Vec<CachePlan> {
     let specs = default_specs();
-    let protected = specs.iter().map(|s| format!("{s},{PROTECTION}"));
-    let bare = specs
+    let splits = default_splits();
+    let family = |s: &str| s.split('-').next().map(str::to_owned);
+    let mut plans = Vec::new();
+    for (i, spec) in specs.iter().enumerate() {
+        plans.push(format!("{spec},{PROTECTION}"));
+        let last_of_family = specs.get(i + 1).map(|s| family(s)) != Some(family(spec));
+        if last_of_family {
+            plans.extend(
+                splits
+                    .iter()
+                    .filter(|(k, _)| family(k) == family(spec))
+                    .map(|(k, v)| format!("k={k},v={v},{PROTECTION}")),
+            );
+        }
+    }
+    plans.extend(
+        specs
+            .iter()
+            .filter(|s| s.starts_with("voronoi"))
+            .map(|s| (*s).to_owned()),
+    );
+    plans
         .iter()
-        .filter(|s| s.starts_with("voronoi"))
-        .map(|s| (*s).to_owned());
-    protected
-        .chain(bare)
-        .map(|s| CachePlan::parse(&s, layers).expect("valid built-in plan"))
+        .map(|s| CachePlan::parse(s, layers).expect("valid built-in plan"))
         .collect()
 }
 
 /// Builds the table from an evaluation's uniform plans.
 pub fn iso_table(report: &EvalReport) -> IsoTable {
-    let mut families: Vec<String> = FAMILIES
-        .iter()
-        .map(|f| format!("{f} {PROTECTION}"))
-        .chain(FAMILIES.iter().map(|f| (*f).to_owned()))
-        .collect();
-    for r in &report.plans {
-        if let Some(f) = &r.family
-            && !families.contains(f)
-        {
-            families.push(f.clone());
+    let mut families: Vec<&str> = Vec::new();
+    for f in report.plans.iter().filter_map(|r| r.family.as_deref()) {
+        if !families.contains(&f) {
+            families.push(f);
         }
     }
     let mut rows = Vec::new();
@@ -156,7 +187,7 @@ pub fn iso_table(report: &EvalReport) -> IsoTable {
         let mut members: Vec<&PlanResult> = report
             .plans
             .iter()
-            .filter(|r| r.family.as_deref() == Some(fam.as_str()))
+            .filter(|r| r.family.as_deref() == Some(fam))
             .collect();
         if members.is_empty() {
             continue;
@@ -183,7 +214,7 @@ pub fn iso_table(report: &EvalReport) -> IsoTable {
             })
             .collect();
         rows.push(IsoRow {
-            family: fam,
+            family: fam.to_owned(),
             settings: members.len(),
             cells,
         });
@@ -197,8 +228,8 @@ pub fn iso_table(report: &EvalReport) -> IsoTable {
         (Some(v), Some(t)) => Some(100.0 * (1.0 - v / t)),
         _ => None,
     };
-    // Compared under the same protection (or none): the rows "voronoi…" and "turboquant…"
-    // with the same suffix.
+    // Compared under the same policy: the rows "voronoi…" and "turboquant…" with the same
+    // suffix (split settings, protection).
     let suffixes: Vec<String> = rows
         .iter()
         .filter_map(|r| r.family.strip_prefix("voronoi"))
@@ -222,7 +253,7 @@ pub fn iso_table(report: &EvalReport) -> IsoTable {
                 cell(&format!("turboquant{suffix}"), i),
             );
             Saving {
-                protection: suffix.trim().to_owned(),
+                variant: suffix.trim().to_owned(),
                 threshold_pct: t,
                 fewer_bytes_pct: saving(
                     v.as_ref().and_then(|c| c.bits_per_value),
@@ -334,21 +365,21 @@ pub fn summary(report: &EvalReport, table: &IsoTable) -> String {
     }
     let mut last = None;
     for sv in &table.voronoi_vs_turboquant {
-        let first = last != Some(&sv.protection);
+        let first = last != Some(&sv.variant);
         if first {
             if last.is_some() {
                 out.push('.');
             }
-            let under = if sv.protection.is_empty() {
+            let under = if sv.variant.is_empty() {
                 "bare".to_owned()
             } else {
-                sv.protection.clone()
+                sv.variant.clone()
             };
             out.push_str(&format!(
                 "\nDefault codec vs TurboQuant-MSE at equal Δppl ({under}), fewer bytes \
                  (interval / mean only / interpolated):"
             ));
-            last = Some(&sv.protection);
+            last = Some(&sv.variant);
         }
         out.push_str(&format!(
             "{} ≤ {}%: {}% / {}% / {}%",
@@ -469,5 +500,16 @@ mod tests {
             .filter(|s| s.starts_with("voronoi"))
             .collect();
         assert_eq!(voronoi, listed);
+        // Split settings: K about one bit finer than V.
+        let rate = |s: &str| {
+            kv_codec::CodecConfig::new(s.parse().unwrap(), 64)
+                .build()
+                .unwrap()
+                .bits_per_value()
+        };
+        for (k, v) in default_splits() {
+            let gap = rate(k) - rate(v);
+            assert!((0.9..1.3).contains(&gap), "{k} / {v}: {gap}");
+        }
     }
 }

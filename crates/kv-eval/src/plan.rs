@@ -328,36 +328,37 @@ impl CachePlan {
         items.join(",")
     }
 
-    /// The single spec of a plan that uses one codec for K and V of every layer.
-    pub fn uniform_spec(&self) -> Option<CodecSpec> {
-        let first = self.layers.first()?;
-        match first {
-            LayerChoice::PerVector(p) => match (p.k, p.v) {
-                (Some(k), Some(v)) if k == v && self.layers.iter().all(|l| l == first) => Some(k),
-                _ => None,
-            },
-            LayerChoice::Kivi(_) => None,
-        }
-    }
-
-    /// The family the iso-quality table files this plan under: the codec's (see
-    /// [`family`]) when every layer uses one codec for K and V — followed by its
-    /// `protect=S:R:C` item when the layers are protected, so that protected and bare
-    /// settings form separate rows —, `kivi` when every layer is KIVI, else none.
+    /// The family the iso-quality table files this plan under, when every layer holds its
+    /// keys and values the same way: the codec family (see [`family`]) when K and V use
+    /// codecs of one family — followed by `k≠v` when their settings differ (K and V coded
+    /// at different rates), and by the `protect=S:R:C` item when the layers are protected,
+    /// so that these variants form rows of their own —, `kivi` when every layer is KIVI,
+    /// else none.
     pub fn family(&self) -> Option<String> {
-        if let Some(spec) = self.uniform_spec() {
-            let name = family(spec);
-            return Some(match &self.layers[0] {
-                LayerChoice::PerVector(p) => match protect_label(&p.protection) {
-                    Some(protect) => format!("{name} {protect}"),
-                    None => name.to_owned(),
-                },
-                LayerChoice::Kivi(_) => name.to_owned(),
-            });
-        }
         let first = self.layers.first()?;
-        (matches!(first, LayerChoice::Kivi(_)) && self.layers.iter().all(|l| l == first))
-            .then(|| "kivi".to_owned())
+        if self.layers.iter().any(|l| l != first) {
+            return None;
+        }
+        let p = match first {
+            LayerChoice::Kivi(_) => return Some("kivi".to_owned()),
+            LayerChoice::PerVector(p) => p,
+        };
+        let (Some(k), Some(v)) = (p.k, p.v) else {
+            return None;
+        };
+        let name = family(k);
+        if family(v) != name {
+            return None;
+        }
+        let mut out = name.to_owned();
+        if k != v {
+            out.push_str(" k≠v");
+        }
+        if let Some(protect) = protect_label(&p.protection) {
+            out.push(' ');
+            out.push_str(&protect);
+        }
+        Some(out)
     }
 
     /// Mean nominal bits per value over all K and V of a model with this plan: each codec's
@@ -399,7 +400,6 @@ mod tests {
     fn plans_parse_and_print() {
         let p = CachePlan::parse("voronoi-e8-q16-s4", 3).unwrap();
         assert_eq!(p.label(), "voronoi-e8-q16-s4");
-        assert_eq!(p.uniform_spec(), Some("voronoi-e8-q16-s4".parse().unwrap()));
         assert_eq!(p.family().as_deref(), Some("voronoi"));
         let p = CachePlan::parse("voronoi-e8-q9-s2,protect=4:16:64", 3).unwrap();
         assert_eq!(p.label(), "voronoi-e8-q9-s2,protect=4:16:64");
@@ -428,7 +428,11 @@ mod tests {
         let p = CachePlan::parse("k=int8,v=turboquant-b3,raw=0:2", 3).unwrap();
         assert_eq!(p.label(), "k=int8,v=turboquant-b3,raw=0:2");
         assert_eq!(p.layers[0], LayerChoice::RAW);
-        assert_eq!(p.uniform_spec(), None);
+        assert_eq!(p.family(), None);
+        let p =
+            CachePlan::parse("k=voronoi-e8-q13-s2,v=voronoi-e8-q6-s3,protect=4:16:64", 3).unwrap();
+        assert_eq!(p.family().as_deref(), Some("voronoi k≠v protect=4:16:64"));
+        let p = CachePlan::parse("k=int8,v=turboquant-b3", 3).unwrap();
         assert_eq!(p.family(), None);
         let bf16 = CachePlan::parse("bf16", 2).unwrap();
         assert!((bf16.bits_per_value(64).unwrap() - 16.0).abs() < 1e-12);
