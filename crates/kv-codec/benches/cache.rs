@@ -14,67 +14,15 @@
 //! which takes minutes with a slow encoder. CI only compiles this file
 //! (`cargo check --benches`).
 
+mod common;
+
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
+use common::{D, KV_HEADS, Q_HEADS, filled, formats, token, token_counts, values};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use kv_codec::cache::{CacheConfig, Kivi, KvCache, LayerPolicy};
-use kv_codec::format::Dtype;
+use kv_codec::cache::{CacheConfig, KvCache};
 use kv_codec::{Input, Output};
-
-const D: usize = 128;
-const KV_HEADS: usize = 8;
-const Q_HEADS: usize = 32;
-
-/// The formats compared, by name.
-fn formats() -> Vec<(&'static str, LayerPolicy)> {
-    let codec = |s: &str| {
-        let spec = s.parse().expect("a valid spec");
-        LayerPolicy::codecs(spec, spec)
-    };
-    vec![
-        ("voronoi-e8-q16-s4", codec("voronoi-e8-q16-s4")),
-        ("q4_0", codec("q4_0")),
-        ("kivi-2", LayerPolicy::Kivi(Kivi::KIVI2)),
-        ("f32", LayerPolicy::uncompressed(Dtype::F32)),
-        ("bf16", LayerPolicy::uncompressed(Dtype::Bf16)),
-    ]
-}
-
-/// Deterministic pseudo-Gaussian-ish values (a cheap hash, not a distribution test).
-fn values(n: usize, seed: u64) -> Vec<f32> {
-    (0..n as u64)
-        .map(|i| {
-            let mut x = (i ^ seed.rotate_left(32)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-            x ^= x >> 29;
-            x = x.wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            x ^= x >> 32;
-            ((x >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 3.0
-        })
-        .collect()
-}
-
-/// A one-layer cache of `tokens` tokens, appended in prefill chunks of 512.
-fn filled(policy: LayerPolicy, batch: usize, tokens: usize) -> KvCache {
-    let cache = KvCache::new(CacheConfig::new(batch, KV_HEADS, D, vec![policy]))
-        .expect("a valid configuration");
-    let chunk = 512;
-    for c in 0..tokens / chunk {
-        let k = values(batch * KV_HEADS * chunk * D, 2 * c as u64);
-        let v = values(k.len(), 2 * c as u64 + 1);
-        cache
-            .append(0, Input::F32(&k), Input::F32(&v))
-            .expect("finite values");
-    }
-    cache
-}
-
-fn token_counts() -> Vec<usize> {
-    std::env::var("KV_BENCH_TOKENS")
-        .ok()
-        .map(|s| s.split(',').filter_map(|t| t.trim().parse().ok()).collect())
-        .unwrap_or_else(|| vec![1024, 8192, 32768])
-}
 
 fn decode_attention(c: &mut Criterion) {
     for batch in [1usize, 8] {
@@ -137,14 +85,9 @@ fn append(c: &mut Criterion) {
         .warm_up_time(Duration::from_millis(300))
         .measurement_time(Duration::from_secs(2))
         .throughput(Throughput::Elements(1));
-    // Token t of the prefill as a [1, KV_HEADS, 1, D] tensor.
-    let token = |x: &[f32], t: usize| -> Vec<f32> {
-        (0..KV_HEADS)
-            .flat_map(|h| x[(h * prefill + t) * D..][..D].to_vec())
-            .collect()
-    };
-    let steps: Vec<(Vec<f32>, Vec<f32>)> =
-        (0..prefill).map(|t| (token(&k, t), token(&v, t))).collect();
+    let steps: Vec<(Vec<f32>, Vec<f32>)> = (0..prefill)
+        .map(|t| (token(&k, prefill, t), token(&v, prefill, t)))
+        .collect();
     for (name, policy) in formats() {
         let config = CacheConfig::new(1, KV_HEADS, D, vec![policy]);
         group.bench_function(BenchmarkId::from_parameter(name), |b| {
