@@ -3,7 +3,8 @@
 //! and bf16 pages (and two compressed baselines), with the bits per value each cache really
 //! holds.
 //!
-//! Run with `cargo run --release -p kv-codec --example cache_throughput [-- --json OUT]`
+//! Run with `cargo run --release -p kv-codec --example cache_throughput [-- --json OUT]`;
+//! `-- --from JSON` prints the tables of a results file (the README's)
 //! (`KV_BENCH_TOKENS=1024,8192` picks the contexts; rayon's pool, so `RAYON_NUM_THREADS`
 //! sets the threads). The formats and data are the criterion bench's (`benches/cache.rs`).
 //!
@@ -85,10 +86,6 @@ fn nominal_bits_per_value(policy: &LayerPolicy) -> f64 {
 }
 
 fn attention_rows(rows: &mut Vec<serde_json::Value>) {
-    println!(
-        "| batch | tokens | format | held bpv | nominal bpv | ms/step | vs f32 | vs bf16 | GB/s held |"
-    );
-    println!("|---:|---:|---|---:|---:|---:|---:|---:|---:|");
     for batch in [1usize, 8] {
         for tokens in token_counts() {
             let caches: Vec<(&str, LayerPolicy, KvCache)> = formats()
@@ -124,13 +121,6 @@ fn attention_rows(rows: &mut Vec<serde_json::Value>) {
                 let held = cache.bytes_held() as f64;
                 let held_bpv = held * 8.0 / values;
                 let nominal = nominal_bits_per_value(policy);
-                println!(
-                    "| {batch} | {tokens} | {name} | {held_bpv:.3} | {nominal:.3} | {:.3} | {:.2} | {:.2} | {:.1} |",
-                    s * 1e3,
-                    s / f32_secs,
-                    s / bf16_secs,
-                    held / s / 1e9
-                );
                 rows.push(json!({
                     "batch": batch,
                     "tokens": tokens,
@@ -190,18 +180,54 @@ fn append_rows(rows: &mut Vec<serde_json::Value>) {
         .collect();
     let decode_secs = interleaved_secs(&mut decode);
     drop(decode);
-    println!();
-    println!("| format | prefill tokens/s | decode tokens/s |");
-    println!("|---|---:|---:|");
     for (((name, _), p), d) in configs.iter().zip(&prefill_secs).zip(&decode_secs) {
-        let (p, d) = (APPEND_TOKENS as f64 / p, APPEND_TOKENS as f64 / d);
-        println!("| {name} | {p:.0} | {d:.0} |");
         rows.push(json!({
             "format": name,
-            "prefill_tokens_s": p,
-            "decode_tokens_s": d,
+            "prefill_tokens_s": APPEND_TOKENS as f64 / p,
+            "decode_tokens_s": APPEND_TOKENS as f64 / d,
         }));
     }
+}
+
+/// The report's two tables as Markdown (what `--from` prints for the README).
+fn markdown(report: &serde_json::Value) -> String {
+    let f = |row: &serde_json::Value, key: &str| row[key].as_f64().unwrap_or(f64::NAN);
+    let mut out = format!(
+        "{}, {} threads; d = {D}, {KV_HEADS} KV heads, {Q_HEADS} query heads; one decode step, median of {} interleaved rounds; ratios = time / time on f32 (bf16) pages.\n\n",
+        report["cpu"].as_str().unwrap_or("unknown CPU"),
+        report["threads"],
+        report["rounds"]
+    );
+    out.push_str("| batch | tokens | format | held bpv | nominal bpv | ms/step | vs f32 | vs bf16 | GB/s held |\n");
+    out.push_str("|---:|---:|---|---:|---:|---:|---:|---:|---:|\n");
+    for r in report["attention"].as_array().into_iter().flatten() {
+        out.push_str(&format!(
+            "| {} | {} | {} | {:.3} | {:.3} | {:.3} | {:.2} | {:.2} | {:.1} |\n",
+            r["batch"],
+            r["tokens"],
+            r["format"].as_str().unwrap_or("?"),
+            f(r, "held_bits_per_value"),
+            f(r, "nominal_bits_per_value"),
+            f(r, "seconds_per_step") * 1e3,
+            f(r, "vs_f32"),
+            f(r, "vs_bf16"),
+            f(r, "bytes_held") / f(r, "seconds_per_step") / 1e9,
+        ));
+    }
+    out.push_str(&format!(
+        "\nAppend, one batch row, tokens/s ({} tokens as one prefill chunk / one by one):\n\n",
+        report["append_tokens"]
+    ));
+    out.push_str("| format | prefill tokens/s | decode tokens/s |\n|---|---:|---:|\n");
+    for r in report["append"].as_array().into_iter().flatten() {
+        out.push_str(&format!(
+            "| {} | {:.0} | {:.0} |\n",
+            r["format"].as_str().unwrap_or("?"),
+            f(r, "prefill_tokens_s"),
+            f(r, "decode_tokens_s")
+        ));
+    }
+    out
 }
 
 /// The CPU's model name (Linux), for the record.
@@ -218,33 +244,35 @@ fn cpu_model() -> String {
 }
 
 fn main() {
-    let json_path = match std::env::args().skip(1).collect::<Vec<_>>().as_slice() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let json_path = match args.as_slice() {
         [] => None,
         [flag, path] if flag == "--json" => Some(path.clone()),
-        other => panic!("usage: cache_throughput [--json OUT], got {other:?}"),
+        [flag, path] if flag == "--from" => {
+            let text = std::fs::read_to_string(path).expect("a readable results file");
+            let report = serde_json::from_str(&text).expect("a results file of this example");
+            print!("{}", markdown(&report));
+            return;
+        }
+        other => panic!("usage: cache_throughput [--json OUT | --from JSON], got {other:?}"),
     };
-    let threads = rayon::current_num_threads();
-    let cpu = cpu_model();
-    println!(
-        "{cpu}, {threads} threads; d = {D}, {KV_HEADS} KV heads, {Q_HEADS} query heads; median of {ROUNDS} interleaved rounds"
-    );
-    println!();
     let mut attention = Vec::new();
     attention_rows(&mut attention);
     let mut append = Vec::new();
     append_rows(&mut append);
+    let report = json!({
+        "cpu": cpu_model(),
+        "threads": rayon::current_num_threads(),
+        "head_dim": D,
+        "kv_heads": KV_HEADS,
+        "q_heads": Q_HEADS,
+        "rounds": ROUNDS,
+        "append_tokens": APPEND_TOKENS,
+        "attention": attention,
+        "append": append,
+    });
+    print!("{}", markdown(&report));
     if let Some(path) = json_path {
-        let report = json!({
-            "cpu": cpu,
-            "threads": threads,
-            "head_dim": D,
-            "kv_heads": KV_HEADS,
-            "q_heads": Q_HEADS,
-            "rounds": ROUNDS,
-            "append_tokens": APPEND_TOKENS,
-            "attention": attention,
-            "append": append,
-        });
         let text = serde_json::to_string_pretty(&report).expect("JSON values serialise");
         std::fs::write(&path, text + "\n").expect("JSON written");
         println!("\nwrote {path}");
