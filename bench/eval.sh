@@ -3,8 +3,9 @@
 # Instruct, Q4_1 GGUF, on the CPU; about 35 minutes on 2 cores):
 #   eval-smollm2-verify.json  ppl of the first 512 tokens (prefill and token by token), token
 #                             ids and every layer's K/V against ../shared/data/smollm2-pp512
-#   eval-smollm2-iso.json     every family's settings under protect=4:16:64 and the default
-#                             codec bare, 32 passages × 96 continuation tokens decoded token by
+#   eval-smollm2-iso.json     every family's settings under protect=4:16:64 (the default codec
+#                             and TurboQuant-MSE also split, K one bit finer than V) and the
+#                             default codec bare, 32 passages × 96 continuation tokens decoded token by
 #                             token through kv-codec's KvCache (attention on the pages) after a
 #                             512-token prefix; iso-quality table
 #   eval-smollm2-protection-sweep.json  sinks / recent window / key centring of the default
