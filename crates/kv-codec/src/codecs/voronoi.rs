@@ -401,9 +401,23 @@ impl VectorCodec for VoronoiCodec {
         out: &mut [f32],
         scratch: &mut [f32],
     ) -> Result<(), &'static str> {
-        decode_unrotating(&self.fwht, bytes, out, scratch, |b, y| {
-            self.decode_unrotated(b, y)
+        decode_unrotating(&self.fwht, out, scratch, |y| {
+            self.decode_unrotated(&mut BitReader::new(bytes), y)
         })
+    }
+
+    /// One reader runs through the chunk: every vector is exactly `bits_per_vector` bits, so
+    /// each starts where the one before ended, and no vector's bits are copied out first.
+    fn decode_vectors(&self, bytes: &[u8], out: &mut [f32]) -> Result<(), (usize, &'static str)> {
+        let mut r = BitReader::new(bytes);
+        let mut scratch = vec![0f32; self.d];
+        for (i, y) in out.chunks_exact_mut(self.d).enumerate() {
+            decode_unrotating(&self.fwht, y, &mut scratch, |y| {
+                self.decode_unrotated(&mut r, y)
+            })
+            .map_err(|reason| (i, reason))?;
+        }
+        Ok(())
     }
 
     fn rotation(&self) -> Option<&Fwht> {
@@ -416,7 +430,9 @@ impl VectorCodec for VoronoiCodec {
         out: &mut [f32],
         _scratch: &mut [f32],
     ) -> Result<(), &'static str> {
-        decode_in_rotation(bytes, out, |b, y| self.decode_unrotated(b, y))
+        decode_in_rotation(bytes, out, |b, y| {
+            self.decode_unrotated(&mut BitReader::new(b), y)
+        })
     }
 }
 
@@ -455,11 +471,10 @@ impl VoronoiCodec {
         }
     }
 
-    /// The rotated-domain reconstruction `ŷ / n` of one vector into `y` (`head_dim` values),
-    /// and the exact power of two `n` to multiply by (1 unless σ is huge), so that the caller
-    /// can rotate back before scaling up without overflow.
-    fn decode_unrotated(&self, bytes: &[u8], y: &mut [f32]) -> Result<f32, &'static str> {
-        let mut r = BitReader::new(bytes);
+    /// The rotated-domain reconstruction `ŷ / n` of the vector at `r` into `y` (`head_dim`
+    /// values), and the exact power of two `n` to multiply by (1 unless σ is huge), so that
+    /// the caller can rotate back before scaling up without overflow.
+    fn decode_unrotated(&self, r: &mut BitReader<'_>, y: &mut [f32]) -> Result<f32, &'static str> {
         let code = r
             .read(scale::bits(SCALE_MANTISSA))
             .map_err(|_| "truncated")? as u32;
