@@ -363,7 +363,7 @@ impl VectorCodec for VoronoiCodec {
         self.encode_vectors(x, out);
     }
 
-    /// Rotates and scales the vectors of a round (see [`ROUND_BLOCKS`]), chooses for all
+    /// Rotates and scales the vectors of a round (`ROUND_BLOCKS` blocks), chooses for all
     /// their blocks together, then writes each vector's fields.
     fn encode_vectors(&self, x: &[f32], out: &mut [u8]) {
         let blocks = self.blocks();
