@@ -8,7 +8,8 @@ use half::slice::HalfFloatSliceExt;
 use half::{bf16, f16};
 use rayon::prelude::*;
 
-use crate::bits::{BitReader, BitWriter};
+use crate::bits::{BitWriter, extract_bits};
+use crate::codecs::baselines::float::round_to_bf16;
 use crate::error::Error;
 use crate::format::Dtype;
 use crate::spec::CodecSpec;
@@ -42,15 +43,14 @@ impl Input<'_> {
         }
     }
 
-    /// Copies vector `i` (of `d` values) into `out` as f32.
+    /// Copies the vectors of `d` values from vector `i` on, as many as fill `out`, into
+    /// `out` as f32.
     pub(crate) fn load(&self, i: usize, d: usize, out: &mut [f32]) {
-        let r = i * d..(i + 1) * d;
+        let r = i * d..i * d + out.len();
         match self {
             Self::F32(v) => out.copy_from_slice(&v[r]),
-            // half's slice conversions round exactly like the scalar ones, with SIMD where the
-            // CPU has it.
-            Self::F16(v) => v[r].convert_to_f32_slice(out),
-            Self::Bf16(v) => v[r].convert_to_f32_slice(out),
+            Self::F16(v) => HalfSlice::to_f32(&v[r], out),
+            Self::Bf16(v) => HalfSlice::to_f32(&v[r], out),
         }
     }
 }
@@ -80,8 +80,50 @@ impl Output<'_> {
         let r = at..at + y.len();
         match self {
             Self::F32(v) => v[r].copy_from_slice(y),
-            Self::F16(v) => v[r].convert_from_f32_slice(y),
-            Self::Bf16(v) => v[r].convert_from_f32_slice(y),
+            Self::F16(v) => HalfSlice::from_f32(y, &mut v[r]),
+            Self::Bf16(v) => HalfSlice::from_f32(y, &mut v[r]),
+        }
+    }
+}
+
+/// Slice conversions between f32 and a 16-bit dtype, bit for bit those of `half`'s scalar
+/// conversions (rounding to nearest even; NaNs stay NaN with the quiet bit set).
+trait HalfSlice: Sized {
+    fn to_f32(src: &[Self], dst: &mut [f32]);
+    fn from_f32(src: &[f32], dst: &mut [Self]);
+}
+
+/// half's slice conversions, with F16C where the CPU has it.
+impl HalfSlice for f16 {
+    fn to_f32(src: &[Self], dst: &mut [f32]) {
+        src.convert_to_f32_slice(dst);
+    }
+
+    fn from_f32(src: &[f32], dst: &mut [Self]) {
+        dst.convert_from_f32_slice(src);
+    }
+}
+
+/// half converts bf16 one value at a time with a branch for NaN (it has no bf16 SIMD path);
+/// the same operations written as selects vectorise, several times faster.
+impl HalfSlice for bf16 {
+    fn to_f32(src: &[Self], dst: &mut [f32]) {
+        for (d, s) in dst.iter_mut().zip(src) {
+            let b = u32::from(s.to_bits());
+            let quiet = if b & 0x7fff > 0x7f80 { 0x40 } else { 0 };
+            *d = f32::from_bits((b | quiet) << 16);
+        }
+    }
+
+    fn from_f32(src: &[f32], dst: &mut [Self]) {
+        for (d, s) in dst.iter_mut().zip(src) {
+            let b = s.to_bits();
+            let bits = if b & 0x7fff_ffff > 0x7f80_0000 {
+                (b >> 16) | 0x40
+            } else {
+                round_to_bf16(b)
+            };
+            *d = bf16::from_bits(bits as u16);
         }
     }
 }
@@ -96,8 +138,10 @@ pub enum Par {
     Rayon,
 }
 
-/// Vectors handed to one rayon task: large enough to amortise the scratch allocation, and a
-/// multiple of 8 so that every task's output starts on a byte boundary.
+/// Vectors handed to one rayon task, and to one [`VectorCodec::encode_vectors`] or
+/// [`VectorCodec::decode_vectors`] call: large enough to amortise the working buffers and to
+/// let codecs share work between vectors, and a multiple of 8 so that every chunk's bytes
+/// start on a byte boundary.
 const CHUNK: usize = 256;
 
 /// A codec of fixed-size vectors into a fixed number of bits each.
@@ -185,6 +229,70 @@ pub trait VectorCodec: Send + Sync + fmt::Debug {
         Ok(())
     }
 
+    /// Encodes finite vectors (`x.len()` a multiple of `head_dim`) back to back into `out`
+    /// ([`VectorCodec::encoded_len`] bytes): the bytes [`encode_batch`] writes for them.
+    ///
+    /// The batch drivers pass a chunk of vectors per call, so that a codec can share work
+    /// between the vectors of a chunk. The default encodes one vector at a time with
+    /// [`VectorCodec::encode_vector`]; an override must write the same bytes.
+    ///
+    /// # Panics
+    /// May panic if the lengths are wrong or a value is not finite; the batch entry points
+    /// check both and return errors instead.
+    fn encode_vectors(&self, x: &[f32], out: &mut [u8]) {
+        let d = self.head_dim();
+        let bits = self.bits_per_vector() as usize;
+        let mut scratch = vec![0f32; self.scratch_len()];
+        if bits.is_multiple_of(8) {
+            // Whole bytes per vector: encode in place, no bit shifting.
+            for (x, dst) in x.chunks_exact(d).zip(out.chunks_exact_mut(bits / 8)) {
+                self.encode_vector(x, dst, &mut scratch);
+            }
+        } else {
+            let mut one = vec![0u8; self.bytes_per_vector()];
+            let mut w = BitWriter::new(out);
+            for x in x.chunks_exact(d) {
+                self.encode_vector(x, &mut one, &mut scratch);
+                w.write_bits_of(&one, bits);
+            }
+        }
+    }
+
+    /// Decodes vectors written by [`VectorCodec::encode_vectors`] into `out` (a multiple of
+    /// `head_dim` values; `bytes` is their [`VectorCodec::encoded_len`] bytes). On corrupt
+    /// bytes it returns the reason, never panics.
+    ///
+    /// The default decodes one vector at a time with [`VectorCodec::decode_vector`]; an
+    /// override must give the same values and the same errors.
+    ///
+    /// # Errors
+    /// The position (in `out`) of the first vector whose bytes no encoder writes, and the
+    /// reason [`VectorCodec::decode_vector`] gives for it.
+    fn decode_vectors(&self, bytes: &[u8], out: &mut [f32]) -> Result<(), (usize, &'static str)> {
+        let d = self.head_dim();
+        let bits = self.bits_per_vector() as usize;
+        let mut scratch = vec![0f32; self.scratch_len()];
+        if bits.is_multiple_of(8) {
+            // Whole bytes per vector: decode in place.
+            for (i, (one, y)) in bytes
+                .chunks_exact(bits / 8)
+                .zip(out.chunks_exact_mut(d))
+                .enumerate()
+            {
+                self.decode_vector(one, y, &mut scratch)
+                    .map_err(|reason| (i, reason))?;
+            }
+        } else {
+            let mut one = vec![0u8; self.bytes_per_vector()];
+            for (i, y) in out.chunks_exact_mut(d).enumerate() {
+                extract_bits(bytes, i * bits, bits, &mut one);
+                self.decode_vector(&one, y, &mut scratch)
+                    .map_err(|reason| (i, reason))?;
+            }
+        }
+        Ok(())
+    }
+
     /// Encodes a batch (`input.len()` a multiple of `head_dim`) into `out`
     /// ([`VectorCodec::encoded_len`] bytes), in parallel.
     ///
@@ -217,6 +325,22 @@ fn vector_count(len: usize, d: usize, what: &'static str) -> Result<usize, Error
     Ok(len / d)
 }
 
+/// Index of the first of the `d`-value vectors of `x` that holds a NaN or an infinity.
+///
+/// The all-finite case, the common one, costs one branch-free pass that the compiler
+/// vectorises; only a batch that fails is searched vector by vector.
+fn first_non_finite(x: &[f32], d: usize) -> Option<usize> {
+    const EXPONENT: u32 = 0x7f80_0000;
+    let non_finite = x.iter().fold(0u32, |count, v| {
+        count + u32::from(v.to_bits() & EXPONENT == EXPONENT)
+    });
+    if non_finite == 0 {
+        return None;
+    }
+    x.chunks_exact(d)
+        .position(|v| !v.iter().all(|v| v.is_finite()))
+}
+
 /// [`VectorCodec::encode`] with an explicit [`Par`].
 ///
 /// # Errors
@@ -239,48 +363,42 @@ pub fn encode_batch<C: VectorCodec + ?Sized>(
         });
     }
     // Every codec writes at least one bit per vector, so chunks are never empty.
-    let chunk_bytes = (CHUNK * bits / 8).max(1);
-    let work = |(chunk, bytes): (usize, &mut [u8])| -> Result<(), Error> {
-        let mut x = vec![0f32; d];
-        let mut scratch = vec![0f32; codec.scratch_len()];
+    let chunk_bytes = CHUNK * bits / 8;
+    // `buffer` holds a chunk converted to f32 (f32 input is coded where it lies).
+    let work = |buffer: &mut Vec<f32>, (chunk, bytes): (usize, &mut [u8])| {
         let first = chunk * CHUNK;
-        let vectors = first..n.min(first + CHUNK);
-        let check = |i: usize, x: &[f32]| {
-            if x.iter().all(|v| v.is_finite()) {
-                Ok(())
-            } else {
-                Err(Error::NonFinite { vector: i })
+        let values = first * d..n.min(first + CHUNK) * d;
+        let x = match input {
+            Input::F32(v) => &v[values],
+            _ => {
+                buffer.resize(values.len(), 0.0);
+                input.load(first, d, buffer);
+                &buffer[..]
             }
         };
-        if bits.is_multiple_of(8) {
-            // Whole bytes per vector: encode in place, no bit shifting.
-            for (i, dst) in vectors.zip(bytes.chunks_exact_mut(bits / 8)) {
-                input.load(i, d, &mut x);
-                check(i, &x)?;
-                codec.encode_vector(&x, dst, &mut scratch);
-            }
-        } else {
-            let mut one = vec![0u8; codec.bytes_per_vector()];
-            let mut w = BitWriter::new(bytes);
-            for i in vectors {
-                input.load(i, d, &mut x);
-                check(i, &x)?;
-                codec.encode_vector(&x, &mut one, &mut scratch);
-                w.write_bits_of(&one, bits);
-            }
+        if let Some(i) = first_non_finite(x, d) {
+            return Err(Error::NonFinite { vector: first + i });
         }
+        codec.encode_vectors(x, bytes);
         Ok(())
     };
-    let result: Vec<Result<(), Error>> = match par {
-        Par::Seq => out.chunks_mut(chunk_bytes).enumerate().map(work).collect(),
-        Par::Rayon => out
-            .par_chunks_mut(chunk_bytes)
-            .enumerate()
-            .map(work)
-            .collect(),
-    };
-    // Report the first failing vector whatever the thread schedule.
-    result.into_iter().collect()
+    match par {
+        Par::Seq => {
+            let mut buffer = Vec::new();
+            out.chunks_mut(chunk_bytes)
+                .enumerate()
+                .try_for_each(|item| work(&mut buffer, item))
+        }
+        Par::Rayon => {
+            let result: Vec<Result<(), Error>> = out
+                .par_chunks_mut(chunk_bytes)
+                .enumerate()
+                .map_init(Vec::new, work)
+                .collect();
+            // Report the first failing vector whatever the thread schedule.
+            result.into_iter().collect()
+        }
+    }
 }
 
 /// [`VectorCodec::decode`] with an explicit [`Par`].
@@ -305,63 +423,64 @@ pub fn decode_batch<C: VectorCodec + ?Sized>(
         });
     }
     // Every codec writes at least one bit per vector, so chunks are never empty.
-    let chunk_bytes = (CHUNK * bits / 8).max(1);
-    let run =
-        |chunk: usize, src: &[u8], store: &mut dyn FnMut(usize, &[f32])| -> Result<(), Error> {
-            let mut y = vec![0f32; d];
-            let mut scratch = vec![0f32; codec.scratch_len()];
-            let first = chunk * CHUNK;
-            let vectors = first..n.min(first + CHUNK);
-            let mut decode_one = |i: usize, one: &[u8]| {
-                codec
-                    .decode_vector(one, &mut y, &mut scratch)
-                    .map_err(|reason| Error::CorruptPayload { vector: i, reason })?;
-                store(i - first, &y);
-                Ok::<(), Error>(())
-            };
-            if bits.is_multiple_of(8) {
-                // Whole bytes per vector: decode in place.
-                for (i, one) in vectors.zip(src.chunks_exact(bits / 8)) {
-                    decode_one(i, one)?;
+    let chunk_bytes = CHUNK * bits / 8;
+    let decode = |chunk: usize, src: &[u8], y: &mut [f32]| {
+        codec
+            .decode_vectors(src, y)
+            .map_err(|(i, reason)| Error::CorruptPayload {
+                vector: chunk * CHUNK + i,
+                reason,
+            })
+    };
+    // Each chunk is decoded as f32 into `buffer` and converted in one slice conversion
+    // (f32 output is decoded where it goes).
+    macro_rules! drive {
+        ($dst:expr, $body:expr) => {{
+            let body = $body;
+            match par {
+                Par::Seq => {
+                    let mut buffer = Vec::new();
+                    bytes
+                        .chunks(chunk_bytes)
+                        .zip($dst.chunks_mut(CHUNK * d))
+                        .enumerate()
+                        .try_for_each(|item| body(&mut buffer, item))
                 }
-            } else {
-                let mut one = vec![0u8; codec.bytes_per_vector()];
-                let mut r = BitReader::new(src);
-                for i in vectors {
-                    r.read_bits_into(&mut one, bits)?;
-                    decode_one(i, &one)?;
+                Par::Rayon => {
+                    let result: Vec<Result<(), Error>> = bytes
+                        .par_chunks(chunk_bytes)
+                        .zip($dst.par_chunks_mut(CHUNK * d))
+                        .enumerate()
+                        .map_init(Vec::new, body)
+                        .collect();
+                    // Report the first corrupt vector whatever the thread schedule.
+                    result.into_iter().collect()
                 }
             }
-            Ok(())
-        };
-    macro_rules! drive {
-        ($dst:expr, $conv:expr) => {{
-            let body = |(chunk, (src, dst)): (usize, (&[u8], &mut [_]))| {
-                run(chunk, src, &mut |j, y: &[f32]| {
-                    $conv(&mut dst[j * d..(j + 1) * d], y)
-                })
-            };
-            let result: Vec<Result<(), Error>> = match par {
-                Par::Seq => bytes
-                    .chunks(chunk_bytes)
-                    .zip($dst.chunks_mut(CHUNK * d))
-                    .enumerate()
-                    .map(body)
-                    .collect(),
-                Par::Rayon => bytes
-                    .par_chunks(chunk_bytes)
-                    .zip($dst.par_chunks_mut(CHUNK * d))
-                    .enumerate()
-                    .map(body)
-                    .collect(),
-            };
-            result.into_iter().collect()
         }};
     }
+    macro_rules! converting {
+        ($dst:expr) => {
+            drive!(
+                $dst,
+                |buffer: &mut Vec<f32>, (chunk, (src, dst)): (usize, (&[u8], &mut [_]))| {
+                    buffer.resize(dst.len(), 0.0);
+                    decode(chunk, src, buffer)?;
+                    HalfSlice::from_f32(buffer, dst);
+                    Ok(())
+                }
+            )
+        };
+    }
     match &mut out {
-        Output::F32(dst) => drive!(dst, |o: &mut [f32], y: &[f32]| o.copy_from_slice(y)),
-        Output::F16(dst) => drive!(dst, |o: &mut [f16], y| o.convert_from_f32_slice(y)),
-        Output::Bf16(dst) => drive!(dst, |o: &mut [bf16], y| o.convert_from_f32_slice(y)),
+        Output::F32(dst) => drive!(
+            dst,
+            |_: &mut Vec<f32>, (chunk, (src, dst)): (usize, (&[u8], &mut [f32]))| {
+                decode(chunk, src, dst)
+            }
+        ),
+        Output::F16(dst) => converting!(dst),
+        Output::Bf16(dst) => converting!(dst),
     }
 }
 
@@ -405,4 +524,38 @@ pub fn norm(x: &[f32]) -> f32 {
     }
     let s = ((sum[0] + sum[4]) + (sum[2] + sum[6])) + ((sum[1] + sum[5]) + (sum[3] + sum[7]));
     (s.sqrt() / k).min(f32::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use half::bf16;
+
+    use super::HalfSlice;
+
+    #[test]
+    fn bf16_slice_conversions_match_half_bit_for_bit() {
+        let all: Vec<bf16> = (0..=u16::MAX).map(bf16::from_bits).collect();
+        let mut wide = vec![0f32; all.len()];
+        HalfSlice::to_f32(&all, &mut wide);
+        for (h, w) in all.iter().zip(&wide) {
+            assert_eq!(w.to_bits(), h.to_f32().to_bits(), "{:#06x}", h.to_bits());
+        }
+        // Every upper half with the low halves that decide rounding: zero, the smallest,
+        // just below, at and just above one half, the largest.
+        let values: Vec<f32> = (0..=u32::from(u16::MAX))
+            .flat_map(|hi| {
+                [0, 1, 0x7fff, 0x8000, 0x8001, 0xffff].map(|lo| f32::from_bits(hi << 16 | lo))
+            })
+            .collect();
+        let mut narrow = vec![bf16::ZERO; values.len()];
+        HalfSlice::from_f32(&values, &mut narrow);
+        for (v, n) in values.iter().zip(&narrow) {
+            assert_eq!(
+                n.to_bits(),
+                bf16::from_f32(*v).to_bits(),
+                "{:#010x}",
+                v.to_bits()
+            );
+        }
+    }
 }

@@ -199,6 +199,14 @@ impl VectorCodec for CudaCodec {
         self.cpu.decode_vector(bytes, out, scratch)
     }
 
+    fn encode_vectors(&self, x: &[f32], out: &mut [u8]) {
+        self.cpu.encode_vectors(x, out);
+    }
+
+    fn decode_vectors(&self, bytes: &[u8], out: &mut [f32]) -> Result<(), (usize, &'static str)> {
+        self.cpu.decode_vectors(bytes, out)
+    }
+
     fn encode(&self, input: Input<'_>, out: &mut [u8]) -> Result<(), Error> {
         let values = match input {
             Input::F32(v) => v.len(),

@@ -507,9 +507,19 @@ impl<L: Lattice<N>, const N: usize> VoronoiCodebook<L, N> {
     /// # Panics
     /// Panics if a coordinate is not below q.
     pub fn points_of_coordinates(&self, c: &[[u32; N]; 8]) -> [[f32; N]; 8] {
-        let lambdas = c.map(|ci| self.canonical(&ci));
-        let centres = L::closest_points(&lambdas.map(|lambda| self.shrink(&lambda)));
-        std::array::from_fn(|b| self.recentre(&lambdas[b], &centres[b]))
+        // Loops over the arrays in place: `array::map` of these arrays was not inlined and
+        // copied them through memory.
+        let mut lambdas = [[0f32; N]; 8];
+        let mut shrunk = [[0f32; N]; 8];
+        for ((lambda, small), ci) in lambdas.iter_mut().zip(&mut shrunk).zip(c) {
+            *lambda = self.canonical(ci);
+            *small = self.shrink(lambda);
+        }
+        let centres = L::closest_points(&shrunk);
+        for (lambda, centre) in lambdas.iter_mut().zip(&centres) {
+            *lambda = self.recentre(lambda, centre);
+        }
+        lambdas
     }
 
     /// Whether the lattice point `lambda` is the codebook point of its own coset, i.e.

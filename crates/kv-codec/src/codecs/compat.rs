@@ -242,8 +242,8 @@ impl VectorCodec for CompatCodec {
         out: &mut [f32],
         scratch: &mut [f32],
     ) -> Result<(), &'static str> {
-        decode_unrotating(&self.fwht, bytes, out, scratch, |b, y| {
-            self.decode_unrotated(b, y)
+        decode_unrotating(&self.fwht, out, scratch, |y| {
+            self.decode_unrotated(bytes, y)
         })
     }
 

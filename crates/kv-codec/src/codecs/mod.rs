@@ -49,18 +49,18 @@ pub fn build(config: &CodecConfig) -> Result<Box<dyn VectorCodec>, Error> {
 }
 
 /// [`VectorCodec::decode_vector`] of a codec that quantises `R·x / n` (R = `fwht`, n a
-/// per-vector multiplier): `decode_unrotated` writes the rotated reconstruction into scratch
-/// and returns n; the inverse rotation runs before the multiplication, so a huge n cannot
-/// overflow the butterflies, and the product saturates at ±`f32::MAX`.
+/// per-vector multiplier): `decode_unrotated` writes the rotated reconstruction of the
+/// vector's bytes into scratch and returns n; the inverse rotation runs before the
+/// multiplication, so a huge n cannot overflow the butterflies, and the product saturates at
+/// ±`f32::MAX`.
 pub(crate) fn decode_unrotating(
     fwht: &Fwht,
-    bytes: &[u8],
     out: &mut [f32],
     scratch: &mut [f32],
-    decode_unrotated: impl FnOnce(&[u8], &mut [f32]) -> Result<f32, &'static str>,
+    decode_unrotated: impl FnOnce(&mut [f32]) -> Result<f32, &'static str>,
 ) -> Result<(), &'static str> {
     let y = &mut scratch[..out.len()];
-    let n = decode_unrotated(bytes, y)?;
+    let n = decode_unrotated(y)?;
     fwht.inverse(y, out);
     scale_saturating(out, n);
     Ok(())

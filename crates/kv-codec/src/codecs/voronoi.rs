@@ -84,8 +84,10 @@ fn fill(q: u32, scales: u32) -> f32 {
     (base - slope * from).max(floor)
 }
 
-/// Most scale choices per block the spec allows.
-const MAX_SCALES: usize = 4;
+/// Blocks the encoder chooses for together (whole vectors, at least one): enough that the
+/// overloaded choices of a round fill the eight lanes of the clipping bisections, few enough
+/// that a round's blocks stay in the L1 cache.
+const ROUND_BLOCKS: usize = 256;
 
 /// Bisection steps when pulling an overloaded block back into the cell.
 const CLIP_BISECTIONS: u32 = 8;
@@ -174,20 +176,38 @@ impl VoronoiCodec {
         self.d / 8
     }
 
-    /// Chooses, for each of the first `count` blocks of `z` (blocks of `y / σ`; the other
-    /// lanes are ignored), the scale multiplier and the coset (as basis coordinates mod q):
-    /// the choice with the least squared error (the first on ties), where an overloaded block
-    /// (its nearest E8 point outside the cell of qE8) is first pulled towards the origin
-    /// until its nearest point is a codebook point, so that overload costs a clipping error,
-    /// not a wrap-around. Eight blocks go through each step side by side.
+    /// Rotates `x` into `y` and picks the vector scale: its code and the σ the blocks are
+    /// divided by.
+    fn rotate_and_scale(&self, x: &[f32], y: &mut [f32]) -> (u32, f32) {
+        // Work on x·k (k an exact power of two) so that huge or tiny inputs neither overflow
+        // the butterflies nor lose the scale; σ is stored for x itself.
+        let k = safe_prescale(x);
+        for (yi, &xi) in y.iter_mut().zip(x) {
+            *yi = xi * k;
+        }
+        self.fwht.forward_inplace(y);
+        let rms = (sum_of_squares(y) / self.d as f32).sqrt();
+        let code = scale::encode(rms / (self.fill * self.q as f32) / k, SCALE_MANTISSA);
+        let sigma = scale::decode(code, SCALE_MANTISSA).expect("encode writes finite codes") * k;
+        (code, sigma)
+    }
+
+    /// Chooses, for each block of `z` (blocks of `y / σ`), the scale multiplier and the coset
+    /// (as basis coordinates mod q), appended to `chosen`: the choice with the least squared
+    /// error (the first on ties), where an overloaded block (its nearest E8 point outside the
+    /// cell of qE8) is first pulled towards the origin until its nearest point is a codebook
+    /// point, so that overload costs a clipping error, not a wrap-around. Eight blocks go
+    /// through each step side by side.
     ///
     /// Clipping costs up to [`CLIP_BISECTIONS`] more decodes, so an overloaded choice is
     /// clipped only if a lower bound on its error does not already lose to the best choice
     /// that needed no clipping: the clipped point is an E8 point inside the cell of qE8, so
     /// its error is at least the unclipped nearest point's and at least the distance to the
     /// cell (from its gauge). Only choices that cannot win are skipped, so the result is the
-    /// same as clipping every choice.
-    fn encode_blocks(&self, z: &[[f32; 8]; 8], count: usize) -> [(u32, [u32; 8]); 8] {
+    /// same as clipping every choice. The choices still to clip are collected over all of
+    /// `z` (the blocks of many vectors) before any is clipped, so that the bisections fill
+    /// all eight lanes: each block's result depends on that block alone.
+    fn choose(&self, z: &[[f32; 8]], chosen: &mut Vec<(u32, [u32; 8])>) {
         let error = |z: &[f32; 8], alpha: f32, point: &[f32; 8]| {
             let mut err = 0f32;
             for i in 0..8 {
@@ -196,55 +216,70 @@ impl VoronoiCodec {
             }
             err
         };
-        // Per block (choice, point, error), keeping the first choice among equal errors.
-        let mut best = [(u32::MAX, [0f32; 8], f32::INFINITY); 8];
-        let offer = |best: &mut (u32, [f32; 8], f32), j: u32, point: [f32; 8], err: f32| {
+        // Per block (choice, point, error). Offers are kept by least error and then least
+        // choice, so the result does not depend on the order of the offers.
+        let mut best = vec![(u32::MAX, [0f32; 8], f32::INFINITY); z.len()];
+        let offer = |best: &mut (u32, [f32; 8], f32), j: u32, point: &[f32; 8], err: f32| {
             if err < best.2 || (err == best.2 && j < best.0) {
-                *best = (j, point, err);
+                *best = (j, *point, err);
             }
         };
         // Overloaded (block, choice, error bound).
-        let mut overloaded = [(0usize, 0u32, 0f32); 8 * MAX_SCALES];
-        let mut pending = 0;
-        for (j, &alpha) in self.alphas.iter().enumerate() {
-            let v = z.map(|zb| zb.map(|x| x / alpha));
-            let lambdas = E8::closest_points(&v);
-            let codewords = self.book.are_codewords(&lambdas);
-            let gauges = E8::cell_gauges(&v);
-            for b in 0..count {
-                let err = error(&z[b], alpha, &lambdas[b]);
-                if codewords[b] {
-                    offer(&mut best[b], j as u32, lambdas[b], err);
-                } else {
-                    // Each facet of the cell of qE8 is {⟨x, r⟩ = q} for a root r of norm √2.
-                    let beyond = (gauges[b] - self.q as f32).max(0.0) * FRAC_1_SQRT_2;
-                    overloaded[pending] = (b, j as u32, err.max(alpha * alpha * beyond * beyond));
-                    pending += 1;
+        let mut overloaded = Vec::new();
+        for (first, group) in (0..).step_by(8).zip(z.chunks(8)) {
+            let count = group.len();
+            for (j, &alpha) in self.alphas.iter().enumerate() {
+                let mut v = [[0f32; 8]; 8];
+                for (vb, zb) in v.iter_mut().zip(group) {
+                    for (vi, &zi) in vb.iter_mut().zip(zb) {
+                        *vi = zi / alpha;
+                    }
+                }
+                let lambdas = E8::closest_points(&v);
+                let codewords = self.book.are_codewords(&lambdas);
+                if codewords[..count].iter().all(|&c| c) {
+                    for b in 0..count {
+                        let err = error(&group[b], alpha, &lambdas[b]);
+                        offer(&mut best[first + b], j as u32, &lambdas[b], err);
+                    }
+                    continue;
+                }
+                let gauges = E8::cell_gauges(&v);
+                for b in 0..count {
+                    let err = error(&group[b], alpha, &lambdas[b]);
+                    if codewords[b] {
+                        offer(&mut best[first + b], j as u32, &lambdas[b], err);
+                    } else {
+                        // Each facet of the cell of qE8 is {⟨x, r⟩ = q} for a root r of norm √2.
+                        let beyond = (gauges[b] - self.q as f32).max(0.0) * FRAC_1_SQRT_2;
+                        let bound = err.max(alpha * alpha * beyond * beyond);
+                        overloaded.push((first + b, j as u32, bound));
+                    }
                 }
             }
         }
-        let mut clips = [(0usize, 0u32); 8 * MAX_SCALES];
-        let mut wanted = 0;
-        for &(b, j, bound) in &overloaded[..pending] {
-            // The margin covers f32 rounding in the bound and in the errors compared.
-            if bound * (1.0 - 1e-4) - 1e-6 * sum_of_squares(&z[b]) <= best[b].2 {
-                clips[wanted] = (b, j);
-                wanted += 1;
-            }
-        }
-        for group in clips[..wanted].chunks(8) {
+        // The margin covers f32 rounding in the bound and in the errors compared.
+        overloaded.retain(|&(b, _, bound)| {
+            bound * (1.0 - 1e-4) - 1e-6 * sum_of_squares(&z[b]) <= best[b].2
+        });
+        for group in overloaded.chunks(8) {
             let alpha = |lane: usize| self.alphas[group[lane].1 as usize];
-            let v = std::array::from_fn(|lane| match group.get(lane) {
-                Some(&(b, _)) => z[b].map(|x| x / alpha(lane)),
-                None => [0.0; 8],
-            });
+            let mut v = [[0f32; 8]; 8];
+            for (lane, &(b, _, _)) in group.iter().enumerate() {
+                for (vi, &zi) in v[lane].iter_mut().zip(&z[b]) {
+                    *vi = zi / alpha(lane);
+                }
+            }
             let points = self.clip_into_cell(&v);
-            for (lane, &(b, j)) in group.iter().enumerate() {
+            for (lane, &(b, j, _)) in group.iter().enumerate() {
                 let err = error(&z[b], alpha(lane), &points[lane]);
-                offer(&mut best[b], j, points[lane], err);
+                offer(&mut best[b], j, &points[lane], err);
             }
         }
-        std::array::from_fn(|b| (best[b].0, self.book.coset_coordinates(&best[b].1)))
+        chosen.extend(
+            best.iter()
+                .map(|&(j, point, _)| (j, self.book.coset_coordinates(&point))),
+        );
     }
 
     /// The codebook points for eight overloaded blocks `v` (their nearest E8 points are not
@@ -324,60 +359,40 @@ impl VectorCodec for VoronoiCodec {
         self.d
     }
 
-    fn encode_vector(&self, x: &[f32], out: &mut [u8], scratch: &mut [f32]) {
-        let y = &mut scratch[..self.d];
-        // Work on x·k (k an exact power of two) so that huge or tiny inputs neither overflow
-        // the butterflies nor lose the scale; σ is stored for x itself.
-        let k = safe_prescale(x);
-        for (yi, &xi) in y.iter_mut().zip(x) {
-            *yi = xi * k;
-        }
-        self.fwht.forward_inplace(y);
-        let rms = (sum_of_squares(y) / self.d as f32).sqrt();
-        let code = scale::encode(rms / (self.fill * self.q as f32) / k, SCALE_MANTISSA);
-        let sigma = scale::decode(code, SCALE_MANTISSA).expect("encode writes finite codes") * k;
+    fn encode_vector(&self, x: &[f32], out: &mut [u8], _scratch: &mut [f32]) {
+        self.encode_vectors(x, out);
+    }
+
+    /// Rotates and scales the vectors of a round (`ROUND_BLOCKS` blocks), chooses for all
+    /// their blocks together, then writes each vector's fields.
+    fn encode_vectors(&self, x: &[f32], out: &mut [u8]) {
+        let blocks = self.blocks();
+        let per_round = (ROUND_BLOCKS / blocks).max(1);
+        let mut y = vec![0f32; self.d];
+        let mut z = Vec::with_capacity(per_round * blocks);
+        let mut codes = Vec::with_capacity(per_round);
+        let mut chosen = Vec::with_capacity(per_round * blocks);
         let mut w = BitWriter::new(out);
-        w.write(u64::from(code), scale::bits(SCALE_MANTISSA));
-        with_joint_buffers(self.blocks(), |fields, limbs, _| {
-            for (g, group) in y.chunks(64).enumerate() {
-                let count = group.len() / 8;
-                let z: [[f32; 8]; 8] = std::array::from_fn(|b| match group.get(8 * b..8 * b + 8) {
-                    Some(block) if sigma > 0.0 => std::array::from_fn(|i| block[i] / sigma),
-                    _ => [0.0; 8],
-                });
-                let chosen = self.encode_blocks(&z, count);
-                for (b, &(choice, coords)) in chosen[..count].iter().enumerate() {
-                    match self.packing {
-                        // Coordinate i fills bits i·log2 q … of the block index.
-                        Packing::Raw {
-                            choice_bits,
-                            index_bits,
-                        } => {
-                            w.write(u64::from(choice), choice_bits);
-                            // Four coordinates per write: 4·log2 q ≤ 60 bits.
-                            let bits = index_bits / 8;
-                            for quad in coords.chunks_exact(4) {
-                                let packed = quad
-                                    .iter()
-                                    .rev()
-                                    .fold(0u64, |acc, &ci| (acc << bits) | u64::from(ci));
-                                w.write(packed, 4 * bits);
-                            }
-                        }
-                        Packing::Joint(_) => {
-                            let block = 8 * g + b;
-                            fields[2 * block] = u64::from(choice);
-                            fields[2 * block + 1] = self.joint_digit(&coords);
-                        }
+        for round in x.chunks(per_round * self.d) {
+            z.clear();
+            codes.clear();
+            chosen.clear();
+            for x in round.chunks_exact(self.d) {
+                let (code, sigma) = self.rotate_and_scale(x, &mut y);
+                codes.push(code);
+                z.extend(y.chunks_exact(8).map(|block| {
+                    if sigma > 0.0 {
+                        std::array::from_fn(|i| block[i] / sigma)
+                    } else {
+                        [0.0; 8]
                     }
-                }
+                }));
             }
-            if let Packing::Joint(m) = &self.packing {
-                let limbs = &mut limbs[..m.limbs()];
-                m.encode(fields, limbs);
-                w.write_limbs(limbs, m.bits());
+            self.choose(&z, &mut chosen);
+            for (&code, fields) in codes.iter().zip(chosen.chunks_exact(blocks)) {
+                self.write_vector(&mut w, code, fields);
             }
-        });
+        }
     }
 
     fn decode_vector(
@@ -386,9 +401,23 @@ impl VectorCodec for VoronoiCodec {
         out: &mut [f32],
         scratch: &mut [f32],
     ) -> Result<(), &'static str> {
-        decode_unrotating(&self.fwht, bytes, out, scratch, |b, y| {
-            self.decode_unrotated(b, y)
+        decode_unrotating(&self.fwht, out, scratch, |y| {
+            self.decode_unrotated(&mut BitReader::new(bytes), y)
         })
+    }
+
+    /// One reader runs through the chunk: every vector is exactly `bits_per_vector` bits, so
+    /// each starts where the one before ended, and no vector's bits are copied out first.
+    fn decode_vectors(&self, bytes: &[u8], out: &mut [f32]) -> Result<(), (usize, &'static str)> {
+        let mut r = BitReader::new(bytes);
+        let mut scratch = vec![0f32; self.d];
+        for (i, y) in out.chunks_exact_mut(self.d).enumerate() {
+            decode_unrotating(&self.fwht, y, &mut scratch, |y| {
+                self.decode_unrotated(&mut r, y)
+            })
+            .map_err(|reason| (i, reason))?;
+        }
+        Ok(())
     }
 
     fn rotation(&self) -> Option<&Fwht> {
@@ -401,16 +430,51 @@ impl VectorCodec for VoronoiCodec {
         out: &mut [f32],
         _scratch: &mut [f32],
     ) -> Result<(), &'static str> {
-        decode_in_rotation(bytes, out, |b, y| self.decode_unrotated(b, y))
+        decode_in_rotation(bytes, out, |b, y| {
+            self.decode_unrotated(&mut BitReader::new(b), y)
+        })
     }
 }
 
 impl VoronoiCodec {
-    /// The rotated-domain reconstruction `ŷ / n` of one vector into `y` (`head_dim` values),
-    /// and the exact power of two `n` to multiply by (1 unless σ is huge), so that the caller
-    /// can rotate back before scaling up without overflow.
-    fn decode_unrotated(&self, bytes: &[u8], y: &mut [f32]) -> Result<f32, &'static str> {
-        let mut r = BitReader::new(bytes);
+    /// Writes one vector: its scale code, then its blocks' (choice, coset coordinates).
+    fn write_vector(&self, w: &mut BitWriter<'_>, code: u32, chosen: &[(u32, [u32; 8])]) {
+        w.write(u64::from(code), scale::bits(SCALE_MANTISSA));
+        match &self.packing {
+            // Coordinate i fills bits i·log2 q … of the block index.
+            &Packing::Raw {
+                choice_bits,
+                index_bits,
+            } => {
+                for &(choice, coords) in chosen {
+                    w.write(u64::from(choice), choice_bits);
+                    // Four coordinates per write: 4·log2 q ≤ 60 bits.
+                    let bits = index_bits / 8;
+                    for quad in coords.chunks_exact(4) {
+                        let packed = quad
+                            .iter()
+                            .rev()
+                            .fold(0u64, |acc, &ci| (acc << bits) | u64::from(ci));
+                        w.write(packed, 4 * bits);
+                    }
+                }
+            }
+            Packing::Joint(m) => with_joint_buffers(self.blocks(), |fields, limbs, _| {
+                for (pair, &(choice, coords)) in fields.chunks_exact_mut(2).zip(chosen) {
+                    pair[0] = u64::from(choice);
+                    pair[1] = self.joint_digit(&coords);
+                }
+                let limbs = &mut limbs[..m.limbs()];
+                m.encode(fields, limbs);
+                w.write_limbs(limbs, m.bits());
+            }),
+        }
+    }
+
+    /// The rotated-domain reconstruction `ŷ / n` of the vector at `r` into `y` (`head_dim`
+    /// values), and the exact power of two `n` to multiply by (1 unless σ is huge), so that
+    /// the caller can rotate back before scaling up without overflow.
+    fn decode_unrotated(&self, r: &mut BitReader<'_>, y: &mut [f32]) -> Result<f32, &'static str> {
         let code = r
             .read(scale::bits(SCALE_MANTISSA))
             .map_err(|_| "truncated")? as u32;

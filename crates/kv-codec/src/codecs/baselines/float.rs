@@ -26,8 +26,6 @@
 //! Layout per group: scale (16 bits), then the `n` codes (8 bits each). Bits per vector:
 //! `(d/n) · 16 + 8d`.
 
-use half::bf16;
-
 use super::{absmax, check_grouped_head_dim, saturate};
 use crate::bits::{BitReader, BitWriter};
 use crate::codec::VectorCodec;
@@ -54,8 +52,21 @@ impl Bf16Codec {
 
 /// bf16 bits of a finite `v`, rounded to nearest even and saturated below infinity.
 pub fn bf16_bits(v: f32) -> u16 {
-    let b = bf16::from_f32(v).to_bits();
-    if b & 0x7fff == 0x7f80 { b - 1 } else { b }
+    let rounded = round_to_bf16(v.to_bits()) as u16;
+    if rounded & 0x7fff == 0x7f80 {
+        rounded - 1
+    } else {
+        rounded
+    }
+}
+
+/// The bf16 bits (in the low 16) of the f32 with bits `b`, not a NaN, rounded to nearest even
+/// (to infinity past the largest bf16): `bf16::from_f32` without its NaN branch, so that
+/// loops over it vectorise. Adding `0x7fff` plus the lowest kept bit carries into the kept
+/// bits exactly when the dropped half is above one half, or one half with an odd kept part.
+#[inline]
+pub(crate) fn round_to_bf16(b: u32) -> u32 {
+    (b + 0x7fff + ((b >> 16) & 1)) >> 16
 }
 
 impl VectorCodec for Bf16Codec {
@@ -90,14 +101,16 @@ impl VectorCodec for Bf16Codec {
         if bytes.len() < 2 * self.d {
             return Err("truncated");
         }
+        // Convert every value, then check them all at once: an early exit per value kept the
+        // loop from being vectorised.
         for (o, b) in out.iter_mut().zip(bytes.chunks_exact(2)) {
-            let v = bf16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f32();
-            if !v.is_finite() {
-                return Err("bf16 value is not finite");
-            }
-            *o = v;
+            *o = f32::from_bits(u32::from(u16::from_le_bytes([b[0], b[1]])) << 16);
         }
-        Ok(())
+        if out.iter().fold(true, |all, v| all & v.is_finite()) {
+            Ok(())
+        } else {
+            Err("bf16 value is not finite")
+        }
     }
 }
 
@@ -263,6 +276,8 @@ impl VectorCodec for Fp8Codec {
 
 #[cfg(test)]
 mod tests {
+    use half::bf16;
+
     use super::*;
 
     #[test]
