@@ -16,14 +16,13 @@
 //
 // Work split (FlashAttention-decoding style): kvc_attn_partial_g<G> gives each thread block a
 // range of A.split tokens of one stream (batch row x KV head), which it stages chunk by
-// chunk into shared memory (16-byte asynchronous copies, double-buffered). A vector of d
-// values is held by T = d/8 lanes as in the codec kernels, so a warp holds vpw = 32/T tokens
-// at once, one per lane segment; each segment keeps its own online softmax (running
-// maximum, sum of exponentials, weighted sum of values) over the tokens it decodes, and
-// segments and warps are merged at the end of the range. The partial kernels are stamped
-// out per GQA group size and per codec family of K and V (the Voronoi decoder, or the
-// per-value decoders: turboquant, bf16, fp8, int), so that each holds only the decoders
-// it runs: kvc_attn_partial_<k><v>_g<G>, <k> and <v> each `v` or `s`.
+// chunk into shared memory (16-byte asynchronous copies, double-buffered). Each chunk is
+// taken in two phases (see attn_partial): key decoding and partial dot products, summed
+// through shared memory with one exponential per (token, query head); then value decoding
+// with the weighted sums in registers. The partial kernels are stamped out per GQA group
+// size and per codec family of K and V (the Voronoi decoder, or the per-value decoders:
+// turboquant, bf16, fp8, int), so that each holds only the decoders it runs:
+// kvc_attn_partial_<k><v>_g<G>, <k> and <v> each `v` or `s`.
 // kvc_attn_combine merges the ranges of each query head and rotates the result back.
 
 #define NEG_INF_F __uint_as_float(0xff800000u)
@@ -41,7 +40,8 @@ __device__ __forceinline__ u64 page_bits64(const u32* w, u32 pos) {
     return (u64)page_bits32(w, pos) | ((u64)page_bits32(w, pos + 32u) << 32);
 }
 
-#define ATTN_TILE 2
+// Most tokens of a staged chunk (attention.rs's MAX_CHUNK).
+#define MAX_CHUNK_TOKENS 128
 #define FAMILY_VORONOI 0
 #define FAMILY_SCALAR 1
 
@@ -122,11 +122,13 @@ __device__ __forceinline__ void voronoi_point_pow2(const Params& P, const u32 c[
 }
 
 // Values 8t..8t+7 of the vector at bit `pos` of page `w` (t the lane's, whose fields `lf`
-// locates), in the codec's rotated domain (what kv-codec's decode_rotated returns). A field no
-// encoder writes sets *bad to its fault code and decodes as zero, as far as the attention
-// is concerned.
+// locates), in the codec's rotated domain (what kv-codec's decode_rotated returns), as
+// y[j] times the returned factor: the factor is the vector's (or group's) scale where a
+// codec has one, so that a dot product or a weighted sum takes it once rather than per
+// value. A field no encoder writes sets *bad to its fault code and decodes as zero, as far
+// as the attention is concerned.
 template <int F>
-__device__ __forceinline__ void attn_decode8(const Params& P, const u32* tab, const u32* w, u32 pos, const LaneFields& lf, float y[8], u32* bad) {
+__device__ __forceinline__ float attn_decode8(const Params& P, const u32* tab, const u32* w, u32 pos, const LaneFields& lf, float y[8], u32* bad) {
     if (F == FAMILY_VORONOI) {
         const u32 code = page_bits(w, pos, VORONOI_SCALE_BITS);
         float sigma = scale_value(code, VORONOI_SCALE_MANTISSA);
@@ -137,11 +139,8 @@ __device__ __forceinline__ void attn_decode8(const Params& P, const u32* tab, co
         u32 c[8];
         #pragma unroll
         for (int i = 0; i < 8; ++i) c[i] = (u32)(index >> ((u32)i * P.log2q)) & (P.q - 1u);
-        float pt[8];
-        voronoi_point_pow2(P, c, pt);
-        const float s = sigma * alpha_of(P, choice);
-        #pragma unroll
-        for (int i = 0; i < 8; ++i) y[i] = s * pt[i];
+        voronoi_point_pow2(P, c, y);
+        return sigma * alpha_of(P, choice);
     } else if (P.codec == CODEC_TURBOQUANT) {
         const float* levels = (const float*)(tab + P.off_levels);
         const u32 code = page_bits(w, pos, 16u);
@@ -151,13 +150,29 @@ __device__ __forceinline__ void attn_decode8(const Params& P, const u32* tab, co
         const u64 bits = page_bits64(w, pos + lf.a);
         const u32 mask = low_mask(P.vbits);
         #pragma unroll
-        for (int j = 0; j < 8; ++j) y[j] = levels[(u32)(bits >> ((u32)j * P.vbits)) & mask] * n;
+        for (int j = 0; j < 8; ++j) y[j] = levels[(u32)(bits >> ((u32)j * P.vbits)) & mask];
+        return n;
     } else if (P.codec == CODEC_BF16) {
+        const u32 at = pos + lf.a;
+        u32 h[4];
+        if ((at & 127u) == 0u) {
+            // Whole 16-byte units (every vector of 2^k bytes from 16 on): one load.
+            const uint4 u = *(const uint4*)(w + (at >> 5));
+            h[0] = u.x; h[1] = u.y; h[2] = u.z; h[3] = u.w;
+        } else {
+            #pragma unroll
+            for (int i = 0; i < 4; ++i) h[i] = page_bits32(w, at + 32u * (u32)i);
+        }
+        #pragma unroll
+        for (int i = 0; i < 4; ++i) {
+            y[2 * i] = __uint_as_float(h[i] << 16);
+            y[2 * i + 1] = __uint_as_float(h[i] & 0xffff0000u);
+        }
         #pragma unroll
         for (int j = 0; j < 8; ++j) {
-            y[j] = bf16_to_f32(page_bits(w, pos + lf.a + 16u * (u32)j, 16u));
             if (!finite_f(y[j])) { *bad = FAULT_BF16_NOT_FINITE; y[j] = 0.0f; }
         }
+        return 1.0f;
     } else {
         // FP8 and INT: the scale of this thread's group, then eight values of vbits bits,
         // contiguous (a group is a multiple of 8 values).
@@ -175,43 +190,36 @@ __device__ __forceinline__ void attn_decode8(const Params& P, const u32* tab, co
         }
         const u64 bits = page_bits64(w, pos + lf.a);
         const u32 mask = low_mask(P.vbits);
-        #pragma unroll
-        for (int j = 0; j < 8; ++j) {
-            const u32 raw = (u32)(bits >> ((u32)j * P.vbits)) & mask;
-            if (P.codec == CODEC_FP8) {
+        if (P.codec == CODEC_FP8) {
+            #pragma unroll
+            for (int j = 0; j < 8; ++j) {
+                const u32 raw = (u32)(bits >> ((u32)j * P.vbits)) & mask;
                 float val;
                 if (!e4m3_decode(raw, &val)) { *bad = FAULT_FP8_NAN; val = 0.0f; }
                 y[j] = saturate_f(s * val);
-            } else {
-                const u32 shift = 32u - P.vbits;
-                const int q = ((int)(raw << shift)) >> shift;
-                if (q == -(1 << (P.vbits - 1u))) *bad = FAULT_INT_LEVEL;
-                y[j] = saturate_f((float)q * s);
             }
+            return 1.0f;
         }
-    }
-}
-
-// Sums each of G values over the T lanes of each lane's segment; every lane of the segment
-// gets the sums. All lanes of the warp must call it.
-template <int G>
-__device__ __forceinline__ void segment_sums(const Lane& L, u32 T, float v[G]) {
-    if ((T & (T - 1u)) == 0u) {
-        for (u32 k = T >> 1; k > 0u; k >>= 1) {
-            #pragma unroll
-            for (int g = 0; g < G; ++g) v[g] += shfl_xor_f(v[g], k);
-        }
-        return;
-    }
-    float s[G];
-    #pragma unroll
-    for (int g = 0; g < G; ++g) s[g] = 0.0f;
-    for (u32 i = 0u; i < T; ++i) {
+        // INT: the levels as integers and the scale returned, unless the scale is so large
+        // that a product could leave the f32 range, which the CPU saturates value by value.
+        const u32 shift = 32u - P.vbits;
+        const int lowest = -(1 << (P.vbits - 1u));
+        bool low = false;
         #pragma unroll
-        for (int g = 0; g < G; ++g) s[g] += shfl_f(v[g], L.base + i);
+        for (int j = 0; j < 8; ++j) {
+            const u32 raw = (u32)(bits >> ((u32)j * P.vbits)) & mask;
+            const int q = ((int)(raw << shift)) >> shift;
+            low = low || q == lowest;
+            y[j] = (float)q;
+        }
+        if (low) *bad = FAULT_INT_LEVEL;
+        if (fabsf(s) > pow2f(100)) {
+            #pragma unroll
+            for (int j = 0; j < 8; ++j) y[j] = saturate_f(y[j] * s);
+            return 1.0f;
+        }
+        return s;
     }
-    #pragma unroll
-    for (int g = 0; g < G; ++g) v[g] = s[g];
 }
 
 // 16 bytes from global to shared memory, asynchronously where the hardware can (cp.async,
@@ -273,11 +281,25 @@ __device__ __forceinline__ void stage(const AttnParams& A, const Chunk& c, const
     }
 }
 
+// Floats between consecutive tokens' score partials in shared memory: G heads times T
+// lanes, padded so that the rows of consecutive tokens fall on other banks (and stay 16-byte
+// aligned when T is a multiple of 4, for vector loads). attention.rs sizes the shared memory
+// with the same rule.
+__device__ __forceinline__ u32 part_stride(u32 G, u32 T) { return G * T + ((T & 3u) == 0u ? 4u : 1u); }
+
 // A block of W warps takes the range of A.split tokens `blockIdx.x` of stream `blockIdx.y`,
-// in chunks of at most A.chunk tokens within one page, double-buffered in shared memory;
-// lane segment `seg` of warp `w` decodes tokens (i W + w) vpw + seg of each chunk. Each
-// segment keeps its own online softmax; segments, then warps, are merged at the end, and
-// the block writes one partial state per query head.
+// in chunks of at most A.chunk tokens within one page, double-buffered in shared memory.
+// Lane t of vector slot `slot` (S = W vpw slots) owns values 8t..8t+7 of tokens
+// slot, slot + S, ... of each chunk, and every chunk goes through two phases:
+//  - scores: each lane decodes its 8 key values per token and writes G partial dot
+//    products to shared memory; warp w then sums the T partials of each token for query
+//    heads w, w + W, ..., takes the chunk's maximum, and computes each exponential once per
+//    (token, head) against the block's running maximum, into shared memory, with the
+//    factor that rescales the running sums when the maximum grew;
+//  - values: each lane decodes its 8 values per token and accumulates G x 8 weighted sums
+//    in registers (no shuffles).
+// The running maximum is the block's, so the slots' sums are merged by plain addition at
+// the end of the range; the block writes one partial state per query head.
 template <int KF, int VF, int G>
 __device__ __forceinline__ void attn_partial(const Params& PK, const Params& PV, const AttnParams& A, const float* qrot,
                                              const unsigned char* kpool, const unsigned char* vpool, const u32* table,
@@ -289,21 +311,28 @@ __device__ __forceinline__ void attn_partial(const Params& PK, const Params& PV,
     const u32 split = blockIdx.x;
     const u32 d = PK.d;
     const u32 T = PK.t_per_vec;
-    const u32 vpw = PK.vpw;
+    const u32 S = W * PK.vpw;
+    const u32 slot = L.warp * PK.vpw + L.seg;
     const u32 b = stream / A.kv_heads;
     const u32 h = stream % A.kv_heads;
     const u32 t0 = split * A.split;
     const u32 t1 = min(t0 + A.split, A.len);
     const u32 kbits = PK.bits, vbits = PV.bits;
     const LaneFields kf = lane_fields(PK, L.t), vf = lane_fields(PV, L.t);
-    float q[G][8];
-    #pragma unroll
-    for (int g = 0; g < G; ++g) {
-        const bool real = L.slot && (u32)g < A.group;
-        const u64 off = (u64)(b * A.q_heads + h * A.group + (u32)g) * d + 8u * L.t;
-        #pragma unroll
-        for (int j = 0; j < 8; ++j) q[g][j] = real ? qrot[off + (u64)j] : 0.0f;
+    // Shared memory: two staging buffers, the queries (G x d), the score partials (chunk
+    // rows of part_stride), the weights (chunk x G) and the rescale factors (G); at the end,
+    // over the staging buffers, the maxima and sums (2G floats, in 16) and the slots' sums.
+    const u32 ps = part_stride((u32)G, T);
+    float* qs = (float*)(smem + 2u * A.stage_words);
+    float* part = qs + (u32)G * d;
+    float* pw = part + A.chunk * ps;
+    float* resc = pw + A.chunk * (u32)G;
+    for (u32 i = threadIdx.x; i < (u32)G * d; i += blockDim.x) {
+        const u32 g = i / d;
+        qs[i] = g < A.group ? qrot[(u64)(b * A.q_heads + h * A.group + g) * d + (i % d)] : 0.0f;
     }
+    // Running maximum (block-wide, kept by the warps that own each head) and each lane's
+    // share of the running sum of exponentials.
     float m[G], l[G], acc[G][8];
     #pragma unroll
     for (int g = 0; g < G; ++g) {
@@ -328,68 +357,123 @@ __device__ __forceinline__ void attn_partial(const Params& PK, const Params& PV,
         const u32* vw = kw + A.k_words;
         const u32 base_slot = (cur.c0 / A.page_tokens) * A.page_tokens;
         const u32 cnt = cur.c1 - cur.c0;
-        const u32 per_seg = (cnt + W * vpw - 1u) / (W * vpw);
-        // ATTN_TILE tokens per segment at a time (their shuffles and exponentials
-        // interleave); the loop itself is not unrolled, so that each decoder's code appears
-        // only 2 ATTN_TILE times in the kernel and the loop stays in the instruction cache.
+        const u32 kpos0 = (cur.c0 - base_slot) * kbits - 32u * cur.kw0;
+        const u32 vpos0 = (cur.c0 - base_slot) * vbits - 32u * cur.vw0;
+        // Scores: two tokens per step, so that each query block loaded from shared memory
+        // serves two tokens; the loop is not unrolled (each decoder's code appears twice).
+        if (L.slot) {
 #pragma unroll 1
-        for (u32 i0 = 0u; i0 < per_seg; i0 += ATTN_TILE) {
-            float s[ATTN_TILE * G];
-            bool act[ATTN_TILE];
-            u32 tok[ATTN_TILE];
-#pragma unroll
-            for (int i = 0; i < ATTN_TILE; ++i) {
-                const u32 li = ((i0 + (u32)i) * W + L.warp) * vpw + L.seg;
-                act[i] = L.slot && i0 + (u32)i < per_seg && li < cnt;
-                tok[i] = cur.c0 + li;
-                float y[8];
-#pragma unroll
-                for (int j = 0; j < 8; ++j) y[j] = 0.0f;
-                if (act[i]) {
-                    u32 f = 0u;
-                    attn_decode8<KF>(PK, tabk, kw, (tok[i] - base_slot) * kbits - 32u * cur.kw0, kf, y, &f);
-                    if (f != 0u && tok[i] < bad_tok) { bad = f; bad_tok = tok[i]; }
+            for (u32 li = slot; li < cnt; li += 2u * S) {
+                const u32 lj = li + S;
+                const bool two = lj < cnt;
+                float y0[8], y1[8];
+                u32 f = 0u;
+                const float s0 = attn_decode8<KF>(PK, tabk, kw, kpos0 + li * kbits, kf, y0, &f);
+                if (f != 0u && cur.c0 + li < bad_tok) { bad = f; bad_tok = cur.c0 + li; }
+                float s1 = 0.0f;
+                if (two) {
+                    f = 0u;
+                    s1 = attn_decode8<KF>(PK, tabk, kw, kpos0 + lj * kbits, kf, y1, &f);
+                    if (f != 0u && cur.c0 + lj < bad_tok) { bad = f; bad_tok = cur.c0 + lj; }
+                } else {
+                    #pragma unroll
+                    for (int j = 0; j < 8; ++j) y1[j] = 0.0f;
                 }
-#pragma unroll
+                #pragma unroll
                 for (int g = 0; g < G; ++g) {
-                    float dot = 0.0f;
-#pragma unroll
-                    for (int j = 0; j < 8; ++j) dot = fmaf(q[g][j], y[j], dot);
-                    s[i * G + g] = dot;
+                    const float4* qv = (const float4*)(qs + (u32)g * d + 8u * L.t);
+                    const float4 qa = qv[0], qb = qv[1];
+                    const float qq[8] = {qa.x, qa.y, qa.z, qa.w, qb.x, qb.y, qb.z, qb.w};
+                    float d0 = 0.0f, d1 = 0.0f;
+                    #pragma unroll
+                    for (int j = 0; j < 8; ++j) {
+                        d0 = fmaf(qq[j], y0[j], d0);
+                        d1 = fmaf(qq[j], y1[j], d1);
+                    }
+                    part[li * ps + (u32)g * T + L.t] = d0 * s0;
+                    if (two) part[lj * ps + (u32)g * T + L.t] = d1 * s1;
                 }
             }
-            segment_sums<ATTN_TILE * G>(L, T, s);
-            float p[ATTN_TILE * G];
-#pragma unroll
+        }
+        __syncthreads();
+        // Softmax: warp w owns heads w, w + W, ...; each lane sums the partials of tokens
+        // lane, lane + 32, ... and takes one exponential per token.
+        #pragma unroll
+        for (int g = 0; g < G; ++g) {
+            if ((u32)g % W != L.warp) continue;
+            float sc[MAX_CHUNK_TOKENS / 32];
+            float mx = NEG_INF_F;
+            #pragma unroll
+            for (int k = 0; k < MAX_CHUNK_TOKENS / 32; ++k) {
+                const u32 tok = L.lane + 32u * (u32)k;
+                float s = NEG_INF_F;
+                if (tok < cnt) {
+                    const float* row = part + tok * ps + (u32)g * T;
+                    s = 0.0f;
+                    if ((T & 3u) == 0u) {
+                        for (u32 t = 0u; t < T; t += 4u) {
+                            const float4 v = *(const float4*)(row + t);
+                            s += v.x; s += v.y; s += v.z; s += v.w;
+                        }
+                    } else {
+                        for (u32 t = 0u; t < T; ++t) s += row[t];
+                    }
+                }
+                sc[k] = s;
+                mx = fmaxf(mx, s);
+            }
+            #pragma unroll
+            for (u32 o = 16u; o > 0u; o >>= 1) mx = fmaxf(mx, shfl_xor_f(mx, o));
+            const float mn = fmaxf(m[g], mx);
+            const float r = m[g] == NEG_INF_F ? 0.0f : __expf(m[g] - mn);
+            m[g] = mn;
+            float sum = 0.0f;
+            #pragma unroll
+            for (int k = 0; k < MAX_CHUNK_TOKENS / 32; ++k) {
+                const u32 tok = L.lane + 32u * (u32)k;
+                if (tok < cnt) {
+                    const float p = __expf(sc[k] - mn);
+                    pw[tok * (u32)G + (u32)g] = p;
+                    sum += p;
+                }
+            }
+            l[g] = fmaf(l[g], r, sum);
+            if (L.lane == 0u) resc[g] = r;
+        }
+        __syncthreads();
+        // Values: rescale the sums where the maximum grew (the same for the whole block),
+        // then accumulate the weighted values of the slot's tokens.
+        if (L.slot) {
+            #pragma unroll
             for (int g = 0; g < G; ++g) {
-                // Online softmax over the tile: rescale only when the maximum grows.
-                float mx = m[g];
-#pragma unroll
-                for (int i = 0; i < ATTN_TILE; ++i) mx = act[i] ? fmaxf(mx, s[i * G + g]) : mx;
-                if (mx > m[g]) {
-                    const float c = __expf(m[g] - mx);
-                    l[g] *= c;
-#pragma unroll
-                    for (int j = 0; j < 8; ++j) acc[g][j] *= c;
-                    m[g] = mx;
-                }
-#pragma unroll
-                for (int i = 0; i < ATTN_TILE; ++i) {
-                    p[i * G + g] = act[i] ? __expf(s[i * G + g] - mx) : 0.0f;
-                    l[g] += p[i * G + g];
+                const float r = resc[g];
+                if (r != 1.0f) {
+                    #pragma unroll
+                    for (int j = 0; j < 8; ++j) acc[g][j] *= r;
                 }
             }
-#pragma unroll
-            for (int i = 0; i < ATTN_TILE; ++i) {
-                if (act[i]) {
-                    float y[8];
-                    u32 f = 0u;
-                    attn_decode8<VF>(PV, tabv, vw, (tok[i] - base_slot) * vbits - 32u * cur.vw0, vf, y, &f);
-                    if (f != 0u && tok[i] < bad_tok) { bad = f; bad_tok = tok[i]; }
-#pragma unroll
-                    for (int g = 0; g < G; ++g)
-#pragma unroll
-                        for (int j = 0; j < 8; ++j) acc[g][j] = fmaf(p[i * G + g], y[j], acc[g][j]);
+#pragma unroll 1
+            for (u32 li = slot; li < cnt; li += S) {
+                float y[8];
+                u32 f = 0u;
+                const float sv = attn_decode8<VF>(PV, tabv, vw, vpos0 + li * vbits, vf, y, &f);
+                if (f != 0u && cur.c0 + li < bad_tok) { bad = f; bad_tok = cur.c0 + li; }
+                float p[G];
+                if (G % 4 == 0) {
+                    #pragma unroll
+                    for (int g = 0; g < G; g += 4) {
+                        const float4 v = *(const float4*)(pw + li * (u32)G + (u32)g);
+                        p[g] = v.x; p[g + 1] = v.y; p[g + 2] = v.z; p[g + 3] = v.w;
+                    }
+                } else {
+                    #pragma unroll
+                    for (int g = 0; g < G; ++g) p[g] = pw[li * (u32)G + (u32)g];
+                }
+                #pragma unroll
+                for (int g = 0; g < G; ++g) {
+                    const float ps_ = p[g] * sv;
+                    #pragma unroll
+                    for (int j = 0; j < 8; ++j) acc[g][j] = fmaf(ps_, y[j], acc[g][j]);
                 }
             }
         }
@@ -399,47 +483,34 @@ __device__ __forceinline__ void attn_partial(const Params& PK, const Params& PV,
     async_wait(0u);
     __syncthreads();
     if (bad != 0u) fault(status, bad_tok, 0u, bad);
-    // Merge the segments of each warp into its segment 0, then the warps through shared
-    // memory: per warp and query head the maximum, the sum and d weighted values.
-    float* wml = (float*)smem;
-    float* wacc = wml + 2u * W * G;
+    // The owners of each head reduce its sum of exponentials; every slot's weighted sums go
+    // to shared memory (over the staging buffers, no longer in use), and are added up.
+    float* fin = (float*)smem;
+    float* wacc = fin + 16;
     #pragma unroll
     for (int g = 0; g < G; ++g) {
-        float mx = NEG_INF_F;
-        for (u32 sg = 0u; sg < vpw; ++sg) mx = fmaxf(mx, shfl_f(m[g], sg * T + L.t));
-        float lt = 0.0f, at[8];
+        if ((u32)g % W != L.warp) continue;
+        float s = l[g];
         #pragma unroll
-        for (int j = 0; j < 8; ++j) at[j] = 0.0f;
-        for (u32 sg = 0u; sg < vpw; ++sg) {
-            const u32 src = sg * T + L.t;
-            const float ms = shfl_f(m[g], src);
-            const float e = ms == NEG_INF_F ? 0.0f : __expf(ms - mx);
-            lt = fmaf(shfl_f(l[g], src), e, lt);
-            #pragma unroll
-            for (int j = 0; j < 8; ++j) at[j] = fmaf(shfl_f(acc[g][j], src), e, at[j]);
-        }
-        if (L.seg == 0u) {
-            const u32 wg = L.warp * G + (u32)g;
-            if (L.t == 0u) { wml[2u * wg] = mx; wml[2u * wg + 1u] = lt; }
-            #pragma unroll
-            for (int j = 0; j < 8; ++j) wacc[wg * d + 8u * L.t + (u32)j] = at[j];
+        for (u32 o = 16u; o > 0u; o >>= 1) s += shfl_xor_f(s, o);
+        if (L.lane == 0u) { fin[2 * g] = m[g]; fin[2 * g + 1] = s; }
+    }
+    if (L.slot) {
+        #pragma unroll
+        for (int g = 0; g < G; ++g) {
+            float4* o = (float4*)(wacc + (slot * (u32)G + (u32)g) * d + 8u * L.t);
+            o[0] = make_float4(acc[g][0], acc[g][1], acc[g][2], acc[g][3]);
+            o[1] = make_float4(acc[g][4], acc[g][5], acc[g][6], acc[g][7]);
         }
     }
     __syncthreads();
     for (u32 idx = threadIdx.x; idx < A.group * d; idx += blockDim.x) {
         const u32 g = idx / d, j = idx % d;
-        float mx = NEG_INF_F;
-        for (u32 w = 0u; w < W; ++w) mx = fmaxf(mx, wml[2u * (w * G + g)]);
-        float lt = 0.0f, at = 0.0f;
-        for (u32 w = 0u; w < W; ++w) {
-            const float ms = wml[2u * (w * G + g)];
-            const float e = ms == NEG_INF_F ? 0.0f : __expf(ms - mx);
-            lt = fmaf(wml[2u * (w * G + g) + 1u], e, lt);
-            at = fmaf(wacc[(w * G + g) * d + j], e, at);
-        }
+        float at = 0.0f;
+        for (u32 sl = 0u; sl < S; ++sl) at += wacc[(sl * (u32)G + g) * d + j];
         const u64 item = ((u64)stream * A.splits + split) * A.group + g;
         pacc[item * d + j] = at;
-        if (j == 0u) { pml[2u * item] = mx; pml[2u * item + 1u] = lt; }
+        if (j == 0u) { pml[2u * item] = fin[2u * g]; pml[2u * item + 1u] = fin[2u * g + 1u]; }
     }
 }
 

@@ -14,14 +14,15 @@ pub const MAX_GROUP: usize = 8;
 /// Pages of a pool start on multiples of this many bytes.
 pub const PAGE_ALIGN: usize = 16;
 
-/// Largest chunk of tokens a block stages at once.
+/// Largest chunk of tokens a block stages at once (attention.cu's MAX_CHUNK_TOKENS).
 const MAX_CHUNK: usize = 128;
 
 /// Smallest chunk.
 const MIN_CHUNK: usize = 16;
 
-/// Shared memory the two staging buffers of the partial kernel may take, in bytes.
-const STAGE_BUDGET: usize = 40 * 1024;
+/// Shared memory a block of the partial kernel may take, in bytes (the most a launch gets
+/// without opting in).
+const SHARED_BUDGET: usize = 48 * 1024;
 
 /// Thread blocks a call aims to spread its work over (enough to fill a large GPU several
 /// times over).
@@ -35,6 +36,24 @@ const PARTIAL_WARPS: u32 = 4;
 /// 16-byte units (see `stage` in attention.cu).
 fn stage_words(chunk: usize, bits: u32) -> usize {
     ((chunk * bits as usize).div_ceil(32) + 8).next_multiple_of(4)
+}
+
+/// Floats between consecutive tokens' score partials in the partial kernel's shared memory
+/// (`part_stride` in attention.cu): `group · lanes` (lanes = head_dim / 8), padded.
+fn part_stride(group: usize, lanes: usize) -> usize {
+    group * lanes + if lanes.is_multiple_of(4) { 4 } else { 1 }
+}
+
+/// Bytes of shared memory of a block of the partial kernel (G = `group` stamped query heads,
+/// vectors of `d` values): while it runs, two staging buffers of `k_words + v_words` words,
+/// the queries, the score partials and weights of a chunk of `chunk` tokens and G rescale
+/// factors; at the end, 16 floats of maxima and sums and every vector slot's G × d sums.
+fn partial_shared_bytes(group: usize, d: usize, chunk: usize, k_words: usize, v_words: usize) -> usize {
+    let lanes = d / 8;
+    let slots = PARTIAL_WARPS as usize * (32 / lanes);
+    let running = 8 * (k_words + v_words)
+        + 4 * (group * d + chunk * part_stride(group, lanes) + chunk * group + group);
+    running.max(4 * (16 + slots * group * d))
 }
 
 /// Threads per block of the query and combine kernels.
@@ -232,9 +251,18 @@ pub fn plan_call(
         });
     }
     let (kb, vb) = (k.bits_per_vector(), v.bits_per_vector());
-    let mut chunk = MAX_CHUNK;
-    while chunk > MIN_CHUNK && 8 * (stage_words(chunk, kb) + stage_words(chunk, vb)) > STAGE_BUDGET
-    {
+    let g = match group {
+        1 => 1,
+        2 => 2,
+        3 | 4 => 4,
+        _ => 8,
+    };
+    // Chunks never straddle pages, so none is larger than a page needs.
+    let shared = |chunk| {
+        partial_shared_bytes(g, d, chunk, stage_words(chunk, kb), stage_words(chunk, vb))
+    };
+    let mut chunk = MAX_CHUNK.min(shape.page_tokens.next_power_of_two().max(MIN_CHUNK));
+    while chunk > MIN_CHUNK && shared(chunk) > SHARED_BUDGET {
         chunk /= 2;
     }
     let (k_words, v_words) = (stage_words(chunk, kb), stage_words(chunk, vb));
@@ -243,9 +271,7 @@ pub fn plan_call(
         .max(chunk)
         .next_multiple_of(chunk);
     let splits = len.div_ceil(split);
-    // The shared memory also holds each warp's merged state at the end.
-    let merge_bytes = 4 * PARTIAL_WARPS as usize * MAX_GROUP * (d + 2);
-    let partial_shared = (8 * (k_words + v_words)).max(merge_bytes);
+    let partial_shared = shared(chunk);
     let k_layout = PageLayout {
         page_tokens: shape.page_tokens,
         bits: k.bits_per_vector(),
@@ -277,12 +303,6 @@ pub fn plan_call(
     let family = |plan: &Plan| match plan.codec() {
         KernelCodec::Voronoi { .. } => "v",
         _ => "s",
-    };
-    let g = match group {
-        1 => 1,
-        2 => 2,
-        3 | 4 => 4,
-        _ => 8,
     };
     let partial_kernel = PARTIAL_KERNELS
         .iter()
@@ -385,16 +405,17 @@ mod tests {
         let c = plan_call(&k, &k, shape(1), 32768, 32).unwrap();
         assert_eq!(c.partial_kernel, "kvc_attn_partial_vv_g4");
         let (split, splits) = (c.params.get("split"), c.params.get("splits"));
-        assert_eq!(c.params.get("chunk"), 128);
-        assert_eq!(split % 128, 0);
+        // Chunks are no larger than a page (64 tokens here).
+        assert_eq!(c.params.get("chunk"), 64);
+        assert_eq!(split % 64, 0);
         assert_eq!(splits as usize, 32768usize.div_ceil(split as usize));
         assert!(splits as usize * 8 >= TARGET_BLOCKS / 2);
         assert!(c.partial_shared as usize <= 48 * 1024);
         assert_eq!(c.acc_floats, 8 * splits as usize * 4 * 128);
         assert_eq!(c.params.get("rot_k"), 1);
-        // Short contexts still take whole ranges of MIN_SPLIT tokens.
+        // Short contexts still take a whole chunk.
         let c = plan_call(&k, &k, shape(8), 5, 32).unwrap();
-        assert_eq!((c.params.get("split"), c.params.get("splits")), (128, 1));
+        assert_eq!((c.params.get("split"), c.params.get("splits")), (64, 1));
         // Wide vectors stage smaller chunks.
         let bf16 = Plan::new(KernelCodec::Bf16 { head_dim: 256 }).unwrap();
         let c = plan_call(&bf16, &bf16, shape(1), 1000, 8).unwrap();
