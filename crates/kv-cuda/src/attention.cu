@@ -42,6 +42,15 @@ __device__ __forceinline__ u64 page_bits64(const u32* w, u32 pos) {
 
 // Most tokens of a staged chunk (attention.rs's MAX_CHUNK).
 #define MAX_CHUNK_TOKENS 128
+// Warps per block of kvc_attn_combine (attention.rs's COMBINE_THREADS / 32), and the widest
+// vectors the kernels take.
+#define COMBINE_WARPS 4
+// Threads per block of the partial kernels (attention.rs's PARTIAL_WARPS * 32), and the
+// blocks per SM their register use is bounded for: 4 (about 120 registers, no spills) was
+// faster on an H200 than 5 or 6, which spill.
+#define ATTN_THREADS 128
+#define ATTN_MIN_BLOCKS 4
+#define MAX_HEAD_DIM 256
 #define FAMILY_VORONOI 0
 #define FAMILY_SCALAR 1
 
@@ -66,59 +75,82 @@ __device__ __forceinline__ LaneFields lane_fields(const Params& P, u32 t) {
     return f;
 }
 
-// dn_nearest_in_range for n = 8 without bounds: with infinite bounds its clamps are the
-// identity and it always moves a coordinate the way its rounding error points, so this is
-// the same decoder (same tie rules) with the box logic left out.
-__device__ __forceinline__ void d8_nearest(const float x[8], float r[8]) {
-    float alt[8], key[8];
-    int sum = 0;
-#pragma unroll
+// rintf for |x| < 2^22 with two additions (round to nearest, ties to even, as rintf), which
+// keeps the conversion units (a quarter of the FMA rate) out of the decoder.
+#define RINT_MAGIC 12582912.0f
+__device__ __forceinline__ float rint_add(float x) { return (x + RINT_MAGIC) - RINT_MAGIC; }
+
+// An integer below 2^23 as a float, exactly, with one logic operation and one addition.
+__device__ __forceinline__ float small_u32_to_f(u32 c) { return __uint_as_float(0x4b000000u | c) - 8388608.0f; }
+
+// One half of the E8 decoder: dn_nearest_in_range for n = 8, unbounded, on x - o (o = 0 for
+// D8, 1/2 for D8 + 1/2), kept as what the choice between the halves and the final point
+// need: the errors e = x - o - rint(x - o), their largest magnitude, whether the rounded
+// coordinates have odd sum (then the decoder moves the first coordinate of largest error
+// one step the way its error points), and the squared distance to the decoded point. All of
+// these are exact (multiples of 1/(2q)^2 far from f32's precision), so they equal the
+// CPU's, whatever the order of the sums.
+struct D8Half {
+    float e[8];
+    float kmax, dist;
+    bool odd;
+};
+
+template <int HALF>
+__device__ __forceinline__ void d8_half(const float x[8], D8Half& h) {
+    float rs = 0.0f, ss = 0.0f, km = 0.0f;
+    #pragma unroll
     for (int i = 0; i < 8; ++i) {
-        const float ri = rintf(x[i]);
-        const float err = x[i] - ri;
-        alt[i] = err >= 0.0f ? ri + 1.0f : ri - 1.0f;
-        key[i] = fabsf(err);
-        r[i] = ri;
-        sum += (int)ri;
+        const float xs = HALF ? x[i] - 0.5f : x[i];
+        const float r = rint_add(xs);
+        h.e[i] = xs - r;
+        rs += r;
+        ss = fmaf(h.e[i], h.e[i], ss);
+        km = fmaxf(km, fabsf(h.e[i]));
     }
-    int flip = 0;
-    float best = key[0];
-#pragma unroll
-    for (int i = 1; i < 8; ++i) {
-        if (key[i] > best) { best = key[i]; flip = i; }
-    }
-    if (sum & 1) {
-#pragma unroll
-        for (int i = 0; i < 8; ++i) r[i] = i == flip ? alt[i] : r[i];
-    }
+    // The parity of the integer rs: the last mantissa bit of rs + 1.5 * 2^23.
+    h.odd = (__float_as_uint(rs + RINT_MAGIC) & 1u) != 0u;
+    h.kmax = km;
+    // Moving a coordinate of error k one step changes its squared error by 1 - 2k.
+    h.dist = h.odd ? ss + (1.0f - 2.0f * km) : ss;
 }
 
 // point_of_coords for a power-of-two q (the only Voronoi codecs attention takes): the coset's
-// codebook point lambda - q Q_E8(lambda / q), with e8_closest's decoder unbounded.
+// codebook point lambda - q Q_E8(lambda / q), with e8_closest's decoder unbounded. With
+// x = lambda / q and p = Q_E8(x), the point is q (x - p): q times the chosen half's errors
+// (the moved coordinate's less or more one), exact as the CPU's.
 __device__ __forceinline__ void voronoi_point_pow2(const Params& P, const u32 c[8], float out[8]) {
-    int tw[8];
-#pragma unroll
-    for (int j = 0; j < 8; ++j) tw[j] = 0;
-#pragma unroll
-    for (int i = 0; i < 8; ++i)
-#pragma unroll
-        for (int j = 0; j <= i; ++j) tw[j] += (int)c[i] * E8_BASIS_TWICE[i][j];
-    float lam[8], sc[8], p0[8], p1[8];
-#pragma unroll
+    float cf[8];
+    #pragma unroll
+    for (int i = 0; i < 8; ++i) cf[i] = small_u32_to_f(c[i]);
+    // x = (twice lambda) / (2q); the basis is lower triangular and mostly zeros.
+    const float hq = 0.5f * P.inv_q;
+    float x[8];
+    #pragma unroll
     for (int j = 0; j < 8; ++j) {
-        lam[j] = (float)tw[j] * 0.5f;
-        sc[j] = lam[j] * P.inv_q;
+        float tw = 0.0f;
+        #pragma unroll
+        for (int i = j; i < 8; ++i) {
+            if (E8_BASIS_TWICE[i][j] != 0) tw += cf[i] * (float)E8_BASIS_TWICE[i][j];
+        }
+        x[j] = tw * hq;
     }
-    d8_nearest(sc, p0);
-    float sh[8];
-#pragma unroll
-    for (int j = 0; j < 8; ++j) sh[j] = sc[j] - 0.5f;
-    d8_nearest(sh, p1);
-#pragma unroll
-    for (int j = 0; j < 8; ++j) p1[j] = p1[j] + 0.5f;
-    const bool half = dist2(sc, p1, 8) < dist2(sc, p0, 8);
-#pragma unroll
-    for (int j = 0; j < 8; ++j) out[j] = lam[j] - P.qf * (half ? p1[j] : p0[j]);
+    D8Half h0, h1;
+    d8_half<0>(x, h0);
+    d8_half<1>(x, h1);
+    const bool half = h1.dist < h0.dist;
+    const float km = half ? h1.kmax : h0.kmax;
+    const bool odd = half ? h1.odd : h0.odd;
+    bool found = false;
+    #pragma unroll
+    for (int i = 0; i < 8; ++i) {
+        float e = half ? h1.e[i] : h0.e[i];
+        // The first coordinate of largest error is the one an odd sum moves.
+        const bool first = !found && fabsf(e) == km;
+        found = found || first;
+        if (odd && first) e -= e >= 0.0f ? 1.0f : -1.0f;
+        out[i] = P.qf * e;
+    }
 }
 
 // Values 8t..8t+7 of the vector at bit `pos` of page `w` (t the lane's, whose fields `lf`
@@ -202,15 +234,18 @@ __device__ __forceinline__ float attn_decode8(const Params& P, const u32* tab, c
         }
         // INT: the levels as integers and the scale returned, unless the scale is so large
         // that a product could leave the f32 range, which the CPU saturates value by value.
-        const u32 shift = 32u - P.vbits;
-        const int lowest = -(1 << (P.vbits - 1u));
+        // Levels are vbits-bit two's complement: with the top bit flipped, a field is its
+        // level plus 2^(vbits-1), turned into a float by the exponent trick of
+        // small_u32_to_f (one logic operation, one addition). The lowest level (only the top
+        // bit set) is the one no encoder writes.
+        const u32 half = 1u << (P.vbits - 1u);
+        const float off = 8388608.0f + (float)half;
         bool low = false;
         #pragma unroll
         for (int j = 0; j < 8; ++j) {
             const u32 raw = (u32)(bits >> ((u32)j * P.vbits)) & mask;
-            const int q = ((int)(raw << shift)) >> shift;
-            low = low || q == lowest;
-            y[j] = (float)q;
+            low = low || raw == half;
+            y[j] = __uint_as_float(0x4b000000u | (raw ^ half)) - off;
         }
         if (low) *bad = FAULT_INT_LEVEL;
         if (fabsf(s) > pow2f(100)) {
@@ -245,30 +280,33 @@ __device__ __forceinline__ void async_wait(u32 pending) {
 #endif
 }
 
-// One chunk of a range: tokens [c0, c1) of one page, and where their bits start in the
-// staged words (the page's words from a 16-byte boundary on).
+// One chunk of a range: tokens [c0, c1) of page `page` (of the stream's table), which
+// starts at token `p0`, and where their bits start in the staged words (the page's words
+// from a 16-byte boundary on). chunk_at divides once per chunk; the rest reuse these.
 struct Chunk {
     u32 c0, c1;
+    u32 page, p0;
     u32 kw0, vw0;  // first staged word of the page, K and V
 };
 
 __device__ __forceinline__ Chunk chunk_at(const AttnParams& A, u32 c0, u32 t1, u32 kbits, u32 vbits) {
     Chunk c;
     c.c0 = c0;
-    const u32 page_end = (c0 / A.page_tokens + 1u) * A.page_tokens;
-    c.c1 = min(min(c0 + A.chunk, page_end), t1);
-    const u32 s0 = c0 % A.page_tokens;
+    c.page = c0 / A.page_tokens;
+    c.p0 = c.page * A.page_tokens;
+    c.c1 = min(min(c0 + A.chunk, c.p0 + A.page_tokens), t1);
+    const u32 s0 = c0 - c.p0;
     c.kw0 = ((s0 * kbits) >> 5) & ~3u;
     c.vw0 = ((s0 * vbits) >> 5) & ~3u;
     return c;
 }
 
-// Queues the copy of a chunk's K and V words (from kw0/vw0 to one word past the last bit,
-// in whole 16-byte units) into `buf` (K words, then V words from A.k_words on).
-__device__ __forceinline__ void stage(const AttnParams& A, const Chunk& c, const u32* table_s, const unsigned char* kpool,
+// Queues the copy of a chunk's K and V words (from kw0/vw0 of page `page` of the pools to one
+// word past the last bit, in whole 16-byte units) into `buf` (K words, then V words from
+// A.k_words on).
+__device__ __forceinline__ void stage(const AttnParams& A, const Chunk& c, u32 page, const unsigned char* kpool,
                                       const unsigned char* vpool, u32 kbits, u32 vbits, u32* buf) {
-    const u32 page = __ldg(table_s + c.c0 / A.page_tokens);
-    const u32 s1 = c.c1 - (c.c0 / A.page_tokens) * A.page_tokens;
+    const u32 s1 = c.c1 - c.p0;
     const u32 kend = ((((s1 * kbits) + 31u) >> 5) + 1u + 3u) & ~3u;
     const u32 vend = ((((s1 * vbits) + 31u) >> 5) + 1u + 3u) & ~3u;
     const u32* kp = (const u32*)(kpool + (u64)page * A.k_stride);
@@ -343,22 +381,25 @@ __device__ __forceinline__ void attn_partial(const Params& PK, const Params& PV,
     }
     const u32* table_s = table + (u64)stream * A.max_pages;
     u32 bad = 0u, bad_tok = 0xffffffffu;
-    u32* bufs[2] = {smem, smem + A.stage_words};
+    // The page of each chunk is looked up two chunks ahead, so that no warp waits on the
+    // page table before queueing a chunk's copies.
     Chunk cur = chunk_at(A, t0, t1, kbits, vbits);
-    stage(A, cur, table_s, kpool, vpool, kbits, vbits, bufs[0]);
+    stage(A, cur, __ldg(table_s + cur.page), kpool, vpool, kbits, vbits, smem);
     async_commit();
+    Chunk next = chunk_at(A, cur.c1, t1, kbits, vbits);
+    u32 next_page = next.c0 < t1 ? __ldg(table_s + next.page) : 0u;
     for (u32 it = 0u; cur.c0 < t1; ++it) {
-        const Chunk next = chunk_at(A, cur.c1, t1, kbits, vbits);
-        if (next.c0 < t1) stage(A, next, table_s, kpool, vpool, kbits, vbits, bufs[(it + 1u) & 1u]);
+        if (next.c0 < t1) stage(A, next, next_page, kpool, vpool, kbits, vbits, smem + ((it + 1u) & 1u) * A.stage_words);
         async_commit();
+        const Chunk after = chunk_at(A, next.c1, t1, kbits, vbits);
+        const u32 after_page = after.c0 < t1 ? __ldg(table_s + after.page) : 0u;
         async_wait(1u);
         __syncthreads();
-        const u32* kw = bufs[it & 1u];
+        const u32* kw = smem + (it & 1u) * A.stage_words;
         const u32* vw = kw + A.k_words;
-        const u32 base_slot = (cur.c0 / A.page_tokens) * A.page_tokens;
         const u32 cnt = cur.c1 - cur.c0;
-        const u32 kpos0 = (cur.c0 - base_slot) * kbits - 32u * cur.kw0;
-        const u32 vpos0 = (cur.c0 - base_slot) * vbits - 32u * cur.vw0;
+        const u32 kpos0 = (cur.c0 - cur.p0) * kbits - 32u * cur.kw0;
+        const u32 vpos0 = (cur.c0 - cur.p0) * vbits - 32u * cur.vw0;
         // Scores: two tokens per step, so that each query block loaded from shared memory
         // serves two tokens; the loop is not unrolled (each decoder's code appears twice).
         if (L.slot) {
@@ -479,6 +520,8 @@ __device__ __forceinline__ void attn_partial(const Params& PK, const Params& PV,
         }
         __syncthreads();
         cur = next;
+        next = after;
+        next_page = after_page;
     }
     async_wait(0u);
     __syncthreads();
@@ -515,7 +558,7 @@ __device__ __forceinline__ void attn_partial(const Params& PK, const Params& PV,
 }
 
 #define ATTN_PARTIAL(K, V, KF, VF, G)                                                                         \
-    extern "C" __global__ void kvc_attn_partial_##K##V##_g##G(const Params PK, const Params PV, const AttnParams A, \
+    extern "C" __global__ void __launch_bounds__(ATTN_THREADS, ATTN_MIN_BLOCKS) kvc_attn_partial_##K##V##_g##G(const Params PK, const Params PV, const AttnParams A, \
                                                               const float* qrot, const unsigned char* kpool,       \
                                                               const unsigned char* vpool, const u32* table,        \
                                                               const u32* tabk, const u32* tabv, float* pacc,       \
@@ -549,46 +592,83 @@ extern "C" __global__ void kvc_attn_query(const Params PK, const AttnParams A, c
 }
 
 // Merges the ranges of each query head (online-softmax states) and rotates the normalised
-// sum back out of V's rotated domain: out = R_V^T (sum p v_rot / sum p).
+// sum back out of V's rotated domain: out = R_V^T (sum p v_rot / sum p). One block per query
+// vector: the ranges are shared among the warps (lane l holding values 4l..4l+3, 4l+128..),
+// whose sums meet in shared memory; warp 0 then rotates the vector back as the codec
+// kernels do (lane segment 0, values 8t..8t+7 on lane t).
 extern "C" __global__ void kvc_attn_combine(const Params PV, const AttnParams A, const float* pacc, const float* pml, float* out, const u32* tabv) {
-    const Lane L = lane_of(PV);
-    const u32 v = blockIdx.x * ((blockDim.x >> 5) * PV.vpw) + L.warp * PV.vpw + L.seg;
-    const bool active = L.slot && v < A.batch * A.q_heads;
-    float y[8];
+    // Shared memory: each warp's sums (d floats), maxima and totals.
+    extern __shared__ u32 smem[];
+    const u32 v = blockIdx.x;
+    const u32 lane = threadIdx.x & 31u, warp = threadIdx.x >> 5;
+    const u32 d = PV.d;
+    float* red = (float*)smem;
+    float* wmax = red + COMBINE_WARPS * d;
+    float* wtot = wmax + COMBINE_WARPS;
+    const u32 b = v / A.q_heads;
+    const u32 qh = v % A.q_heads;
+    const u32 stream = b * A.kv_heads + qh / A.group;
+    const u32 g = qh % A.group;
+    const u64 first = (u64)stream * A.splits * A.group + g;
+    // The largest maximum of the ranges.
+    float mx = NEG_INF_F;
+    for (u32 sp = threadIdx.x; sp < A.splits; sp += blockDim.x) mx = fmaxf(mx, pml[2u * (first + (u64)sp * A.group)]);
     #pragma unroll
-    for (int j = 0; j < 8; ++j) y[j] = 0.0f;
-    if (active) {
-        const u32 b = v / A.q_heads;
-        const u32 qh = v % A.q_heads;
-        const u32 stream = b * A.kv_heads + qh / A.group;
-        const u32 g = qh % A.group;
-        const u64 first = (u64)stream * A.splits * A.group + g;
-        float mx = NEG_INF_F;
-#pragma unroll 8
-        for (u32 sp = 0u; sp < A.splits; ++sp) mx = fmaxf(mx, pml[2u * (first + (u64)sp * A.group)]);
-        float total = 0.0f;
+    for (u32 o = 16u; o > 0u; o >>= 1) mx = fmaxf(mx, shfl_xor_f(mx, o));
+    if (lane == 0u) wmax[warp] = mx;
+    __syncthreads();
+    mx = wmax[0];
+    for (u32 w = 1u; w < COMBINE_WARPS; ++w) mx = fmaxf(mx, wmax[w]);
+    float4 y[MAX_HEAD_DIM / 128];
+    #pragma unroll
+    for (int k = 0; k < MAX_HEAD_DIM / 128; ++k) y[k] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    float total = 0.0f;
 #pragma unroll 4
-        for (u32 sp = 0u; sp < A.splits; ++sp) {
-            const u64 item = first + (u64)sp * A.group;
-            const float ms = pml[2u * item];
-            if (ms == NEG_INF_F) continue;
-            const float e = __expf(ms - mx);
-            total = fmaf(pml[2u * item + 1u], e, total);
-            const float4* a = (const float4*)(pacc + item * PV.d + 8u * L.t);
-            const float4 a0 = a[0], a1 = a[1];
-            y[0] = fmaf(a0.x, e, y[0]); y[1] = fmaf(a0.y, e, y[1]); y[2] = fmaf(a0.z, e, y[2]); y[3] = fmaf(a0.w, e, y[3]);
-            y[4] = fmaf(a1.x, e, y[4]); y[5] = fmaf(a1.y, e, y[5]); y[6] = fmaf(a1.z, e, y[6]); y[7] = fmaf(a1.w, e, y[7]);
+    for (u32 sp = warp; sp < A.splits; sp += COMBINE_WARPS) {
+        const u64 item = first + (u64)sp * A.group;
+        const float ms = pml[2u * item];
+        const float e = ms == NEG_INF_F ? 0.0f : __expf(ms - mx);
+        total = fmaf(pml[2u * item + 1u], e, total);
+        #pragma unroll
+        for (int k = 0; k < MAX_HEAD_DIM / 128; ++k) {
+            const u32 j = 4u * lane + 128u * (u32)k;
+            if (j < d) {
+                const float4 a = *(const float4*)(pacc + item * d + j);
+                y[k].x = fmaf(a.x, e, y[k].x); y[k].y = fmaf(a.y, e, y[k].y);
+                y[k].z = fmaf(a.z, e, y[k].z); y[k].w = fmaf(a.w, e, y[k].w);
+            }
+        }
+    }
+    #pragma unroll
+    for (int k = 0; k < MAX_HEAD_DIM / 128; ++k) {
+        const u32 j = 4u * lane + 128u * (u32)k;
+        if (j < d) *(float4*)(red + warp * d + j) = y[k];
+    }
+    if (lane == 0u) wtot[warp] = total;
+    __syncthreads();
+    if (warp != 0u) return;
+    const Lane L = lane_of(PV);
+    const bool active = L.slot && L.seg == 0u;
+    float x[8];
+    #pragma unroll
+    for (int j = 0; j < 8; ++j) x[j] = 0.0f;
+    if (active) {
+        float t = 0.0f;
+        for (u32 w = 0u; w < COMBINE_WARPS; ++w) {
+            t += wtot[w];
+            #pragma unroll
+            for (int j = 0; j < 8; ++j) x[j] += red[w * d + 8u * L.t + (u32)j];
         }
         // Every query sees at least one token, so the total is positive.
-        const float inv = 1.0f / total;
+        const float inv = 1.0f / t;
         #pragma unroll
-        for (int j = 0; j < 8; ++j) y[j] *= inv;
+        for (int j = 0; j < 8; ++j) x[j] *= inv;
     }
-    if (A.rot_v) fwht(PV, L, tabv, y, false, true);
+    if (A.rot_v) fwht(PV, L, tabv, x, false, true);
     if (active) {
-        float4* o = (float4*)(out + (u64)v * PV.d + 8u * L.t);
-        o[0] = make_float4(y[0], y[1], y[2], y[3]);
-        o[1] = make_float4(y[4], y[5], y[6], y[7]);
+        float4* o = (float4*)(out + (u64)v * d + 8u * L.t);
+        o[0] = make_float4(x[0], x[1], x[2], x[3]);
+        o[1] = make_float4(x[4], x[5], x[6], x[7]);
     }
 }
 

@@ -28,7 +28,7 @@ const SHARED_BUDGET: usize = 48 * 1024;
 /// times over).
 const TARGET_BLOCKS: usize = 1024;
 
-/// Warps per block of the partial kernel.
+/// Warps per block of the partial kernel (attention.cu's ATTN_THREADS / 32).
 const PARTIAL_WARPS: u32 = 4;
 
 /// Words of one staging buffer for chunks of `chunk` vectors of `bits` bits: the chunk's
@@ -48,7 +48,13 @@ fn part_stride(group: usize, lanes: usize) -> usize {
 /// vectors of `d` values): while it runs, two staging buffers of `k_words + v_words` words,
 /// the queries, the score partials and weights of a chunk of `chunk` tokens and G rescale
 /// factors; at the end, 16 floats of maxima and sums and every vector slot's G × d sums.
-fn partial_shared_bytes(group: usize, d: usize, chunk: usize, k_words: usize, v_words: usize) -> usize {
+fn partial_shared_bytes(
+    group: usize,
+    d: usize,
+    chunk: usize,
+    k_words: usize,
+    v_words: usize,
+) -> usize {
     let lanes = d / 8;
     let slots = PARTIAL_WARPS as usize * (32 / lanes);
     let running = 8 * (k_words + v_words)
@@ -56,8 +62,12 @@ fn partial_shared_bytes(group: usize, d: usize, chunk: usize, k_words: usize, v_
     running.max(4 * (16 + slots * group * d))
 }
 
-/// Threads per block of the query and combine kernels.
+/// Threads per block of the query kernel.
 const VECTOR_THREADS: u32 = 256;
+
+/// Threads per block of the combine kernel (one block per query vector; attention.cu's
+/// COMBINE_WARPS warps).
+const COMBINE_THREADS: u32 = 128;
 
 /// Threads per block of the page writer.
 const WRITE_THREADS: u32 = 256;
@@ -177,10 +187,16 @@ pub struct AttentionCall {
     /// The partial kernel's entry point (by the codec families of K and V and the group
     /// size).
     pub partial_kernel: &'static str,
-    /// Blocks of the query and combine kernels (one vector per lane segment).
+    /// Blocks of the query kernel (one vector per lane segment).
     pub vector_grid: u32,
-    /// Threads per block of the query and combine kernels.
+    /// Threads per block of the query kernel.
     pub vector_block: u32,
+    /// Blocks of the combine kernel (one per query vector).
+    pub combine_grid: u32,
+    /// Threads per block of the combine kernel.
+    pub combine_block: u32,
+    /// Dynamic shared memory per block of the combine kernel, in bytes.
+    pub combine_shared: u32,
     /// Grid of the partial kernel: (blocks of ranges per stream, streams).
     pub partial_grid: (u32, u32),
     /// Threads per block of the partial kernel.
@@ -258,9 +274,8 @@ pub fn plan_call(
         _ => 8,
     };
     // Chunks never straddle pages, so none is larger than a page needs.
-    let shared = |chunk| {
-        partial_shared_bytes(g, d, chunk, stage_words(chunk, kb), stage_words(chunk, vb))
-    };
+    let shared =
+        |chunk| partial_shared_bytes(g, d, chunk, stage_words(chunk, kb), stage_words(chunk, vb));
     let mut chunk = MAX_CHUNK.min(shape.page_tokens.next_power_of_two().max(MIN_CHUNK));
     while chunk > MIN_CHUNK && shared(chunk) > SHARED_BUDGET {
         chunk /= 2;
@@ -314,6 +329,9 @@ pub fn plan_call(
         partial_kernel,
         vector_grid: vectors.div_ceil(per_block) as u32,
         vector_block: VECTOR_THREADS,
+        combine_grid: vectors as u32,
+        combine_block: COMBINE_THREADS,
+        combine_shared: 4 * (COMBINE_THREADS / 32) * (d as u32 + 2),
         partial_grid: (splits as u32, streams as u32),
         partial_block: 32 * PARTIAL_WARPS,
         partial_shared: partial_shared as u32,
