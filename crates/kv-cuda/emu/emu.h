@@ -38,6 +38,7 @@ struct EmuTid { unsigned x, y, z; };
 #define __forceinline__ inline
 #define __shared__
 #define __restrict__
+#define __launch_bounds__(...)
 
 inline void __syncthreads() { emu::barrier(); }
 inline float __uint_as_float(unsigned u) { float f; memcpy(&f, &u, 4); return f; }

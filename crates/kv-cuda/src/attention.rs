@@ -14,20 +14,21 @@ pub const MAX_GROUP: usize = 8;
 /// Pages of a pool start on multiples of this many bytes.
 pub const PAGE_ALIGN: usize = 16;
 
-/// Largest chunk of tokens a block stages at once.
+/// Largest chunk of tokens a block stages at once (attention.cu's MAX_CHUNK_TOKENS).
 const MAX_CHUNK: usize = 128;
 
 /// Smallest chunk.
 const MIN_CHUNK: usize = 16;
 
-/// Shared memory the two staging buffers of the partial kernel may take, in bytes.
-const STAGE_BUDGET: usize = 40 * 1024;
+/// Shared memory a block of the partial kernel may take, in bytes (the most a launch gets
+/// without opting in).
+const SHARED_BUDGET: usize = 48 * 1024;
 
 /// Thread blocks a call aims to spread its work over (enough to fill a large GPU several
 /// times over).
 const TARGET_BLOCKS: usize = 1024;
 
-/// Warps per block of the partial kernel.
+/// Warps per block of the partial kernel (attention.cu's ATTN_THREADS / 32).
 const PARTIAL_WARPS: u32 = 4;
 
 /// Words of one staging buffer for chunks of `chunk` vectors of `bits` bits: the chunk's
@@ -37,8 +38,36 @@ fn stage_words(chunk: usize, bits: u32) -> usize {
     ((chunk * bits as usize).div_ceil(32) + 8).next_multiple_of(4)
 }
 
-/// Threads per block of the query and combine kernels.
+/// Floats between consecutive tokens' score partials in the partial kernel's shared memory
+/// (`part_stride` in attention.cu): `group · lanes` (lanes = head_dim / 8), padded.
+fn part_stride(group: usize, lanes: usize) -> usize {
+    group * lanes + if lanes.is_multiple_of(4) { 4 } else { 1 }
+}
+
+/// Bytes of shared memory of a block of the partial kernel (G = `group` stamped query heads,
+/// vectors of `d` values): while it runs, two staging buffers of `k_words + v_words` words,
+/// the queries, the score partials and weights of a chunk of `chunk` tokens and G rescale
+/// factors; at the end, 16 floats of maxima and sums and every vector slot's G × d sums.
+fn partial_shared_bytes(
+    group: usize,
+    d: usize,
+    chunk: usize,
+    k_words: usize,
+    v_words: usize,
+) -> usize {
+    let lanes = d / 8;
+    let slots = PARTIAL_WARPS as usize * (32 / lanes);
+    let running = 8 * (k_words + v_words)
+        + 4 * (group * d + chunk * part_stride(group, lanes) + chunk * group + group);
+    running.max(4 * (16 + slots * group * d))
+}
+
+/// Threads per block of the query kernel.
 const VECTOR_THREADS: u32 = 256;
+
+/// Threads per block of the combine kernel (one block per query vector; attention.cu's
+/// COMBINE_WARPS warps).
+const COMBINE_THREADS: u32 = 128;
 
 /// Threads per block of the page writer.
 const WRITE_THREADS: u32 = 256;
@@ -158,10 +187,16 @@ pub struct AttentionCall {
     /// The partial kernel's entry point (by the codec families of K and V and the group
     /// size).
     pub partial_kernel: &'static str,
-    /// Blocks of the query and combine kernels (one vector per lane segment).
+    /// Blocks of the query kernel (one vector per lane segment).
     pub vector_grid: u32,
-    /// Threads per block of the query and combine kernels.
+    /// Threads per block of the query kernel.
     pub vector_block: u32,
+    /// Blocks of the combine kernel (one per query vector).
+    pub combine_grid: u32,
+    /// Threads per block of the combine kernel.
+    pub combine_block: u32,
+    /// Dynamic shared memory per block of the combine kernel, in bytes.
+    pub combine_shared: u32,
     /// Grid of the partial kernel: (blocks of ranges per stream, streams).
     pub partial_grid: (u32, u32),
     /// Threads per block of the partial kernel.
@@ -232,9 +267,17 @@ pub fn plan_call(
         });
     }
     let (kb, vb) = (k.bits_per_vector(), v.bits_per_vector());
-    let mut chunk = MAX_CHUNK;
-    while chunk > MIN_CHUNK && 8 * (stage_words(chunk, kb) + stage_words(chunk, vb)) > STAGE_BUDGET
-    {
+    let g = match group {
+        1 => 1,
+        2 => 2,
+        3 | 4 => 4,
+        _ => 8,
+    };
+    // Chunks never straddle pages, so none is larger than a page needs.
+    let shared =
+        |chunk| partial_shared_bytes(g, d, chunk, stage_words(chunk, kb), stage_words(chunk, vb));
+    let mut chunk = MAX_CHUNK.min(shape.page_tokens.next_power_of_two().max(MIN_CHUNK));
+    while chunk > MIN_CHUNK && shared(chunk) > SHARED_BUDGET {
         chunk /= 2;
     }
     let (k_words, v_words) = (stage_words(chunk, kb), stage_words(chunk, vb));
@@ -243,9 +286,7 @@ pub fn plan_call(
         .max(chunk)
         .next_multiple_of(chunk);
     let splits = len.div_ceil(split);
-    // The shared memory also holds each warp's merged state at the end.
-    let merge_bytes = 4 * PARTIAL_WARPS as usize * MAX_GROUP * (d + 2);
-    let partial_shared = (8 * (k_words + v_words)).max(merge_bytes);
+    let partial_shared = shared(chunk);
     let k_layout = PageLayout {
         page_tokens: shape.page_tokens,
         bits: k.bits_per_vector(),
@@ -278,12 +319,6 @@ pub fn plan_call(
         KernelCodec::Voronoi { .. } => "v",
         _ => "s",
     };
-    let g = match group {
-        1 => 1,
-        2 => 2,
-        3 | 4 => 4,
-        _ => 8,
-    };
     let partial_kernel = PARTIAL_KERNELS
         .iter()
         .find(|name| **name == format!("kvc_attn_partial_{}{}_g{g}", family(k), family(v)))
@@ -294,6 +329,9 @@ pub fn plan_call(
         partial_kernel,
         vector_grid: vectors.div_ceil(per_block) as u32,
         vector_block: VECTOR_THREADS,
+        combine_grid: vectors as u32,
+        combine_block: COMBINE_THREADS,
+        combine_shared: 4 * (COMBINE_THREADS / 32) * (d as u32 + 2),
         partial_grid: (splits as u32, streams as u32),
         partial_block: 32 * PARTIAL_WARPS,
         partial_shared: partial_shared as u32,
@@ -385,16 +423,17 @@ mod tests {
         let c = plan_call(&k, &k, shape(1), 32768, 32).unwrap();
         assert_eq!(c.partial_kernel, "kvc_attn_partial_vv_g4");
         let (split, splits) = (c.params.get("split"), c.params.get("splits"));
-        assert_eq!(c.params.get("chunk"), 128);
-        assert_eq!(split % 128, 0);
+        // Chunks are no larger than a page (64 tokens here).
+        assert_eq!(c.params.get("chunk"), 64);
+        assert_eq!(split % 64, 0);
         assert_eq!(splits as usize, 32768usize.div_ceil(split as usize));
         assert!(splits as usize * 8 >= TARGET_BLOCKS / 2);
         assert!(c.partial_shared as usize <= 48 * 1024);
         assert_eq!(c.acc_floats, 8 * splits as usize * 4 * 128);
         assert_eq!(c.params.get("rot_k"), 1);
-        // Short contexts still take whole ranges of MIN_SPLIT tokens.
+        // Short contexts still take a whole chunk.
         let c = plan_call(&k, &k, shape(8), 5, 32).unwrap();
-        assert_eq!((c.params.get("split"), c.params.get("splits")), (128, 1));
+        assert_eq!((c.params.get("split"), c.params.get("splits")), (64, 1));
         // Wide vectors stage smaller chunks.
         let bf16 = Plan::new(KernelCodec::Bf16 { head_dim: 256 }).unwrap();
         let c = plan_call(&bf16, &bf16, shape(1), 1000, 8).unwrap();

@@ -1023,6 +1023,11 @@ impl DeviceAttention {
         // them for the largest chunk); the scratch holds the acc_floats and ml_floats the
         // call writes, and the status one u64.
         unsafe { args.launch(partial_cfg) }.map_err(driver("cuLaunchKernel"))?;
+        let combine_cfg = LaunchConfig {
+            grid_dim: (call.combine_grid, 1, 1),
+            block_dim: (call.combine_block, 1, 1),
+            shared_mem_bytes: call.combine_shared,
+        };
         let mut args = stream.launch_builder(&fns["kvc_attn_combine"]);
         args.arg(&pv)
             .arg(&call.params)
@@ -1032,9 +1037,10 @@ impl DeviceAttention {
             .arg(&self.v.tables.slice);
         // SAFETY: kvc_attn_combine takes (Params, AttnParams, const float* acc, const float*
         // ml, float* out, const u32* tables), matched above; it reads the partial states the
-        // previous launch wrote (same sizes) and writes batch·q_heads·head_dim floats (the
-        // output's checked length).
-        unsafe { args.launch(vector_cfg) }.map_err(driver("cuLaunchKernel"))?;
+        // previous launch wrote (same sizes), writes batch·q_heads·head_dim floats (the
+        // output's checked length) and uses the `combine_shared` bytes plan_call sized for
+        // its warps' sums.
+        unsafe { args.launch(combine_cfg) }.map_err(driver("cuLaunchKernel"))?;
         Ok(())
     }
 
