@@ -30,7 +30,9 @@ for c in voronoi-e8-q17-s3 voronoi-e8-q9-s2; do
 done
 ./target/release/kv-eval eval "${plans[@]}" --passages 16 --cont 64 --decoded-copy \
     --json bench/results/eval-smollm2-protection-sweep.json
-./target/release/kv-eval needle --context 4096 --bpv 3 --bpv 4 --codec voronoi-e8-q33-s4 \
-    --codec turboquant-b4 --codec int8 --json bench/results/eval-smollm2-needle.json
+v=voronoi-e8; p=,protect=4:16:64
+./target/release/kv-eval needle --context 4096 --codec k=$v-q17-s3,v=$v-q9-s2$p \
+    --codec k=$v-q13-s2,v=$v-q6-s3$p --codec $v-q13-s2$p --codec turboquant-b4$p --codec int8$p \
+    --json bench/results/eval-smollm2-needle.json
 ./target/release/kv-eval needle --context 8100 --depths 0.1,0.5,0.9 --codec voronoi-e8-q13-s2 \
     --codec voronoi-e8-q33-s4 --codec turboquant-b4 --json bench/results/eval-smollm2-needle-8k.json
