@@ -117,17 +117,15 @@ fn attention_rows(rows: &mut Vec<serde_json::Value>) {
             };
             let (f32_secs, bf16_secs) = (of("f32"), of("bf16"));
             for ((name, policy, cache), &s) in caches.iter().zip(&secs) {
-                let values = (batch * KV_HEADS * tokens * D * 2) as f64;
-                let held = cache.bytes_held() as f64;
-                let held_bpv = held * 8.0 / values;
-                let nominal = nominal_bits_per_value(policy);
+                let values = batch * KV_HEADS * tokens * D * 2;
+                let held = cache.bytes_held();
                 rows.push(json!({
                     "batch": batch,
                     "tokens": tokens,
                     "format": name,
-                    "held_bits_per_value": held_bpv,
-                    "nominal_bits_per_value": nominal,
-                    "bytes_held": cache.bytes_held(),
+                    "held_bits_per_value": (held * 8) as f64 / values as f64,
+                    "nominal_bits_per_value": nominal_bits_per_value(policy),
+                    "bytes_held": held,
                     "seconds_per_step": s,
                     "vs_f32": s / f32_secs,
                     "vs_bf16": s / bf16_secs,
@@ -135,6 +133,26 @@ fn attention_rows(rows: &mut Vec<serde_json::Value>) {
             }
         }
     }
+}
+
+/// Seconds to fill a fresh cache of each configuration with `chunks` of `[1, KV_HEADS,
+/// tokens, D]` keys and values, appended in order.
+fn append_secs(configs: &[(&str, CacheConfig)], chunks: &[(Vec<f32>, Vec<f32>)]) -> Vec<f64> {
+    let mut calls: Vec<Box<dyn FnMut() + '_>> = configs
+        .iter()
+        .map(|(_, config)| {
+            Box::new(move || {
+                let cache = KvCache::new(config.clone()).expect("valid");
+                for (k, v) in chunks {
+                    cache
+                        .append(0, Input::F32(k), Input::F32(v))
+                        .expect("finite");
+                }
+                black_box(cache);
+            }) as Box<dyn FnMut() + '_>
+        })
+        .collect();
+    interleaved_secs(&mut calls)
 }
 
 fn append_rows(rows: &mut Vec<serde_json::Value>) {
@@ -147,39 +165,8 @@ fn append_rows(rows: &mut Vec<serde_json::Value>) {
         .into_iter()
         .map(|(name, policy)| (name, CacheConfig::new(1, KV_HEADS, D, vec![policy])))
         .collect();
-    let new_cache = |config: &CacheConfig| KvCache::new(config.clone()).expect("valid");
-    let mut prefill: Vec<Box<dyn FnMut() + '_>> = configs
-        .iter()
-        .map(|(_, config)| {
-            let (k, v) = (&k, &v);
-            Box::new(move || {
-                let cache = new_cache(config);
-                cache
-                    .append(0, Input::F32(k), Input::F32(v))
-                    .expect("finite");
-                black_box(cache);
-            }) as Box<dyn FnMut() + '_>
-        })
-        .collect();
-    let prefill_secs = interleaved_secs(&mut prefill);
-    drop(prefill);
-    let mut decode: Vec<Box<dyn FnMut() + '_>> = configs
-        .iter()
-        .map(|(_, config)| {
-            let steps = &steps;
-            Box::new(move || {
-                let cache = new_cache(config);
-                for (k, v) in steps {
-                    cache
-                        .append(0, Input::F32(k), Input::F32(v))
-                        .expect("finite");
-                }
-                black_box(cache);
-            }) as Box<dyn FnMut() + '_>
-        })
-        .collect();
-    let decode_secs = interleaved_secs(&mut decode);
-    drop(decode);
+    let prefill_secs = append_secs(&configs, &[(k, v)]);
+    let decode_secs = append_secs(&configs, &steps);
     for (((name, _), p), d) in configs.iter().zip(&prefill_secs).zip(&decode_secs) {
         rows.push(json!({
             "format": name,

@@ -17,7 +17,7 @@
 
 use serde::Serialize;
 
-use crate::eval::{EvalReport, PlanResult};
+use crate::eval::{EvalReport, PlanResult, family};
 use crate::plan::CachePlan;
 use crate::stats::MeanCi;
 use crate::store::AttentionPath;
@@ -148,16 +148,16 @@ pub fn default_splits() -> Vec<(&'static str, &'static str)> {
 pub fn default_plans(layers: usize) -> Vec<CachePlan> {
     let specs = default_specs();
     let splits = default_splits();
-    let family = |s: &str| s.split('-').next().map(str::to_owned);
+    let family_of = |s: &str| s.parse().map(family).expect("valid built-in spec");
     let mut plans = Vec::new();
     for (i, spec) in specs.iter().enumerate() {
         plans.push(format!("{spec},{PROTECTION}"));
-        let last_of_family = specs.get(i + 1).map(|s| family(s)) != Some(family(spec));
+        let last_of_family = specs.get(i + 1).map(|s| family_of(s)) != Some(family_of(spec));
         if last_of_family {
             plans.extend(
                 splits
                     .iter()
-                    .filter(|(k, _)| family(k) == family(spec))
+                    .filter(|(k, _)| family_of(k) == family_of(spec))
                     .map(|(k, v)| format!("k={k},v={v},{PROTECTION}")),
             );
         }
