@@ -6,7 +6,8 @@
 //!
 //! All steps share the default target directory and profiles. Clippy, `cargo doc` and
 //! `cargo check` then reuse each other's dependency metadata builds, and only the test build
-//! compiles code generation artifacts; nothing sets `RUSTFLAGS`, which would invalidate them.
+//! compiles code generation artifacts; nothing sets `RUSTFLAGS`, which would invalidate them
+//! (the target CPU of `.cargo/config.toml` applies to every step alike).
 
 use std::ffi::OsString;
 use std::fs;
