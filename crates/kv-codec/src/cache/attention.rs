@@ -68,19 +68,60 @@ impl State {
 /// Dot product with eight interleaved partial sums (which compilers vectorise) in a fixed
 /// order, so that results do not depend on the CPU.
 fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut lanes = [0f32; 8];
-    let (ha, ta) = a.split_at(a.len() / 8 * 8);
-    let (hb, tb) = b.split_at(ha.len());
-    for (x, y) in ha.chunks_exact(8).zip(hb.chunks_exact(8)) {
-        for l in 0..8 {
-            lanes[l] += x[l] * y[l];
+    let [s] = dots([a], b);
+    s
+}
+
+/// [`dot`] of each of `Q` queries with one key, the key read once for all of them; every
+/// sum is [`dot`]'s, in the same order.
+fn dots<const Q: usize>(qs: [&[f32]; Q], k: &[f32]) -> [f32; Q] {
+    let mut lanes = [[0f32; 8]; Q];
+    let head = k.len() / 8 * 8;
+    for (c, y) in k[..head].chunks_exact(8).enumerate() {
+        for (lane, q) in lanes.iter_mut().zip(&qs) {
+            let x = &q[8 * c..8 * c + 8];
+            for l in 0..8 {
+                lane[l] += x[l] * y[l];
+            }
         }
     }
-    let tail: f32 = ta.iter().zip(tb).map(|(x, y)| x * y).sum();
-    ((lanes[0] + lanes[4]) + (lanes[2] + lanes[6]))
-        + ((lanes[1] + lanes[5]) + (lanes[3] + lanes[7]))
-        + tail
+    core::array::from_fn(|i| {
+        let (l, q) = (&lanes[i], qs[i]);
+        let tail: f32 = q[head..].iter().zip(&k[head..]).map(|(x, y)| x * y).sum();
+        ((l[0] + l[4]) + (l[2] + l[6])) + ((l[1] + l[5]) + (l[3] + l[7])) + tail
+    })
 }
+
+/// `acc += Σₜ w[t]·v[t]` over rows of `d` values, each element summed in token order (the
+/// sums of the plain loop), with [`ACC_DIMS`] elements of `acc` kept in registers across
+/// the tokens rather than loaded and stored for every token.
+fn accumulate(acc: &mut [f32], w: &[f32], v: &[f32], d: usize) {
+    for (j, a) in acc.chunks_mut(ACC_DIMS).enumerate() {
+        let off = j * ACC_DIMS;
+        if let Ok(a) = <&mut [f32; ACC_DIMS]>::try_from(&mut *a) {
+            let mut r = *a;
+            for (&wt, row) in w.iter().zip(v.chunks_exact(d)) {
+                let row = &row[off..off + ACC_DIMS];
+                for l in 0..ACC_DIMS {
+                    r[l] += wt * row[l];
+                }
+            }
+            *a = r;
+        } else {
+            for (&wt, row) in w.iter().zip(v.chunks_exact(d)) {
+                for (x, &y) in a.iter_mut().zip(&row[off..]) {
+                    *x += wt * y;
+                }
+            }
+        }
+    }
+}
+
+/// Elements of a value sum held in registers at once (four AVX2 vectors).
+const ACC_DIMS: usize = 32;
+
+/// Queries whose keys are scored in one pass over the keys.
+const QUERY_GROUP: usize = 4;
 
 /// The queries of one call: positions and the keys each may see.
 #[derive(Clone, Copy, Debug)]
@@ -265,19 +306,42 @@ fn chunk_state(
         }
         let keys = &mut keys[..count * d];
         view.read(Kv::K, t0, keys, true, &mut scratch)?;
+        for (qi, s) in seen.iter_mut().enumerate() {
+            *s = visible(qi);
+        }
+        // Scores: runs of QUERY_GROUP queries that see the same keys (every query head of a
+        // decode step) share one pass over them.
+        let mut qi = 0;
+        while qi < queries {
+            let (a, b) = seen[qi];
+            let run = seen[qi..].iter().take_while(|&&r| r == (a, b)).count();
+            let take = if run >= QUERY_GROUP { QUERY_GROUP } else { 1 };
+            if a < b {
+                let keys = keys[(a - t0) * d..(b - t0) * d].chunks_exact(d);
+                if take == QUERY_GROUP {
+                    let qs: [&[f32]; QUERY_GROUP] =
+                        core::array::from_fn(|i| &q[(qi + i) * d..(qi + i + 1) * d]);
+                    for (t, k) in keys.enumerate() {
+                        for (i, s) in dots(qs, k).into_iter().enumerate() {
+                            weights[(qi + i) * block + a - t0 + t] = s;
+                        }
+                    }
+                } else {
+                    let qv = &q[qi * d..(qi + 1) * d];
+                    for (wt, k) in weights[qi * block + a - t0..].iter_mut().zip(keys) {
+                        *wt = dot(qv, k);
+                    }
+                }
+            }
+            qi += take;
+        }
         for (qi, w) in weights.chunks_exact_mut(block).enumerate() {
-            let (a, b) = visible(qi);
-            seen[qi] = (a, b);
+            let (a, b) = seen[qi];
             if a >= b {
                 continue;
             }
-            let qv = &q[qi * d..(qi + 1) * d];
             let w = &mut w[a - t0..b - t0];
-            let mut top = f32::NEG_INFINITY;
-            for (wt, k) in w.iter_mut().zip(keys[(a - t0) * d..].chunks_exact(d)) {
-                *wt = dot(qv, k);
-                top = top.max(*wt);
-            }
+            let top = w.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
             let m = state.max[qi].max(top);
             let correction = (state.max[qi] - m).exp();
             let mut sum = 0f32;
@@ -300,15 +364,12 @@ fn chunk_state(
             if a >= b {
                 continue;
             }
-            let acc = &mut state.acc[qi * d..(qi + 1) * d];
-            for (&wt, v) in w[a - t0..b - t0]
-                .iter()
-                .zip(values[(a - t0) * d..].chunks_exact(d))
-            {
-                for (x, &y) in acc.iter_mut().zip(v) {
-                    *x += wt * y;
-                }
-            }
+            accumulate(
+                &mut state.acc[qi * d..(qi + 1) * d],
+                &w[a - t0..b - t0],
+                &values[(a - t0) * d..(b - t0) * d],
+                d,
+            );
         }
     }
     Ok(state)
