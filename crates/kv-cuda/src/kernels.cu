@@ -789,8 +789,11 @@ extern "C" __global__ void kvc_voronoi_encode(const Params P, const void* src, v
                 if (L.t == 0u) put_bits(smem, pos, code, VORONOI_SCALE_BITS);
                 const u32 at = pos + VORONOI_SCALE_BITS + L.t * (P.choice_bits + P.index_bits);
                 put_bits(smem, at, choice, P.choice_bits);
-                // Coordinate i of the coset takes bits i*log2(q) .. of the index.
-                for (int i = 0; i < 8; ++i) put_bits(smem, at + P.choice_bits + (u32)i * P.log2q, c[i], P.log2q);
+                // Coordinate i of the coset takes bits i*log2(q) .. of the index (at most 64
+                // bits: q <= 256), written at once.
+                u64 index = 0ull;
+                for (int i = 0; i < 8; ++i) index |= (u64)c[i] << ((u32)i * P.log2q);
+                put_bits(smem, at + P.choice_bits, index, 8u * P.log2q);
             }
         } else {
             // Digits (choice_0, index_0, choice_1, ...) with index_b = sum c_i q^i: Horner from
@@ -848,7 +851,8 @@ extern "C" __global__ void kvc_voronoi_decode(const Params P, const void* src, v
         if (!P.joint) {
             const u32 at = pos + VORONOI_SCALE_BITS + L.t * (P.choice_bits + P.index_bits);
             if (active) choice = (u32)get_bits(smem, at, P.choice_bits);
-            for (int i = 0; i < 8; ++i) c[i] = active ? (u32)get_bits(smem, at + P.choice_bits + (u32)i * P.log2q, P.log2q) : 0u;
+            const u64 index = active ? get_bits(smem, at + P.choice_bits, 8u * P.log2q) : 0ull;
+            for (int i = 0; i < 8; ++i) c[i] = (u32)(index >> ((u32)i * P.log2q)) & low_mask(P.log2q);
         } else {
             u32 w[MAX_JOINT_WORDS];
             bool bad = false;
@@ -933,6 +937,8 @@ extern "C" __global__ void kvc_turboquant_encode(const Params P, const void* src
         if (active) {
             const u32 pos = lv * P.bits;
             if (L.t == 0u) put_bits(smem, pos, code, 16u);
+            // The thread's 8 levels, back to back (at most 64 bits), written at once.
+            u64 idx = 0ull;
             for (int j = 0; j < 8; ++j) {
                 // partition_point(t < v): the number of thresholds below the value.
                 u32 lo = 0u, hi = P.nthresholds;
@@ -940,8 +946,9 @@ extern "C" __global__ void kvc_turboquant_encode(const Params P, const void* src
                     const u32 mid = (lo + hi) >> 1;
                     if (thresholds[mid] < x[j]) lo = mid + 1u; else hi = mid;
                 }
-                put_bits(smem, pos + 16u + (8u * L.t + (u32)j) * P.vbits, lo, P.vbits);
+                idx |= (u64)lo << ((u32)j * P.vbits);
             }
+            put_bits(smem, pos + 16u + 8u * L.t * P.vbits, idx, 8u * P.vbits);
         }
     }
     __syncthreads();
@@ -970,10 +977,8 @@ extern "C" __global__ void kvc_turboquant_decode(const Params P, const void* src
             n = 0.0f;
         }
         float y[8];
-        for (int j = 0; j < 8; ++j) {
-            const u32 idx = active ? (u32)get_bits(smem, pos + 16u + (8u * L.t + (u32)j) * P.vbits, P.vbits) : 0u;
-            y[j] = levels[idx];
-        }
+        const u64 idx = active ? get_bits(smem, pos + 16u + 8u * L.t * P.vbits, 8u * P.vbits) : 0ull;
+        for (int j = 0; j < 8; ++j) y[j] = levels[(u32)(idx >> ((u32)j * P.vbits)) & low_mask(P.vbits)];
         fwht(P, L, tab, y, false, true);
         for (int j = 0; j < 8; ++j) y[j] = saturate_f(y[j] * n);
         if (active) store8(P, dst, v, L.t, y);
@@ -1016,11 +1021,14 @@ extern "C" __global__ void kvc_scalar_encode(const Params P, const void* src, vo
         const u32 pos = lv * P.bits;
         if (P.codec == CODEC_BF16) {
             if (active) {
+                // Four values per 64-bit write.
+                u64 half[2] = {0ull, 0ull};
                 for (int j = 0; j < 8; ++j) {
                     u32 b = f32_to_bf16(x[j]);
                     if ((b & 0x7fffu) == 0x7f80u) b -= 1u;
-                    put_bits(smem, pos + 16u * (8u * L.t + (u32)j), b, 16u);
+                    half[j >> 2] |= (u64)b << (16u * ((u32)j & 3u));
                 }
+                for (u32 i = 0u; i < 2u; ++i) put_bits(smem, pos + 128u * L.t + 64u * i, half[i], 64u);
             }
             continue;
         }
@@ -1039,6 +1047,9 @@ extern "C" __global__ void kvc_scalar_encode(const Params P, const void* src, vo
         if (active) {
             const u32 first = 8u * L.t;
             if (first % P.group == 0u) put_bits(smem, pos + grouped_pos(P, first) - 16u, code, 16u);
+            // The thread's 8 values lie in one group, back to back: assembled in a register
+            // and written with one put_bits (a few shared-memory ORs, not one per value).
+            u64 packed = 0ull;
             for (int j = 0; j < 8; ++j) {
                 u32 c;
                 if (P.codec == CODEC_FP8) {
@@ -1048,8 +1059,9 @@ extern "C" __global__ void kvc_scalar_encode(const Params P, const void* src, vo
                     const int q = s > 0.0f ? (int)fminf(fmaxf(rintf(x[j] / s), -l), l) : 0;
                     c = (u32)q & low_mask(P.vbits);
                 }
-                put_bits(smem, pos + grouped_pos(P, first + (u32)j), c, P.vbits);
+                packed |= (u64)c << ((u32)j * P.vbits);
             }
+            put_bits(smem, pos + grouped_pos(P, first), packed, 8u * P.vbits);
         }
     }
     __syncthreads();
@@ -1070,9 +1082,11 @@ extern "C" __global__ void kvc_scalar_decode(const Params P, const void* src, vo
         const u32 pos = lv * P.bits;
         float y[8];
         if (P.codec == CODEC_BF16) {
+            // Four values per 64-bit read.
+            const u64 half[2] = {get_bits(smem, pos + 128u * L.t, 64u), get_bits(smem, pos + 128u * L.t + 64u, 64u)};
             for (int j = 0; j < 8; ++j) {
                 const u32 at = 16u * (8u * L.t + (u32)j);
-                y[j] = bf16_to_f32((u32)get_bits(smem, pos + at, 16u));
+                y[j] = bf16_to_f32((u32)(half[j >> 2] >> (16u * ((u32)j & 3u))) & 0xffffu);
                 if (!finite_f(y[j])) fault(status, v, at, FAULT_BF16_NOT_FINITE);
             }
         } else {
@@ -1094,9 +1108,12 @@ extern "C" __global__ void kvc_scalar_decode(const Params P, const void* src, vo
                 if (!f16x_decode(code, &s)) { if (reporter) fault(status, v, at_scale, FAULT_F16X_ESCAPE); s = 0.0f; }
                 else if (sign_negative(s)) { if (reporter) fault(status, v, at_scale, FAULT_INT_SCALE_NEGATIVE); }
             }
+            // The thread's 8 values lie in one group, back to back: one read of 8 * vbits bits.
+            const u32 at0 = grouped_pos(P, first);
+            const u64 raws = get_bits(smem, pos + at0, 8u * P.vbits);
             for (int j = 0; j < 8; ++j) {
-                const u32 at = grouped_pos(P, first + (u32)j);
-                const u32 raw = (u32)get_bits(smem, pos + at, P.vbits);
+                const u32 at = at0 + (u32)j * P.vbits;
+                const u32 raw = (u32)(raws >> ((u32)j * P.vbits)) & low_mask(P.vbits);
                 if (P.codec == CODEC_FP8) {
                     float val;
                     if (!e4m3_decode(raw, &val)) { fault(status, v, at, FAULT_FP8_NAN); val = 0.0f; }
