@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Regenerates the committed end-to-end results of kv-eval in bench/results/ (SmolLM2-135M-
-# Instruct, Q4_1 GGUF, on the CPU; about 35 minutes on 2 cores):
+# Instruct, Q4_1 GGUF, on the CPU; well over an hour on 2 cores, most of it the iso sweep):
 #   eval-smollm2-verify.json  ppl of the first 512 tokens (prefill and token by token), token
 #                             ids and every layer's K/V against ../shared/data/smollm2-pp512
 #   eval-smollm2-iso.json     every family's settings under protect=4:16:64 (the default codec
@@ -34,5 +34,5 @@ v=voronoi-e8; p=,protect=4:16:64
 ./target/release/kv-eval needle --context 4096 --codec k=$v-q17-s3,v=$v-q9-s2$p \
     --codec k=$v-q13-s2,v=$v-q6-s3$p --codec $v-q13-s2$p --codec turboquant-b4$p --codec int8$p \
     --json bench/results/eval-smollm2-needle.json
-./target/release/kv-eval needle --context 8100 --depths 0.1,0.5,0.9 --codec voronoi-e8-q13-s2 \
-    --codec voronoi-e8-q33-s4 --codec turboquant-b4 --json bench/results/eval-smollm2-needle-8k.json
+./target/release/kv-eval needle --context 8100 --depths 0.1,0.5,0.9 --codec k=$v-q17-s3,v=$v-q9-s2$p \
+    --codec $v-q13-s2$p --codec turboquant-b4$p --json bench/results/eval-smollm2-needle-8k.json
