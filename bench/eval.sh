@@ -11,7 +11,8 @@
 #   eval-smollm2-protection-sweep.json  sinks / recent window / key centring of the default
 #                             codec at 4.5 and 3.5 bpv, 16 passages × 64 tokens
 #   eval-smollm2-needle.json  a fact at 5 depths of 4096 tokens, greedy retrieval
-#   eval-smollm2-needle-8k.json  the same at 3 depths of 8100 tokens (the model's context)
+#   eval-smollm2-needle-8k.json  the same at 3 depths of 8100 tokens (close to the model's
+#                             8192-token context)
 # The README's tables come from these files (`kv-eval table bench/results/eval-smollm2-iso.json`).
 # Needs the model: cargo xtask fetch-model
 set -euo pipefail

@@ -7,7 +7,9 @@
 //! All steps share the default target directory and profiles. Clippy, `cargo doc` and
 //! `cargo check` then reuse each other's dependency metadata builds, and only the test build
 //! compiles code generation artifacts; nothing sets `RUSTFLAGS`, which would invalidate them
-//! (the target CPU of `.cargo/config.toml` applies to every step alike).
+//! (the target CPU of `.cargo/config.toml` applies to every step alike), except the last
+//! step, which checks the golden bytes on a baseline x86-64 build in a target directory of
+//! its own.
 
 use std::ffi::OsString;
 use std::fs;
@@ -49,6 +51,9 @@ struct Facts {
     ci_var_set: bool,
     /// The caller's `RUSTDOCFLAGS`, extended rather than replaced.
     rustdocflags: Option<String>,
+    /// The host is x86_64, where `.cargo/config.toml` builds for x86-64-v3: the golden
+    /// bytes are also checked on a baseline x86-64 build.
+    x86_64: bool,
 }
 
 fn cargo(args: &[&str], env: Vec<(String, String)>) -> Action {
@@ -112,6 +117,31 @@ fn plan(facts: &Facts) -> Vec<Step> {
         }
     };
 
+    // The workspace builds for x86-64-v3 (.cargo/config.toml); crates that depend on
+    // kv-codec build for whatever they choose, so the golden bytes are checked on a baseline
+    // build too (its own target directory: other flags would invalidate the shared one).
+    let golden_baseline = if facts.x86_64 {
+        let mut env = test_env.clone();
+        env.push(("RUSTFLAGS".to_owned(), "-C target-cpu=x86-64".to_owned()));
+        env.push((
+            "CARGO_TARGET_DIR".to_owned(),
+            "target/baseline-x86-64".to_owned(),
+        ));
+        cargo(
+            &[
+                "test",
+                "--package",
+                "kv-codec",
+                "--test",
+                "format",
+                "--locked",
+            ],
+            env,
+        )
+    } else {
+        Action::Skip("the workspace picks no target CPU off x86_64".to_owned())
+    };
+
     vec![
         Step {
             name: "fmt",
@@ -168,6 +198,10 @@ fn plan(facts: &Facts) -> Vec<Step> {
                 Vec::new(),
             ),
         },
+        Step {
+            name: "golden bytes (baseline x86-64)",
+            action: golden_baseline,
+        },
     ]
 }
 
@@ -193,6 +227,7 @@ fn gather_facts(root: &Path) -> Result<Facts, String> {
         ci_var_set: std::env::var_os("CI").is_some(),
         rustdocflags: std::env::var_os("RUSTDOCFLAGS")
             .map(|f: OsString| f.to_string_lossy().into_owned()),
+        x86_64: cfg!(target_arch = "x86_64"),
     })
 }
 
@@ -323,7 +358,7 @@ mod tests {
     }
 
     #[test]
-    fn today_plan_runs_eight_steps_in_order_and_skips_the_feature_steps() {
+    fn today_plan_runs_nine_steps_in_order_and_skips_the_feature_steps() {
         let steps = plan(&Facts::default());
         let names: Vec<&str> = steps.iter().map(|s| s.name).collect();
         assert_eq!(
@@ -336,7 +371,8 @@ mod tests {
                 "test (no default features)",
                 "tidy",
                 "doc",
-                "check benches and examples"
+                "check benches and examples",
+                "golden bytes (baseline x86-64)"
             ]
         );
         assert_eq!(args_of(&steps[0]).unwrap(), "fmt --all -- --check");
@@ -360,6 +396,23 @@ mod tests {
             args_of(&steps[7]).unwrap(),
             "check --workspace --benches --examples --locked"
         );
+        assert!(matches!(steps[8].action, Action::Skip(_)));
+    }
+
+    #[test]
+    fn x86_64_hosts_check_the_golden_bytes_on_a_baseline_build() {
+        let steps = plan(&Facts {
+            x86_64: true,
+            ..Facts::default()
+        });
+        assert_eq!(
+            args_of(&steps[8]).unwrap(),
+            "test --package kv-codec --test format --locked"
+        );
+        let env = env_of(&steps[8]);
+        assert!(env.contains(&("RUSTFLAGS".to_owned(), "-C target-cpu=x86-64".to_owned())));
+        assert!(env.iter().any(|(k, _)| k == "CARGO_TARGET_DIR"));
+        assert!(env.contains(&("CI".to_owned(), "true".to_owned())));
     }
 
     #[test]

@@ -404,9 +404,16 @@ __device__ __forceinline__ float sumsq(const Params& P, const Lane& L, float* va
 
 // Largest magnitude over `threads` consecutive threads starting at thread `first` of the
 // vector (max is exact, so any order gives the CPU's fold).
-__device__ __forceinline__ float absmax_threads(const Lane& L, const float v[8], u32 first, u32 threads) {
+__device__ __forceinline__ float absmax_threads(const Params& P, const Lane& L, const float v[8], u32 first, u32 threads) {
     float m = 0.0f;
     for (int j = 0; j < 8; ++j) m = fmaxf(m, fabsf(v[j]));
+    // A maximum of magnitudes is exact in any order. When every group of `threads` lanes is
+    // a power of two starting on a multiple of it (the same for the whole warp, from P
+    // alone), a butterfly takes log2(threads) shuffles; otherwise one per lane.
+    if ((threads & (threads - 1u)) == 0u && P.t_per_vec % threads == 0u) {
+        for (u32 s = 1u; s < threads; s <<= 1) m = fmaxf(m, shfl_xor_f(m, s));
+        return m;
+    }
     float r = 0.0f;
     for (u32 s = 0u; s < threads; ++s) r = fmaxf(r, shfl_f(m, L.base + first + s));
     return r;
@@ -760,7 +767,7 @@ extern "C" __global__ void kvc_voronoi_encode(const Params P, const void* src, v
         load8(P, src, v, L.t, active, x);
         if (active && !all_finite8(x)) fault(status, v, 0u, 0u);
         // safe_prescale: an exact power of two that keeps sums and butterflies finite.
-        const float m = absmax_threads(L, x, 0u, P.t_per_vec);
+        const float m = absmax_threads(P, L, x, 0u, P.t_per_vec);
         const float k = m > pow2f(60) ? pow2f(-70) : ((m > 0.0f && m < pow2f(-60)) ? pow2f(70) : 1.0f);
         for (int j = 0; j < 8; ++j) x[j] = x[j] * k;
         fwht(P, L, tab, x, true, true);
@@ -789,11 +796,10 @@ extern "C" __global__ void kvc_voronoi_encode(const Params P, const void* src, v
                 if (L.t == 0u) put_bits(smem, pos, code, VORONOI_SCALE_BITS);
                 const u32 at = pos + VORONOI_SCALE_BITS + L.t * (P.choice_bits + P.index_bits);
                 put_bits(smem, at, choice, P.choice_bits);
-                // Coordinate i of the coset takes bits i*log2(q) .. of the index (at most 64
-                // bits: q <= 256), written at once.
-                u64 index = 0ull;
-                for (int i = 0; i < 8; ++i) index |= (u64)c[i] << ((u32)i * P.log2q);
-                put_bits(smem, at + P.choice_bits, index, 8u * P.log2q);
+                // Coordinate i of the coset takes bits i*log2(q) .. of the index: for a power
+                // of two q the index sum c_i q^i is those bits already (index_bits = 8 log2 q
+                // <= 64), written at once.
+                put_bits(smem, at + P.choice_bits, index, P.index_bits);
             }
         } else {
             // Digits (choice_0, index_0, choice_1, ...) with index_b = sum c_i q^i: Horner from
@@ -851,7 +857,7 @@ extern "C" __global__ void kvc_voronoi_decode(const Params P, const void* src, v
         if (!P.joint) {
             const u32 at = pos + VORONOI_SCALE_BITS + L.t * (P.choice_bits + P.index_bits);
             if (active) choice = (u32)get_bits(smem, at, P.choice_bits);
-            const u64 index = active ? get_bits(smem, at + P.choice_bits, 8u * P.log2q) : 0ull;
+            const u64 index = active ? get_bits(smem, at + P.choice_bits, P.index_bits) : 0ull;
             for (int i = 0; i < 8; ++i) c[i] = (u32)(index >> ((u32)i * P.log2q)) & low_mask(P.log2q);
         } else {
             u32 w[MAX_JOINT_WORDS];
@@ -927,7 +933,7 @@ extern "C" __global__ void kvc_turboquant_encode(const Params P, const void* src
         if (active && !all_finite8(x)) fault(status, v, 0u, 0u);
         // unit_and_norm: scale by the power of two that brings absmax into [1, 2), then
         // divide by the norm in the fixed order.
-        const float m = absmax_threads(L, x, 0u, P.t_per_vec);
+        const float m = absmax_threads(P, L, x, 0u, P.t_per_vec);
         const int e = m > 0.0f ? exponent_of(m) : 0;
         for (int j = 0; j < 8; ++j) x[j] = m > 0.0f ? ldexp_steps(x[j], -e) : 0.0f;
         const float n = sqrtf(sumsq(P, L, warp_vals(P, smem, L), x));
@@ -1022,17 +1028,17 @@ extern "C" __global__ void kvc_scalar_encode(const Params P, const void* src, vo
         if (P.codec == CODEC_BF16) {
             if (active) {
                 // Four values per 64-bit write.
-                u64 half[2] = {0ull, 0ull};
+                u64 quads[2] = {0ull, 0ull};
                 for (int j = 0; j < 8; ++j) {
                     u32 b = f32_to_bf16(x[j]);
                     if ((b & 0x7fffu) == 0x7f80u) b -= 1u;
-                    half[j >> 2] |= (u64)b << (16u * ((u32)j & 3u));
+                    quads[j >> 2] |= (u64)b << (16u * ((u32)j & 3u));
                 }
-                for (u32 i = 0u; i < 2u; ++i) put_bits(smem, pos + 128u * L.t + 64u * i, half[i], 64u);
+                for (u32 i = 0u; i < 2u; ++i) put_bits(smem, pos + 128u * L.t + 64u * i, quads[i], 64u);
             }
             continue;
         }
-        const float m = absmax_threads(L, x, (L.t / gt) * gt, gt);
+        const float m = absmax_threads(P, L, x, (L.t / gt) * gt, gt);
         u32 code;
         float s;
         if (P.codec == CODEC_FP8) {
@@ -1083,10 +1089,10 @@ extern "C" __global__ void kvc_scalar_decode(const Params P, const void* src, vo
         float y[8];
         if (P.codec == CODEC_BF16) {
             // Four values per 64-bit read.
-            const u64 half[2] = {get_bits(smem, pos + 128u * L.t, 64u), get_bits(smem, pos + 128u * L.t + 64u, 64u)};
+            const u64 quads[2] = {get_bits(smem, pos + 128u * L.t, 64u), get_bits(smem, pos + 128u * L.t + 64u, 64u)};
             for (int j = 0; j < 8; ++j) {
                 const u32 at = 16u * (8u * L.t + (u32)j);
-                y[j] = bf16_to_f32((u32)(half[j >> 2] >> (16u * ((u32)j & 3u))) & 0xffffu);
+                y[j] = bf16_to_f32((u32)(quads[j >> 2] >> (16u * ((u32)j & 3u))) & 0xffffu);
                 if (!finite_f(y[j])) fault(status, v, at, FAULT_BF16_NOT_FINITE);
             }
         } else {
@@ -1274,7 +1280,7 @@ extern "C" __global__ void kvc_compat_encode(const Params P, const void* src, vo
         load8(P, src, v, L.t, active, x);
         if (active && !all_finite8(x)) fault(status, v, 0u, 0u);
         // codec::norm: the fixed-order norm of x·k, k the exact power of two of safe_prescale.
-        const float m = absmax_threads(L, x, 0u, P.t_per_vec);
+        const float m = absmax_threads(P, L, x, 0u, P.t_per_vec);
         const float k = m > pow2f(60) ? pow2f(-70) : ((m > 0.0f && m < pow2f(-60)) ? pow2f(70) : 1.0f);
         float w[8];
         for (int j = 0; j < 8; ++j) w[j] = x[j] * k;
@@ -1284,7 +1290,7 @@ extern "C" __global__ void kvc_compat_encode(const Params P, const void* src, vo
         float y[8];
         for (int j = 0; j < 8; ++j) y[j] = zero ? 0.0f : x[j] / n;
         fwht(P, L, tab, y, true, false);
-        const u32 qh = f32_to_f16(absmax_threads(L, y, 0u, P.t_per_vec));
+        const u32 qh = f32_to_f16(absmax_threads(P, L, y, 0u, P.t_per_vec));
         const float s = f16_to_f32(qh) / P.box_qf;
         for (int j = 0; j < 8; ++j) y[j] = zero ? 0.0f : y[j] / s;
         // D4: two blocks per thread (values 0-3 and 4-7); E8: one.
