@@ -17,6 +17,8 @@
 
 #[path = "../benches/common/mod.rs"]
 mod common;
+#[path = "../benches/common/machine.rs"]
+mod machine;
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -179,8 +181,12 @@ fn append_rows(rows: &mut Vec<serde_json::Value>) {
 /// The report's two tables as Markdown (what `--from` prints for the README).
 fn markdown(report: &serde_json::Value) -> String {
     let f = |row: &serde_json::Value, key: &str| row[key].as_f64().unwrap_or(f64::NAN);
+    // Runs before the build was recorded leave it out.
+    let build = report["simd_build"]
+        .as_str()
+        .map_or(String::new(), |b| format!(", {b} build"));
     let mut out = format!(
-        "{}, {} threads; d = {D}, {KV_HEADS} KV heads, {Q_HEADS} query heads; one decode step, median of {} interleaved rounds; ratios = time / time on f32 (bf16) pages.\n\n",
+        "{}, {} threads{build}; d = {D}, {KV_HEADS} KV heads, {Q_HEADS} query heads; one decode step, median of {} interleaved rounds; ratios = time / time on f32 (bf16) pages.\n\n",
         report["cpu"].as_str().unwrap_or("unknown CPU"),
         report["threads"],
         report["rounds"]
@@ -217,19 +223,6 @@ fn markdown(report: &serde_json::Value) -> String {
     out
 }
 
-/// The CPU's model name (Linux), for the record.
-fn cpu_model() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|info| {
-            info.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split_once(':'))
-                .map(|(_, name)| name.trim().to_owned())
-        })
-        .unwrap_or_else(|| "unknown".to_owned())
-}
-
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let json_path = match args.as_slice() {
@@ -248,7 +241,8 @@ fn main() {
     let mut append = Vec::new();
     append_rows(&mut append);
     let report = json!({
-        "cpu": cpu_model(),
+        "cpu": machine::cpu_model(),
+        "simd_build": machine::simd_build(),
         "threads": rayon::current_num_threads(),
         "head_dim": D,
         "kv_heads": KV_HEADS,

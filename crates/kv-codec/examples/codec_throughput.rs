@@ -8,6 +8,9 @@
 //! The inputs are pseudo-Gaussian vectors, so the data-dependent clipping of the Voronoi codec
 //! runs as often as on real K/V after rotation.
 
+#[path = "../benches/common/machine.rs"]
+mod machine;
+
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
@@ -133,7 +136,13 @@ fn main() {
         }
     }
     if let Some(path) = json_path {
-        let report = serde_json::json!({ "threads": 1, "batch": BATCH, "rows": rows });
+        let report = serde_json::json!({
+            "threads": 1,
+            "batch": BATCH,
+            "cpu": machine::cpu_model(),
+            "simd_build": machine::simd_build(),
+            "rows": rows,
+        });
         let text = serde_json::to_string_pretty(&report).expect("JSON values serialise");
         std::fs::write(&path, text + "\n").expect("JSON written");
         println!("\nwrote {path}");
