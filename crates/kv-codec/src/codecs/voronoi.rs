@@ -25,6 +25,7 @@ use std::sync::Arc;
 
 use hadamard::Fwht;
 use lattice_core::{E8, Lattice, MixedRadix, VoronoiCodebook};
+use wide::f32x8;
 
 use crate::bits::{BitReader, BitWriter};
 use crate::codec::{VectorCodec, safe_prescale, sum_of_squares};
@@ -208,14 +209,6 @@ impl VoronoiCodec {
     /// `z` (the blocks of many vectors) before any is clipped, so that the bisections fill
     /// all eight lanes: each block's result depends on that block alone.
     fn choose(&self, z: &[[f32; 8]], chosen: &mut Vec<(u32, [u32; 8])>) {
-        let error = |z: &[f32; 8], alpha: f32, point: &[f32; 8]| {
-            let mut err = 0f32;
-            for i in 0..8 {
-                let e = z[i] - alpha * point[i];
-                err += e * e;
-            }
-            err
-        };
         // Per block (choice, point, error). Offers are kept by least error and then least
         // choice, so the result does not depend on the order of the offers.
         let mut best = vec![(u32::MAX, [0f32; 8], f32::INFINITY); z.len()];
@@ -228,6 +221,8 @@ impl VoronoiCodec {
         let mut overloaded = Vec::new();
         for (first, group) in (0..).step_by(8).zip(z.chunks(8)) {
             let count = group.len();
+            let mut zg = [[0f32; 8]; 8];
+            zg[..count].copy_from_slice(group);
             for (j, &alpha) in self.alphas.iter().enumerate() {
                 let mut v = [[0f32; 8]; 8];
                 for (vb, zb) in v.iter_mut().zip(group) {
@@ -237,16 +232,16 @@ impl VoronoiCodec {
                 }
                 let lambdas = E8::closest_points(&v);
                 let codewords = self.book.are_codewords(&lambdas);
+                let errors = block_errors(&zg, [alpha; 8], &lambdas);
                 if codewords[..count].iter().all(|&c| c) {
                     for b in 0..count {
-                        let err = error(&group[b], alpha, &lambdas[b]);
-                        offer(&mut best[first + b], j as u32, &lambdas[b], err);
+                        offer(&mut best[first + b], j as u32, &lambdas[b], errors[b]);
                     }
                     continue;
                 }
                 let gauges = E8::cell_gauges(&v);
                 for b in 0..count {
-                    let err = error(&group[b], alpha, &lambdas[b]);
+                    let err = errors[b];
                     if codewords[b] {
                         offer(&mut best[first + b], j as u32, &lambdas[b], err);
                     } else {
@@ -263,17 +258,19 @@ impl VoronoiCodec {
             bound * (1.0 - 1e-4) - 1e-6 * sum_of_squares(&z[b]) <= best[b].2
         });
         for group in overloaded.chunks(8) {
-            let alpha = |lane: usize| self.alphas[group[lane].1 as usize];
-            let mut v = [[0f32; 8]; 8];
-            for (lane, &(b, _, _)) in group.iter().enumerate() {
+            let mut alphas = [0f32; 8];
+            let (mut v, mut zg) = ([[0f32; 8]; 8], [[0f32; 8]; 8]);
+            for (lane, &(b, j, _)) in group.iter().enumerate() {
+                alphas[lane] = self.alphas[j as usize];
+                zg[lane] = z[b];
                 for (vi, &zi) in v[lane].iter_mut().zip(&z[b]) {
-                    *vi = zi / alpha(lane);
+                    *vi = zi / alphas[lane];
                 }
             }
             let points = self.clip_into_cell(&v);
+            let errors = block_errors(&zg, alphas, &points);
             for (lane, &(b, j, _)) in group.iter().enumerate() {
-                let err = error(&z[b], alpha(lane), &points[lane]);
-                offer(&mut best[b], j, &points[lane], err);
+                offer(&mut best[b], j, &points[lane], errors[lane]);
             }
         }
         chosen.extend(
@@ -537,6 +534,22 @@ impl VoronoiCodec {
         }
         Ok(n)
     }
+}
+
+/// The squared error of each of eight blocks `z` against `alpha · point` (block b with
+/// `alphas[b]`): Σᵢ (zᵢ − α·pᵢ)² summed in index order, the eight blocks side by side, one
+/// per SIMD lane, with the same operations in the same order in every lane (so the same bits
+/// as one block at a time).
+fn block_errors(z: &[[f32; 8]; 8], alphas: [f32; 8], points: &[[f32; 8]; 8]) -> [f32; 8] {
+    let zt = f32x8::transpose(std::array::from_fn(|b| f32x8::from(z[b])));
+    let pt = f32x8::transpose(std::array::from_fn(|b| f32x8::from(points[b])));
+    let alpha = f32x8::from(alphas);
+    let mut err = f32x8::ZERO;
+    for i in 0..8 {
+        let e = zt[i] - alpha * pt[i];
+        err += e * e;
+    }
+    err.to_array()
 }
 
 /// Calls `f` with zeroed buffers for a joint index of `blocks` blocks: the (choice, index)
