@@ -223,6 +223,8 @@ impl VoronoiCodec {
             let count = group.len();
             let mut zg = [[0f32; 8]; 8];
             zg[..count].copy_from_slice(group);
+            // The group's blocks one per lane, once for all the scale choices.
+            let zt = lanes(&zg);
             for (j, &alpha) in self.alphas.iter().enumerate() {
                 let mut v = [[0f32; 8]; 8];
                 for (vb, zb) in v.iter_mut().zip(group) {
@@ -232,7 +234,7 @@ impl VoronoiCodec {
                 }
                 let lambdas = E8::closest_points(&v);
                 let codewords = self.book.are_codewords(&lambdas);
-                let errors = block_errors(&zg, [alpha; 8], &lambdas);
+                let errors = block_errors(&zt, [alpha; 8], &lambdas);
                 if codewords[..count].iter().all(|&c| c) {
                     for b in 0..count {
                         offer(&mut best[first + b], j as u32, &lambdas[b], errors[b]);
@@ -268,7 +270,7 @@ impl VoronoiCodec {
                 }
             }
             let points = self.clip_into_cell(&v);
-            let errors = block_errors(&zg, alphas, &points);
+            let errors = block_errors(&lanes(&zg), alphas, &points);
             for (lane, &(b, j, _)) in group.iter().enumerate() {
                 offer(&mut best[b], j, &points[lane], errors[lane]);
             }
@@ -536,13 +538,17 @@ impl VoronoiCodec {
     }
 }
 
-/// The squared error of each of eight blocks `z` against `alpha · point` (block b with
-/// `alphas[b]`): Σᵢ (zᵢ − α·pᵢ)² summed in index order, the eight blocks side by side, one
-/// per SIMD lane, with the same operations in the same order in every lane (so the same bits
-/// as one block at a time).
-fn block_errors(z: &[[f32; 8]; 8], alphas: [f32; 8], points: &[[f32; 8]; 8]) -> [f32; 8] {
-    let zt = f32x8::transpose(std::array::from_fn(|b| f32x8::from(z[b])));
-    let pt = f32x8::transpose(std::array::from_fn(|b| f32x8::from(points[b])));
+/// Eight blocks side by side: coordinate i of block b in lane b of vector i.
+fn lanes(blocks: &[[f32; 8]; 8]) -> [f32x8; 8] {
+    f32x8::transpose(std::array::from_fn(|b| f32x8::from(blocks[b])))
+}
+
+/// The squared error of each of eight blocks (`zt`, as [`lanes`] lays them out) against
+/// `alpha · point` (block b with `alphas[b]`): Σᵢ (zᵢ − α·pᵢ)² summed in index order, one
+/// block per SIMD lane, with the same operations in the same order in every lane (so the
+/// same bits as one block at a time).
+fn block_errors(zt: &[f32x8; 8], alphas: [f32; 8], points: &[[f32; 8]; 8]) -> [f32; 8] {
+    let pt = lanes(points);
     let alpha = f32x8::from(alphas);
     let mut err = f32x8::ZERO;
     for i in 0..8 {
