@@ -257,29 +257,6 @@ __device__ __forceinline__ float attn_decode8(const Params& P, const u32* tab, c
     }
 }
 
-// 16 bytes from global to shared memory, asynchronously where the hardware can (cp.async,
-// sm_80 and later; the host emulation copies at once).
-__device__ __forceinline__ void copy16_async(u32* dst, const u32* src) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-    const u32 a = (u32)__cvta_generic_to_shared(dst);
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(a), "l"(src));
-#else
-    dst[0] = src[0]; dst[1] = src[1]; dst[2] = src[2]; dst[3] = src[3];
-#endif
-}
-__device__ __forceinline__ void async_commit() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-    asm volatile("cp.async.commit_group;\n" ::);
-#endif
-}
-// Waits until at most `pending` (0 or 1) committed groups are still in flight.
-__device__ __forceinline__ void async_wait(u32 pending) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-    if (pending == 0u) asm volatile("cp.async.wait_group 0;\n" ::);
-    else asm volatile("cp.async.wait_group 1;\n" ::);
-#endif
-}
-
 // One chunk of a range: tokens [c0, c1) of page `page` (of the stream's table), which
 // starts at token `p0`, and where their bits start in the staged words (the page's words
 // from a 16-byte boundary on). chunk_at divides once per chunk; the rest reuse these.

@@ -306,19 +306,16 @@ __device__ __forceinline__ void put_bits(u32* buf, u32 pos, u64 val, u32 nbits) 
 }
 
 __device__ __forceinline__ u64 get_bits(const u32* buf, u32 pos, u32 nbits) {
-    u64 v = 0ull;
-    u32 done = 0u;
-    while (done < nbits) {
-        const u32 w = pos >> 5;
-        const u32 off = pos & 31u;
-        u32 take = 32u - off;
-        if (take > nbits - done) take = nbits - done;
-        const u32 part = (buf[w] >> off) & low_mask(take);
-        v |= (u64)part << done;
-        done += take;
-        pos += take;
-    }
-    return v;
+    // Any field of at most 64 bits lies within the three words from the one holding its first
+    // bit: two funnel shifts and a mask, no loop. The words after a field's last may be read
+    // but are masked off; every buffer the kernels read fields from is in shared memory
+    // with at least two words after its last field (a chunk's bits are followed by the warps'
+    // scratch).
+    const u32 i = pos >> 5;
+    const u32 off = pos & 31u;
+    const u32 w1 = buf[i + 1u];
+    const u64 v = (u64)__funnelshift_r(buf[i], w1, off) | ((u64)__funnelshift_r(w1, buf[i + 2u], off) << 32);
+    return nbits >= 64u ? v : v & ((1ull << nbits) - 1ull);
 }
 
 // Words of one chunk's packed bits (P.chunk is a multiple of 32 vectors).
@@ -357,13 +354,50 @@ __device__ __forceinline__ void store_chunk(const Params& P, const u32* buf, uns
     if (threadIdx.x < tail) out[start + 4ull * words + threadIdx.x] = (unsigned char)(buf[words] >> (8u * threadIdx.x));
 }
 
+// 16 bytes from global to shared memory, asynchronously where the hardware can (cp.async,
+// sm_80 and later; the host emulation copies at once).
+__device__ __forceinline__ void copy16_async(u32* dst, const u32* src) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    const u32 a = (u32)__cvta_generic_to_shared(dst);
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(a), "l"(src));
+#else
+    dst[0] = src[0]; dst[1] = src[1]; dst[2] = src[2]; dst[3] = src[3];
+#endif
+}
+__device__ __forceinline__ void async_commit() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    asm volatile("cp.async.commit_group;\n" ::);
+#endif
+}
+// Waits until at most `pending` (0 or 1) committed groups are still in flight.
+__device__ __forceinline__ void async_wait(u32 pending) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    if (pending == 0u) asm volatile("cp.async.wait_group 0;\n" ::);
+    else asm volatile("cp.async.wait_group 1;\n" ::);
+#endif
+}
+
+// Loads a chunk's packed bits into `buf` (zeros after its last byte, up to chunk_words).
+// Where the chunk starts on a 16-byte boundary (every chunk of 128 vectors, and of 32 when
+// their bits are a multiple of 4) its whole 16-byte units are copied asynchronously, so
+// that each thread has all its copies in flight at once rather than one word at a time
+// (the load is what bounds a decoder: its packed input is read before any value is
+// written); the rest, word by word.
 __device__ __forceinline__ void load_chunk(const Params& P, const unsigned char* in, u32* buf, u32 chunk) {
     u64 start, end;
     chunk_bytes(P, chunk, &start, &end);
     const u32 words = (u32)((end - start) >> 2);
     const u32 tail = (u32)((end - start) & 3ull);
     const u32* src = (const u32*)(in + start);
-    for (u32 i = threadIdx.x; i < chunk_words(P); i += blockDim.x) buf[i] = i < words ? src[i] : 0u;
+    u32 copied = 0u;
+    if (((unsigned long long)src & 15ull) == 0ull) {
+        const u32 units = words >> 2;
+        for (u32 i = threadIdx.x; i < units; i += blockDim.x) copy16_async(buf + 4u * i, src + 4u * i);
+        async_commit();
+        copied = 4u * units;
+    }
+    for (u32 i = copied + threadIdx.x; i < chunk_words(P); i += blockDim.x) buf[i] = i < words ? src[i] : 0u;
+    async_wait(0u);
     __syncthreads();
     if (threadIdx.x == 0u && tail != 0u) {
         u32 w = 0u;
@@ -1017,6 +1051,13 @@ extern "C" __global__ void kvc_scalar_encode(const Params P, const void* src, vo
     __syncthreads();
     const u32 per_round = (blockDim.x >> 5) * P.vpw;
     const u32 gt = P.group >> 3;  // threads per group
+    // The first thread of the thread's group, whether it is that thread (which writes the
+    // group's scale), and where its values lie within a vector (the scale just before the
+    // group's first value): the same every round, so the divisions are paid once per thread.
+    const u32 group_t0 = (L.t / gt) * gt;
+    const u32 first = 8u * L.t;
+    const bool writes_scale = first % P.group == 0u;
+    const u32 at_values = grouped_pos(P, first);
     for (u32 r0 = 0u; r0 < P.chunk; r0 += per_round) {
         const u32 lv = r0 + L.warp * P.vpw + L.seg;
         const u64 v = (u64)chunk * P.chunk + lv;
@@ -1038,7 +1079,7 @@ extern "C" __global__ void kvc_scalar_encode(const Params P, const void* src, vo
             }
             continue;
         }
-        const float m = absmax_threads(P, L, x, (L.t / gt) * gt, gt);
+        const float m = absmax_threads(P, L, x, group_t0, gt);
         u32 code;
         float s;
         if (P.codec == CODEC_FP8) {
@@ -1051,8 +1092,7 @@ extern "C" __global__ void kvc_scalar_encode(const Params P, const void* src, vo
             f16x_decode(code, &s);
         }
         if (active) {
-            const u32 first = 8u * L.t;
-            if (first % P.group == 0u) put_bits(smem, pos + grouped_pos(P, first) - 16u, code, 16u);
+            if (writes_scale) put_bits(smem, pos + at_values - 16u, code, 16u);
             // The thread's 8 values lie in one group, back to back: assembled in a register
             // and written with one put_bits (a few shared-memory ORs, not one per value).
             u64 packed = 0ull;
@@ -1067,7 +1107,7 @@ extern "C" __global__ void kvc_scalar_encode(const Params P, const void* src, vo
                 }
                 packed |= (u64)c << ((u32)j * P.vbits);
             }
-            put_bits(smem, pos + grouped_pos(P, first), packed, 8u * P.vbits);
+            put_bits(smem, pos + at_values, packed, 8u * P.vbits);
         }
     }
     __syncthreads();
@@ -1080,6 +1120,14 @@ extern "C" __global__ void kvc_scalar_decode(const Params P, const void* src, vo
     const u32 chunk = blockIdx.x;
     load_chunk(P, (const unsigned char*)src, smem, chunk);
     const u32 per_round = (blockDim.x >> 5) * P.vpw;
+    // Where the thread's fields lie within a vector, the same every round (the divisions
+    // of grouped_pos once per thread, not per vector): its group's scale, its first value,
+    // and whether it is its group's first thread, which alone reports scale faults (once
+    // per field). Groups are multiples of 8 values, so one group per thread.
+    const u32 first = 8u * L.t;
+    const u32 at_scale = grouped_pos(P, first - first % P.group) - 16u;
+    const u32 at0 = grouped_pos(P, first);
+    const bool reporter = first % P.group == 0u;
     for (u32 r0 = 0u; r0 < P.chunk; r0 += per_round) {
         const u32 lv = r0 + L.warp * P.vpw + L.seg;
         const u64 v = (u64)chunk * P.chunk + lv;
@@ -1096,14 +1144,8 @@ extern "C" __global__ void kvc_scalar_decode(const Params P, const void* src, vo
                 if (!finite_f(y[j])) fault(status, v, at, FAULT_BF16_NOT_FINITE);
             }
         } else {
-            // Every thread reads the scale of the group its values belong to (groups are
-            // multiples of 8 values, so one group per thread).
-            const u32 first = 8u * L.t;
-            const u32 at_scale = grouped_pos(P, first - first % P.group) - 16u;
             const u32 code = (u32)get_bits(smem, pos + at_scale, 16u);
             float s = 0.0f;
-            // Only the group's first thread reports scale faults (once per field).
-            const bool reporter = first % P.group == 0u;
             if (P.codec == CODEC_FP8) {
                 if (code & 0x8000u) { if (reporter) fault(status, v, at_scale, FAULT_SCALE_SIGN); }
                 else {
@@ -1115,7 +1157,6 @@ extern "C" __global__ void kvc_scalar_decode(const Params P, const void* src, vo
                 else if (sign_negative(s)) { if (reporter) fault(status, v, at_scale, FAULT_INT_SCALE_NEGATIVE); }
             }
             // The thread's 8 values lie in one group, back to back: one read of 8 * vbits bits.
-            const u32 at0 = grouped_pos(P, first);
             const u64 raws = get_bits(smem, pos + at0, 8u * P.vbits);
             for (int j = 0; j < 8; ++j) {
                 const u32 at = at0 + (u32)j * P.vbits;
