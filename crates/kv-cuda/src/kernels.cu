@@ -250,6 +250,22 @@ __device__ __forceinline__ void load8(const Params& P, const void* src, u64 v, u
     }
 }
 
+// Two values as f16 (`f16`) or bf16, `lo` in the low half, rounded to nearest even as
+// f32_to_f16 and f32_to_bf16 round them. On sm_80 and later one cvt.rn.{f16,bf16}x2.f32
+// converts both, which gives the same bits for every value but NaN (the instruction makes a
+// NaN canonical, the functions keep what the CPU keeps), so NaNs take the functions.
+__device__ __forceinline__ u32 pack2_half(bool f16, float lo, float hi) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    if (lo == lo && hi == hi) {
+        u32 r;
+        if (f16) asm("cvt.rn.f16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
+        else asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
+        return r;
+    }
+#endif
+    return f16 ? f32_to_f16(lo) | (f32_to_f16(hi) << 16) : f32_to_bf16(lo) | (f32_to_bf16(hi) << 16);
+}
+
 // Stores the 8 values of lane t of vector v in the output dtype.
 __device__ __forceinline__ void store8(const Params& P, void* dst, u64 v, u32 t, const float y[8]) {
     const u64 off = v * (u64)P.d + 8ull * t;
@@ -262,11 +278,7 @@ __device__ __forceinline__ void store8(const Params& P, void* dst, u64 v, u32 t,
         p[1] = b;
     } else {
         u32 words[4];
-        for (int j = 0; j < 4; ++j) {
-            const u32 lo = P.dtype == DTYPE_F16 ? f32_to_f16(y[2 * j]) : f32_to_bf16(y[2 * j]);
-            const u32 hi = P.dtype == DTYPE_F16 ? f32_to_f16(y[2 * j + 1]) : f32_to_bf16(y[2 * j + 1]);
-            words[j] = lo | (hi << 16);
-        }
+        for (int j = 0; j < 4; ++j) words[j] = pack2_half(P.dtype == DTYPE_F16, y[2 * j], y[2 * j + 1]);
         uint4 w;
         w.x = words[0]; w.y = words[1]; w.z = words[2]; w.w = words[3];
         *(uint4*)((u16*)dst + off) = w;
