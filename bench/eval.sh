@@ -8,6 +8,11 @@
 #                             default codec bare, 32 passages × 96 continuation tokens decoded token by
 #                             token through kv-codec's KvCache (attention on the pages) after a
 #                             512-token prefix; iso-quality table
+#   eval-smollm2-sensitivity.json  the KL each layer's K and V cost when coded alone (the
+#                             default codec at ~3.5 bpv under protect=4:16:64), 8 passages ×
+#                             32 tokens from token 2000 on; kvc plan weighs budgets by it into
+#                             bench/plans/smollm2-{voronoi,turboquant}-R.json, which the iso
+#                             sweep evaluates as the "per-layer" families
 #   eval-smollm2-protection-sweep.json  sinks / recent window / key centring of the default
 #                             codec at 4.5 and 3.5 bpv, 16 passages × 64 tokens
 #   eval-smollm2-needle.json  a fact at 5 depths of 4096 tokens, greedy retrieval
@@ -21,7 +26,22 @@ cargo build --release --locked --bin kv-eval
 # candle asks for the core count at every matmul unless this is set.
 export RAYON_NUM_THREADS=${RAYON_NUM_THREADS:-$(nproc)}
 ./target/release/kv-eval verify --decode --json bench/results/eval-smollm2-verify.json
-./target/release/kv-eval iso --passages 32 --cont 96 --json bench/results/eval-smollm2-iso.json
+./target/release/kv-eval sensitivity --decoded-copy --json bench/results/eval-smollm2-sensitivity.json
+cargo build --release --locked --bin kvc
+sens=(--sensitivity bench/results/eval-smollm2-sensitivity.json)
+planned=()
+for r in 2.75 3.0 3.25 3.5 4.0 4.5; do
+    ./target/release/kvc plan --budget-bpv $r "${sens[@]}" --out bench/plans/smollm2-voronoi-$r.json
+    planned+=(--plan bench/plans/smollm2-voronoi-$r.json)
+done
+tq=turboquant-b2,turboquant-b3,turboquant-b4,turboquant-b5,turboquant-b6,turboquant-b7,turboquant-b8
+for r in 3.0 3.5 4.0 4.5; do
+    ./target/release/kvc plan --budget-bpv $r "${sens[@]}" --candidates $tq \
+        --out bench/plans/smollm2-turboquant-$r.json
+    planned+=(--plan bench/plans/smollm2-turboquant-$r.json)
+done
+./target/release/kv-eval iso --passages 32 --cont 96 --defaults "${planned[@]}" \
+    --json bench/results/eval-smollm2-iso.json
 plans=()
 for c in voronoi-e8-q17-s3 voronoi-e8-q9-s2; do
     for p in "" ,protect=0:16:0 ,protect=4:16:0 ,protect=4:16:64 ,protect=4:8:64 \

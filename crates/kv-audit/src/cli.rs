@@ -10,8 +10,8 @@ use serde::Serialize;
 use crate::audit::{NULL_REPLICATES, audit, table as audit_table};
 use crate::error::{Error, Result};
 use crate::plan::{
-    DEFAULT_PROBE_RATES, DEFAULT_PROBE_TOKENS, Objective, Prediction, plan, table as plan_table,
-    verify,
+    DEFAULT_PROBE_RATES, DEFAULT_PROBE_TOKENS, Objective, Prediction, Sensitivity,
+    candidate_codecs, plan, table as plan_table, verify,
 };
 use crate::rd::{REPORT_RATES, family_settings, resolve_settings, sweep};
 use crate::report::{
@@ -34,11 +34,18 @@ Usage:
       Per layer, head, K and V: norms, channel anisotropy before/after the rotation,
       kurtosis, outliers, effective rank, and the distance to the Gaussian after rotation
       (W1) next to its value for Gaussian samples of the same size.
-  kvc plan [FILE | SOURCE] (--target-snr DB | --budget-bpv R) [--probe-tokens N]
-           [--out PLAN] [--prediction OUT] [--verify]
+  kvc plan [FILE | SOURCE] (--target-snr DB | --budget-bpv R [--sensitivity SENS])
+           [--candidates SPEC,SPEC,...] [--probe-tokens N] [--out PLAN] [--prediction OUT]
+           [--verify]
       Choose a codec and rate per layer for K and V from a quick rate-distortion probe:
       the fewest bytes that keep every layer at or above DB dB of SNR, or the least total
       rel-MSE within R bits per value. Layers no codec serves stay uncompressed (null).
+      The candidates are the default codec at 2-10 bits per value unless --candidates
+      lists others (another family, say, to plan it under the same policy).
+      --sensitivity: weigh each layer's rel-MSE by the KL it costs the model (a
+      `kv-eval sensitivity --json` report of the model this cache comes from), so R bits
+      per value go where the model notices them; every layer coded, with the protection
+      the sensitivity was measured under.
   kvc report [FILE | SOURCE] [--from RD_JSON] [--out DIR]
       Sweep every codec family, audit the source, and write DIR (default kvc-report):
       report.json, report.md, and SVG + PNG charts (SNR vs bits per value with the
@@ -206,6 +213,10 @@ pub struct PlanArgs {
     pub out: Option<PathBuf>,
     /// `--prediction`: where to write the prediction.
     pub prediction: Option<PathBuf>,
+    /// `--sensitivity`: the model's sensitivity report, weighing a budget.
+    pub sensitivity: Option<PathBuf>,
+    /// `--candidates`: the codecs to choose from (`None`: the default codec's grid).
+    pub candidates: Option<Vec<CodecSpec>>,
     /// `--verify`.
     pub verify: bool,
 }
@@ -428,6 +439,8 @@ fn parse_plan(args: impl Iterator<Item = String>) -> Result<Command> {
             "--probe-tokens",
             "--out",
             "--prediction",
+            "--sensitivity",
+            "--candidates",
             "--verify",
         ],
         true,
@@ -439,6 +452,7 @@ fn parse_plan(args: impl Iterator<Item = String>) -> Result<Command> {
     let mut source = SourceArgs::default();
     let (mut target, mut budget, mut probe_tokens, mut out, mut prediction) =
         (None, None, None, None, None);
+    let (mut sensitivity, mut candidates) = (None, None);
     let mut verify = false;
     while let Some(opt) = opts.next(&known)? {
         let name = opt.name;
@@ -482,6 +496,21 @@ fn parse_plan(args: impl Iterator<Item = String>) -> Result<Command> {
             )?,
             "--out" => once(&mut out, name, PathBuf::from(value))?,
             "--prediction" => once(&mut prediction, name, PathBuf::from(value))?,
+            "--sensitivity" => once(&mut sensitivity, name, PathBuf::from(value))?,
+            "--candidates" => {
+                let list = value
+                    .split(',')
+                    .map(|v| {
+                        v.trim()
+                            .parse::<CodecSpec>()
+                            .map_err(|source| Error::InvalidCodecSpec {
+                                value: v.to_owned(),
+                                source,
+                            })
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                once(&mut candidates, name, list)?;
+            }
             _ => source.set(source_option(name), value)?,
         }
     }
@@ -503,12 +532,21 @@ fn parse_plan(args: impl Iterator<Item = String>) -> Result<Command> {
             });
         }
     };
+    if sensitivity.is_some() && target.is_some() {
+        return Err(Error::ConflictingOptions {
+            option: "--sensitivity",
+            problem: "cannot be used with",
+            other: "--target-snr",
+        });
+    }
     Ok(Command::Plan(PlanArgs {
         source,
         objective,
         probe_tokens: probe_tokens.unwrap_or(DEFAULT_PROBE_TOKENS),
         out,
         prediction,
+        sensitivity,
+        candidates,
         verify,
     }))
 }
@@ -752,11 +790,21 @@ struct PredictionFile<'a> {
 fn run_plan(args: &PlanArgs, out: &mut dyn Write) -> Result<()> {
     let source = args.source.load()?;
     emit(out, &describe(&source.info))?;
+    let sensitivity = args
+        .sensitivity
+        .as_deref()
+        .map(Sensitivity::load)
+        .transpose()?;
+    let codecs = match &args.candidates {
+        Some(list) => list.clone(),
+        None => candidate_codecs(&DEFAULT_PROBE_RATES, source.head_dim)?,
+    };
     let planned = plan(
         &source,
         args.objective,
-        &DEFAULT_PROBE_RATES,
+        &codecs,
         args.probe_tokens,
+        sensitivity.as_ref(),
     )?;
     let measured = if args.verify {
         Some(verify(

@@ -250,6 +250,23 @@ pub enum Error {
         #[source]
         source: serde_json::Error,
     },
+    /// A sensitivity file (`kv-eval sensitivity --json`) that cannot be read back.
+    #[error("{}: not a kv-eval sensitivity report: {source}", path.display())]
+    BadSensitivity {
+        /// The file.
+        path: PathBuf,
+        /// The parser's error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A sensitivity measured on a model of another number of layers than the source.
+    #[error("the sensitivity has {sensitivity} layers, the source {source_layers}")]
+    SensitivityMismatch {
+        /// Layers in the sensitivity.
+        sensitivity: usize,
+        /// Layers in the source.
+        source_layers: usize,
+    },
     /// Drawing a chart failed.
     #[error("cannot draw {}: {message}", path.display())]
     Chart {

@@ -16,18 +16,30 @@
 //!   steepest hull step that still fits (marginal return per bit), the classic optimal
 //!   allocation for convex operational rate–distortion curves.
 //!
+//! * **budget weighted by the model's sensitivity** ([`Sensitivity`], measured on the model by
+//!   `kv-eval sensitivity`): the same allocation, but each layer's rel-MSE is weighed by the
+//!   KL divergence it costs the model's next-token distribution per unit of rel-MSE (KL of
+//!   that layer's K or V coded alone with the probe codec ÷ the probe codec's rel-MSE on
+//!   the layer's data). For small errors the KL of a whole plan is about the sum of these
+//!   terms, so the allocation minimises the predicted KL: bits go where the model notices
+//!   them, which is not where the rel-MSE is (one layer's keys can matter far more than
+//!   another's). Every layer stays coded (no f16 candidate), and the plan carries the
+//!   protection the sensitivity was measured under; keys are probed centred when it
+//!   centres them.
+//!
 //! The plan ([`CachePlan`], kv-codec's type) is the JSON the cache consumes, `{"layers":[{"k":…,"v":…},…]}` with
 //! [`CodecSpec`] strings or `null`; the prediction ([`Prediction`]) is written beside it, and
 //! [`verify`] re-measures it with a real encode of every token.
 
 use std::fmt::Write as _;
+use std::path::Path;
 use std::time::Instant;
 
 use half::f16;
 use kv_codec::CodecSpec;
 use kv_codec::cache::{CachePlan, LayerPlan, Protection};
 use kv_codec::codecs::voronoi::default_for_rate;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::audit::Kind;
 use crate::error::{Error, Result};
@@ -52,7 +64,8 @@ const F16_BITS: u32 = 16;
 pub enum Objective {
     /// Every layer's K and V at least this SNR (dB), at the fewest bytes.
     TargetSnrDb(f64),
-    /// At most this many bits per value over the whole cache, at the least summed rel-MSE.
+    /// At most this many bits per value over the whole cache, at the least summed rel-MSE
+    /// (each weighed by its [`Probe::weight`]).
     BudgetBpv(f64),
 }
 
@@ -78,8 +91,67 @@ pub struct Probe {
     pub vectors: usize,
     /// Vectors the probe encoded.
     pub probe_vectors: usize,
-    /// Candidates by increasing bits (f16 last).
+    /// Candidates by increasing bits (f16 last, unless the plan keeps every layer coded).
     pub candidates: Vec<Candidate>,
+    /// What one unit of rel-MSE of this tensor costs the budget objective: 1, or under a
+    /// [`Sensitivity`] the KL (nats per token) per unit of rel-MSE.
+    pub weight: f64,
+}
+
+/// How much a model's next-token distribution moves when one layer's K or V is coded: what
+/// `kv-eval sensitivity` measures and [`plan`] weighs a budget by.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Sensitivity {
+    /// The codec each layer's K or V was coded with, alone (every other tensor exact).
+    pub probe: CodecSpec,
+    /// The protection of the probed layer, which the plan carries to every layer.
+    pub protection: Protection,
+    /// Per layer, in order.
+    pub layers: Vec<LayerSensitivity>,
+}
+
+/// The mean KL divergence (nats per token, exact ‖ probed) of one layer's keys and values.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LayerSensitivity {
+    /// With only this layer's keys coded.
+    pub k: f64,
+    /// With only this layer's values coded.
+    pub v: f64,
+}
+
+impl Sensitivity {
+    /// Reads the `sensitivity` object of a `kv-eval sensitivity --json` report.
+    ///
+    /// # Errors
+    /// [`Error::Io`] for an unreadable file; [`Error::BadSensitivity`] for one that is not
+    /// such a report or holds a KL that is negative or not finite.
+    pub fn load(path: &Path) -> Result<Self> {
+        #[derive(Deserialize)]
+        struct Report {
+            sensitivity: Sensitivity,
+        }
+        let bad = |source| Error::BadSensitivity {
+            path: path.to_owned(),
+            source,
+        };
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+            action: "cannot read",
+            path: path.to_owned(),
+            source,
+        })?;
+        let s = serde_json::from_str::<Report>(&text)
+            .map_err(bad)?
+            .sensitivity;
+        let valid = |kl: f64| kl.is_finite() && kl >= 0.0;
+        if !s.layers.iter().all(|l| valid(l.k) && valid(l.v)) {
+            return Err(bad(serde::de::Error::custom(
+                "every KL must be finite and non-negative",
+            )));
+        }
+        Ok(s)
+    }
 }
 
 /// The predicted (or measured) outcome of one layer's K or V.
@@ -129,6 +201,10 @@ pub struct Prediction {
     pub min_snr_db: f64,
     /// Layers (K or V counted apart) left uncompressed.
     pub uncompressed: usize,
+    /// Under a [`Sensitivity`], the KL (nats per token) the plan's errors are predicted to
+    /// cost: the sum over layers and kinds of weight times rel-MSE.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub predicted_kl: Option<f64>,
 }
 
 /// The planner's result: the plan, what it predicts, and the probes it came from.
@@ -160,17 +236,43 @@ fn layers(source: &KvSource) -> Vec<(String, Option<&Segment>, Option<&Segment>)
     out
 }
 
-/// Every `stride`-th token of every head of `seg`, at most `probe_tokens` per head.
-fn probe_values(source: &KvSource, seg: &Segment, probe_tokens: usize) -> Vec<f32> {
-    let d = source.head_dim;
-    let t = seg.tokens();
+/// Every `stride`-th token of every head of a segment (`values`, `heads` heads of `t`
+/// tokens back to back), at most `probe_tokens` per head.
+fn probe_values(values: &[f32], heads: usize, d: usize, probe_tokens: usize) -> Vec<f32> {
+    let t = values.len() / (heads * d);
     let stride = t.div_ceil(probe_tokens.max(1)).max(1);
-    let all = source.segment_values(seg);
     let mut out = Vec::new();
-    for h in 0..seg.heads {
+    for h in 0..heads {
         for tok in (0..t).step_by(stride) {
             let i = (h * t + tok) * d;
-            out.extend_from_slice(&all[i..i + d]);
+            out.extend_from_slice(&values[i..i + d]);
+        }
+    }
+    out
+}
+
+/// A segment's keys as a protected cache codes them: each head's minus the mean of its keys
+/// at positions `sink_tokens .. sink_tokens + key_centre_tokens` (those that exist).
+fn centred_keys(values: &[f32], heads: usize, d: usize, protection: &Protection) -> Vec<f32> {
+    let t = values.len() / (heads * d);
+    let from = usize::from(protection.sink_tokens).min(t);
+    let to = (from + usize::from(protection.key_centre_tokens)).min(t);
+    let mut out = values.to_vec();
+    if to == from {
+        return out;
+    }
+    for head in out.chunks_exact_mut(t * d) {
+        let mut mean = vec![0f64; d];
+        for tok in head[from * d..to * d].chunks_exact(d) {
+            for (m, &x) in mean.iter_mut().zip(tok) {
+                *m += f64::from(x);
+            }
+        }
+        let n = (to - from) as f64;
+        for tok in head.chunks_exact_mut(d) {
+            for (x, m) in tok.iter_mut().zip(&mean) {
+                *x = (f64::from(*x) - m / n) as f32;
+            }
         }
     }
     out
@@ -204,7 +306,9 @@ pub fn candidate_codecs(rates: &[f64], head_dim: usize) -> Result<Vec<CodecSpec>
     Ok(out)
 }
 
-/// Probes one segment with every codec, and f16.
+/// Probes one segment with every codec, and f16 unless `model` is given: then the segment
+/// is probed as `model`'s protection codes it (keys centred), without f16, and weighed by
+/// its KL there (`kl`) per unit of the probe codec's rel-MSE.
 fn probe(
     source: &KvSource,
     layer: &str,
@@ -212,23 +316,46 @@ fn probe(
     seg: &Segment,
     codecs: &[CodecSpec],
     probe_tokens: usize,
+    model: Option<(&Sensitivity, f64)>,
 ) -> Result<Probe> {
     let d = source.head_dim;
-    let x = probe_values(source, seg, probe_tokens);
+    let rel_mse = |spec: CodecSpec, x: &[f32]| -> Result<(u32, f64)> {
+        let rt = round_trip(spec, d, x)?;
+        Ok((
+            rt.bits_per_vector,
+            ErrorEnergy::of(x, &rt.decoded).rel_mse(),
+        ))
+    };
+    let all = source.segment_values(seg);
+    let x = match model {
+        Some((s, _)) if kind == Kind::K && s.protection.key_centre_tokens > 0 => probe_values(
+            &centred_keys(all, seg.heads, d, &s.protection),
+            seg.heads,
+            d,
+            probe_tokens,
+        ),
+        _ => probe_values(all, seg.heads, d, probe_tokens),
+    };
     let mut candidates = Vec::with_capacity(codecs.len() + 1);
     for &spec in codecs {
-        let rt = round_trip(spec, d, &x)?;
+        let (bits_per_vector, rel_mse) = rel_mse(spec, &x)?;
         candidates.push(Candidate {
             codec: Some(spec),
-            bits_per_vector: rt.bits_per_vector,
-            rel_mse: ErrorEnergy::of(&x, &rt.decoded).rel_mse(),
+            bits_per_vector,
+            rel_mse,
         });
     }
-    candidates.push(Candidate {
-        codec: None,
-        bits_per_vector: F16_BITS * d as u32,
-        rel_mse: f16_error(&x).rel_mse(),
-    });
+    let weight = match model {
+        Some((s, kl)) => kl / rel_mse(s.probe, &x)?.1.max(f64::MIN_POSITIVE),
+        None => {
+            candidates.push(Candidate {
+                codec: None,
+                bits_per_vector: F16_BITS * d as u32,
+                rel_mse: f16_error(&x).rel_mse(),
+            });
+            1.0
+        }
+    };
     candidates.sort_by_key(|c| c.bits_per_vector);
     Ok(Probe {
         layer: layer.to_owned(),
@@ -236,6 +363,7 @@ fn probe(
         vectors: seg.vectors.len(),
         probe_vectors: x.len() / d,
         candidates,
+        weight,
     })
 }
 
@@ -310,7 +438,8 @@ fn choose(probes: &[Probe], objective: Objective, values: usize) -> Result<Vec<u
                     if spent + extra > limit {
                         continue;
                     }
-                    let gain = (p.candidates[cur].rel_mse - p.candidates[next].rel_mse) / extra;
+                    let gain =
+                        p.weight * (p.candidates[cur].rel_mse - p.candidates[next].rel_mse) / extra;
                     if best.is_none_or(|(g, _)| gain > g) {
                         best = Some((gain, j));
                     }
@@ -361,31 +490,51 @@ fn summarise(
         bits_per_value: 8.0 * total_bytes as f64 / values as f64,
         min_snr_db: all().map(|o| o.snr_db).fold(f64::INFINITY, f64::min),
         uncompressed: all().filter(|o| o.codec.is_none()).count(),
+        predicted_kl: None,
         layers,
     }
 }
 
-/// Plans the cache of `source`.
+/// Plans the cache of `source` with candidate `codecs` (say [`candidate_codecs`] of a grid
+/// of rates); under a `sensitivity` (measured on the model whose cache
+/// `source` is), a budget is spent to the least predicted KL, every layer is coded, and
+/// every layer gets the sensitivity's protection (see the module documentation).
 ///
 /// # Errors
-/// [`Error::Codec`] if the head_dim has no codec; [`Error::BudgetTooSmall`].
+/// [`Error::Codec`] if the head_dim has no codec; [`Error::BudgetTooSmall`];
+/// [`Error::SensitivityMismatch`] for a sensitivity of another number of layers.
 pub fn plan(
     source: &KvSource,
     objective: Objective,
-    rates: &[f64],
+    codecs: &[CodecSpec],
     probe_tokens: usize,
+    sensitivity: Option<&Sensitivity>,
 ) -> Result<Planned> {
     let d = source.head_dim;
-    let codecs = candidate_codecs(rates, d)?;
     let t0 = Instant::now();
     let pairs = layers(source);
+    if let Some(s) = sensitivity
+        && s.layers.len() != pairs.len()
+    {
+        return Err(Error::SensitivityMismatch {
+            sensitivity: s.layers.len(),
+            source_layers: pairs.len(),
+        });
+    }
     let mut probes = Vec::new();
     let bar = progress(2 * pairs.len()).with_prefix("probe");
-    for (key, k, v) in &pairs {
+    for (l, (key, k, v)) in pairs.iter().enumerate() {
         for (kind, seg) in [(Kind::K, k), (Kind::V, v)] {
             if let Some(seg) = seg {
                 bar.set_message(format!("{} {key}", kind.name()));
-                probes.push(probe(source, key, kind, seg, &codecs, probe_tokens)?);
+                let model = sensitivity.map(|s| {
+                    let kl = match kind {
+                        Kind::K => s.layers[l].k,
+                        Kind::V => s.layers[l].v,
+                    };
+                    (s, kl)
+                });
+                probes.push(probe(source, key, kind, seg, codecs, probe_tokens, model)?);
             }
             bar.inc(1);
         }
@@ -402,7 +551,7 @@ pub fn plan(
         let mut entry = LayerPlan {
             k: None,
             v: None,
-            protection: Protection::NONE,
+            protection: sensitivity.map_or(Protection::NONE, |s| s.protection),
         };
         let mut lo = LayerOutcome {
             layer: key.clone(),
@@ -420,9 +569,17 @@ pub fn plan(
         plan.layers.push(entry);
         outcomes.push(lo);
     }
+    let mut prediction = summarise(objective, probe_tokens, d, outcomes, values);
+    prediction.predicted_kl = sensitivity.map(|_| {
+        probes
+            .iter()
+            .zip(&chosen)
+            .map(|(p, &i)| p.weight * p.candidates[i].rel_mse)
+            .sum()
+    });
     Ok(Planned {
         plan,
-        prediction: summarise(objective, probe_tokens, d, outcomes, values),
+        prediction,
         probes,
         probe_seconds,
     })
@@ -541,6 +698,12 @@ pub fn table(predicted: &Prediction, measured: Option<&Prediction>) -> String {
         predicted.uncompressed,
         2 * predicted.layers.len()
     );
+    if let Some(kl) = predicted.predicted_kl {
+        let _ = writeln!(
+            out,
+            "predicted KL of the model's next-token distribution: {kl:.5} nats per token"
+        );
+    }
     if let Some(m) = measured {
         let _ = writeln!(
             out,

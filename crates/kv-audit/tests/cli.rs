@@ -138,6 +138,8 @@ fn audit_plan_and_report_take_a_bare_file_or_source_options() {
             probe_tokens: DEFAULT_PROBE_TOKENS,
             out: None,
             prediction: None,
+            sensitivity: None,
+            candidates: None,
             verify: true,
         })
     );
@@ -150,7 +152,11 @@ fn audit_plan_and_report_take_a_bare_file_or_source_options() {
             "--out",
             "p.json",
             "--prediction",
-            "q.json"
+            "q.json",
+            "--sensitivity",
+            "s.json",
+            "--candidates",
+            "turboquant-b2, turboquant-b3"
         ])
         .unwrap(),
         Command::Plan(PlanArgs {
@@ -159,9 +165,25 @@ fn audit_plan_and_report_take_a_bare_file_or_source_options() {
             probe_tokens: 16,
             out: Some(PathBuf::from("p.json")),
             prediction: Some(PathBuf::from("q.json")),
+            sensitivity: Some(PathBuf::from("s.json")),
+            candidates: Some(vec![
+                "turboquant-b2".parse().unwrap(),
+                "turboquant-b3".parse().unwrap()
+            ]),
             verify: false,
         })
     );
+    assert!(matches!(
+        parse(["plan", "--budget-bpv", "3", "--candidates", "int4,nope"]),
+        Err(Error::InvalidCodecSpec { .. })
+    ));
+    assert!(matches!(
+        parse(["plan", "--target-snr", "20", "--sensitivity", "s.json"]),
+        Err(Error::ConflictingOptions {
+            option: "--sensitivity",
+            ..
+        })
+    ));
     assert_eq!(
         parse(["report", "--from", "rd.json", "--out", "dir"]).unwrap(),
         Command::Report(ReportArgs {

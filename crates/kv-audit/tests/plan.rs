@@ -4,12 +4,17 @@
 
 use kv_audit::Error;
 use kv_audit::metrics::snr_db;
-use kv_audit::plan::{Objective, plan, verify};
+use kv_audit::plan::{LayerSensitivity, Objective, Sensitivity, candidate_codecs, plan, verify};
 use kv_audit::source::{KvSource, default_sample_path};
 use kv_codec::CodecSpec;
-use kv_codec::cache::CachePlan as Plan;
+use kv_codec::cache::{CachePlan as Plan, Protection};
 
 const RATES: [f64; 5] = [2.5, 3.0, 4.0, 5.0, 6.0];
+
+/// The default codec at [`RATES`].
+fn codecs() -> Vec<CodecSpec> {
+    candidate_codecs(&RATES, 64).unwrap()
+}
 const PROBE_TOKENS: usize = 32;
 
 /// The committed sample cut to its first four layers.
@@ -38,7 +43,7 @@ fn sample() -> KvSource {
 fn target_snr_plan_meets_its_prediction_in_a_real_run() {
     let source = sample();
     let objective = Objective::TargetSnrDb(20.0);
-    let planned = plan(&source, objective, &RATES, PROBE_TOKENS).unwrap();
+    let planned = plan(&source, objective, &codecs(), PROBE_TOKENS, None).unwrap();
     assert_eq!(planned.plan.layers.len(), 4);
     let measured = verify(&source, &planned.plan, objective, PROBE_TOKENS).unwrap();
     let p = &planned.prediction;
@@ -63,7 +68,14 @@ fn target_snr_plan_meets_its_prediction_in_a_real_run() {
 #[test]
 fn each_layer_gets_the_cheapest_codec_that_reaches_the_target() {
     let source = sample();
-    let planned = plan(&source, Objective::TargetSnrDb(20.0), &RATES, PROBE_TOKENS).unwrap();
+    let planned = plan(
+        &source,
+        Objective::TargetSnrDb(20.0),
+        &codecs(),
+        PROBE_TOKENS,
+        None,
+    )
+    .unwrap();
     for probe in &planned.probes {
         let chosen = planned
             .prediction
@@ -93,7 +105,14 @@ fn each_layer_gets_the_cheapest_codec_that_reaches_the_target() {
 #[test]
 fn an_unreachable_target_keeps_layers_uncompressed() {
     let source = sample();
-    let planned = plan(&source, Objective::TargetSnrDb(60.0), &RATES, PROBE_TOKENS).unwrap();
+    let planned = plan(
+        &source,
+        Objective::TargetSnrDb(60.0),
+        &codecs(),
+        PROBE_TOKENS,
+        None,
+    )
+    .unwrap();
     // No codec of the grid reaches 60 dB; f16 storage of f16 data is exact.
     assert!(
         planned
@@ -113,7 +132,7 @@ fn budget_plans_spend_within_the_budget_and_improve_with_it() {
     let mut last_error = f64::INFINITY;
     for budget in [2.7, 3.5, 4.5, 6.0] {
         let objective = Objective::BudgetBpv(budget);
-        let planned = plan(&source, objective, &RATES, PROBE_TOKENS).unwrap();
+        let planned = plan(&source, objective, &codecs(), PROBE_TOKENS, None).unwrap();
         let p = &planned.prediction;
         assert!(
             p.bits_per_value <= budget + 1e-9,
@@ -127,7 +146,13 @@ fn budget_plans_spend_within_the_budget_and_improve_with_it() {
         assert_eq!(measured.total_bytes, p.total_bytes);
     }
     assert!(matches!(
-        plan(&source, Objective::BudgetBpv(1.0), &RATES, PROBE_TOKENS),
+        plan(
+            &source,
+            Objective::BudgetBpv(1.0),
+            &codecs(),
+            PROBE_TOKENS,
+            None
+        ),
         Err(Error::BudgetTooSmall { .. })
     ));
 }
@@ -192,10 +217,135 @@ fn plan_table_snapshot() {
         bits_per_value: 5.4375,
         min_snr_db: 20.02,
         uncompressed: 1,
+        predicted_kl: None,
     };
     let mut measured = predicted.clone();
     measured.layers[1].k.snr_db = 19.97;
     measured.min_snr_db = 19.97;
     insta::assert_snapshot!("plan_table", table(&predicted, None));
     insta::assert_snapshot!("plan_table_measured", table(&predicted, Some(&measured)));
+}
+
+/// A sensitivity for the four-layer sample in which layer 2's keys matter a hundred times
+/// more than anything else.
+fn one_sensitive_layer() -> Sensitivity {
+    let mut layers = vec![LayerSensitivity { k: 1e-4, v: 1e-4 }; 4];
+    layers[2].k = 1e-2;
+    Sensitivity {
+        probe: "voronoi-e8-q9-s2".parse().unwrap(),
+        protection: Protection {
+            sink_tokens: 4,
+            recent_tokens: 16,
+            key_centre_tokens: 64,
+        },
+        layers,
+    }
+}
+
+#[test]
+fn a_sensitivity_sends_bits_where_the_model_notices_them() {
+    let source = sample();
+    let s = one_sensitive_layer();
+    let objective = Objective::BudgetBpv(3.5);
+    let planned = plan(&source, objective, &codecs(), PROBE_TOKENS, Some(&s)).unwrap();
+    let p = &planned.prediction;
+    assert!(p.bits_per_value <= 3.5 + 1e-9, "{}", p.bits_per_value);
+    // Every layer coded, with the protection the sensitivity was measured under.
+    assert_eq!(p.uncompressed, 0);
+    assert!(
+        planned
+            .plan
+            .layers
+            .iter()
+            .all(|l| l.protection == s.protection)
+    );
+    // The sensitive keys get the most bits; the others share what is left.
+    let k2 = p.layers[2].k.bits_per_value;
+    for (i, l) in p.layers.iter().enumerate() {
+        assert!(l.v.bits_per_value < k2, "layer {i}: {l:?}");
+        if i != 2 {
+            assert!(l.k.bits_per_value < k2, "layer {i}: {l:?}");
+        }
+    }
+    // The predicted KL is the weighted sum of the chosen candidates' errors, and each
+    // weight is the tensor's KL per unit of the probe codec's rel-MSE.
+    let predicted = p.predicted_kl.unwrap();
+    let sum: f64 = planned
+        .probes
+        .iter()
+        .zip(p.layers.iter().flat_map(|l| [&l.k, &l.v]))
+        .map(|(probe, o)| probe.weight * o.rel_mse)
+        .sum();
+    assert!(
+        (predicted - sum).abs() <= 1e-12 * sum,
+        "{predicted} vs {sum}"
+    );
+    assert!(
+        planned
+            .probes
+            .iter()
+            .all(|p| p.candidates.iter().all(|c| c.codec.is_some()))
+    );
+    // The unweighted plan of the same budget is predicted worse under these weights.
+    let flat = plan(&source, objective, &codecs(), PROBE_TOKENS, None).unwrap();
+    let flat_kl: f64 = planned
+        .probes
+        .iter()
+        .zip(flat.prediction.layers.iter().flat_map(|l| [&l.k, &l.v]))
+        .map(|(probe, o)| {
+            let c = probe
+                .candidates
+                .iter()
+                .find(|c| c.codec == o.codec)
+                .unwrap();
+            probe.weight * c.rel_mse
+        })
+        .sum();
+    assert!(predicted < flat_kl, "{predicted} vs {flat_kl}");
+}
+
+#[test]
+fn a_sensitivity_of_another_model_is_refused() {
+    let source = sample();
+    let mut s = one_sensitive_layer();
+    s.layers.pop();
+    assert!(matches!(
+        plan(
+            &source,
+            Objective::BudgetBpv(3.5),
+            &codecs(),
+            PROBE_TOKENS,
+            Some(&s)
+        ),
+        Err(Error::SensitivityMismatch {
+            sensitivity: 3,
+            source_layers: 4
+        })
+    ));
+}
+
+#[test]
+fn sensitivity_reports_are_read_and_checked() {
+    let dir = std::env::temp_dir().join(format!("kv-audit-sensitivity-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let s = one_sensitive_layer();
+    let good = dir.join("good.json");
+    let report = serde_json::json!({ "tool": "kv-eval sensitivity", "sensitivity": s });
+    std::fs::write(&good, report.to_string()).unwrap();
+    assert_eq!(Sensitivity::load(&good).unwrap(), s);
+    let mut negative = report.clone();
+    negative["sensitivity"]["layers"][1]["v"] = serde_json::json!(-1.0);
+    let bad = dir.join("bad.json");
+    for text in [negative.to_string(), "{}".to_owned(), "not json".to_owned()] {
+        std::fs::write(&bad, text).unwrap();
+        assert!(matches!(
+            Sensitivity::load(&bad),
+            Err(Error::BadSensitivity { .. })
+        ));
+    }
+    assert!(matches!(
+        Sensitivity::load(&dir.join("absent.json")),
+        Err(Error::Io { .. })
+    ));
+    std::fs::remove_dir_all(&dir).unwrap();
 }

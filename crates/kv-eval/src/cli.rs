@@ -7,6 +7,8 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use kv_codec::CodecSpec;
+use kv_codec::cache::Protection;
 use kv_codec::codecs::voronoi::default_for_rate;
 use serde::Serialize;
 
@@ -15,8 +17,9 @@ use crate::eval::{EvalReport, EvalSettings, evaluate};
 use crate::iso::{default_plans, iso_table, markdown};
 use crate::model::{Llama, LlamaConfig, MODEL_FILE, WeightMode, default_model_path};
 use crate::needle::{NeedleSettings, needle};
-use crate::plan::CachePlan;
+use crate::plan::{CachePlan, parse_protect};
 use crate::reference::{Reference, default_reference_path, verify};
+use crate::sensitivity::{DEFAULT_PROBE, DEFAULT_SKIP, sensitivity};
 use crate::store::AttentionPath;
 use crate::text::{Corpus, default_text_path};
 use crate::tokenizer::GgufTokenizer;
@@ -36,10 +39,20 @@ Usage:
       Perplexity, Δppl % (95% CI over passages), KL(exact || compressed) and top-1
       agreement of each cache plan: P prefix tokens (512) prefilled, then C (64)
       continuation tokens decoded token by token through every store, on N (8) passages.
-  kv-eval iso [--codec PLAN | --plan FILE]... [eval options] [--json OUT] [--markdown OUT]
+  kv-eval iso [--codec PLAN | --plan FILE]... [--defaults] [eval options] [--merge EARLIER]
+              [--json OUT] [--markdown OUT]
       The iso-quality table: eval over every family's settings (default: voronoi at 2.5-8
-      bpv, turboquant-b2..b8, compat-d4, int4..int8, fp8-e4m3; --codec replaces the list),
-      then the smallest bits per value held per family with |Δppl| within 0.5%, 1% and 2%.
+      bpv, turboquant-b2..b8, compat-d4, int4..int8, fp8-e4m3; --codec and --plan replace
+      the list, or follow it with --defaults), then the smallest bits per value held per
+      family with |Δppl| within 0.5%, 1% and 2%.
+      --merge: the plans of an earlier `iso --json` report of the same settings and
+      passages come first (a plan in both keeps this run's result).
+  kv-eval sensitivity [--probe SPEC] [--protect S:R:C] [eval options] [--json OUT]
+      The KL(exact || probed) each layer's K and each layer's V costs when coded alone with
+      SPEC (voronoi-e8-q9-s2) under protect=S:R:C (4:16:64), every other tensor exact:
+      what `kvc plan --budget-bpv R --sensitivity OUT` weighs each layer's error by.
+      Defaults: 8 passages of 32 tokens, starting 2000 tokens into the text (--skip), so
+      not those of eval and iso (only the last passages, at the end of the text, overlap).
   kv-eval needle [--codec PLAN | --bpv R | --plan FILE]... [--context L] [--depths D,D,...]
                  [--skip T] [--max-new N] [--json OUT]
       A fact inserted at each depth (0.1,0.3,0.5,0.7,0.9) of L (4096) tokens of text,
@@ -171,6 +184,23 @@ pub enum Command {
         json: Option<PathBuf>,
         /// `--markdown` (iso only).
         markdown: Option<PathBuf>,
+        /// `--merge` (iso only): an earlier report whose plans come first.
+        merge: Option<PathBuf>,
+        /// `--defaults` (iso only): the default sweep before the plans given.
+        defaults: bool,
+    },
+    /// `kv-eval sensitivity`.
+    Sensitivity {
+        /// Common options.
+        common: Common,
+        /// `--probe`.
+        probe: CodecSpec,
+        /// `--protect`.
+        protection: Protection,
+        /// The settings.
+        settings: EvalSettings,
+        /// `--json`.
+        json: Option<PathBuf>,
     },
     /// `kv-eval needle`.
     Needle {
@@ -291,6 +321,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command> {
         "verify" => "verify",
         "eval" => "eval",
         "iso" => "iso",
+        "sensitivity" => "sensitivity",
         "needle" => "needle",
         "table" => "table",
         _ => return Err(Error::UnknownCommand { command: name }),
@@ -322,8 +353,15 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command> {
                 json,
             })
         }
-        "eval" | "iso" => {
-            let (mut plans, mut settings, mut md) = (Vec::new(), EvalSettings::default(), None);
+        "eval" | "iso" | "sensitivity" => {
+            let mut plans = Vec::new();
+            let (mut md, mut merge, mut defaults) = (None, None, false);
+            let mut settings = EvalSettings::default();
+            let mut probe: CodecSpec = DEFAULT_PROBE.parse().expect("valid built-in spec");
+            let mut protection = parse_protect("4:16:64").expect("valid built-in protection");
+            if command == "sensitivity" {
+                (settings.cont, settings.skip) = (32, DEFAULT_SKIP);
+            }
             while let Some(arg) = a.rest.next() {
                 match arg.as_str() {
                     "--prefix" => settings.prefix = a.parsed("--prefix", "a token count")?,
@@ -332,8 +370,25 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command> {
                     "--skip" => settings.skip = a.parsed("--skip", "a token count")?,
                     "--json" => json = Some(a.value("--json")?.into()),
                     "--markdown" if command == "iso" => md = Some(a.value("--markdown")?.into()),
+                    "--merge" if command == "iso" => merge = Some(a.value("--merge")?.into()),
+                    "--defaults" if command == "iso" => defaults = true,
+                    "--probe" if command == "sensitivity" => {
+                        let value = a.value("--probe")?;
+                        probe = value
+                            .parse()
+                            .map_err(|source| Error::InvalidCodecSpec { value, source })?;
+                    }
+                    "--protect" if command == "sensitivity" => {
+                        let value = a.value("--protect")?;
+                        protection = parse_protect(&value).ok_or(Error::InvalidValue {
+                            option: "--protect",
+                            value,
+                            expected: "S:R:C, three token counts",
+                        })?;
+                    }
                     other => {
-                        if !a.common(other, &mut common)? && !a.plan(other, &mut plans)? {
+                        let plan = command != "sensitivity" && a.plan(other, &mut plans)?;
+                        if !plan && !a.common(other, &mut common)? {
                             return Err(a.unknown(arg));
                         }
                     }
@@ -353,6 +408,15 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command> {
             }
             settings.chunk = common.chunk;
             settings.attention = common.attention;
+            if command == "sensitivity" {
+                return Ok(Command::Sensitivity {
+                    common,
+                    probe,
+                    protection,
+                    settings,
+                    json,
+                });
+            }
             Ok(Command::Eval {
                 common,
                 plans,
@@ -360,6 +424,8 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command> {
                 iso: command == "iso",
                 json,
                 markdown: md,
+                merge,
+                defaults,
             })
         }
         "needle" => {
@@ -576,15 +642,38 @@ pub fn run(command: &Command, out: &mut dyn Write) -> Result<()> {
             iso,
             json,
             markdown: md,
+            merge,
+            defaults,
         } => {
+            // An earlier report is read before the run, so that a bad file fails at once.
+            let earlier = merge.as_deref().map(read_eval_report).transpose()?;
             let (model, _, corpus) = setup(common)?;
             let layers = model.config().layers;
-            let list = if *iso && texts.is_empty() {
+            let mut list = if *iso && (texts.is_empty() || *defaults) {
                 default_plans(layers)
             } else {
-                plans(texts, layers)?
+                Vec::new()
             };
-            let report = evaluate(&model, &corpus, &list, settings, common.quiet)?;
+            list.extend(plans(texts, layers)?);
+            let mut report = evaluate(&model, &corpus, &list, settings, common.quiet)?;
+            if let (Some(path), Some((_, earlier))) = (merge, earlier) {
+                report = match report.clone().after(earlier) {
+                    Ok(merged) => merged,
+                    Err(what) => {
+                        // The run is not lost: its own report goes beside the JSON asked for.
+                        let kept = json.as_ref().map(|j| j.with_extension("unmerged.json"));
+                        if let Some(k) = &kept {
+                            let body = serde_json::json!({ "eval": &report });
+                            write_json(k, &envelope("iso", common, &model, &body))?;
+                        }
+                        return Err(Error::MergeMismatch {
+                            path: path.clone(),
+                            what,
+                            kept,
+                        });
+                    }
+                };
+            }
             io(out, &crate::eval::table(&report))?;
             #[derive(Serialize)]
             struct IsoBody<'a> {
@@ -616,6 +705,21 @@ pub fn run(command: &Command, out: &mut dyn Write) -> Result<()> {
             }
             Ok(())
         }
+        Command::Sensitivity {
+            common,
+            probe,
+            protection,
+            settings,
+            json,
+        } => {
+            let (model, _, corpus) = setup(common)?;
+            let report = sensitivity(&model, &corpus, *probe, *protection, settings, common.quiet)?;
+            io(out, &crate::sensitivity::table(&report))?;
+            if let Some(path) = json {
+                write_json(path, &envelope("sensitivity", common, &model, &report))?;
+            }
+            Ok(())
+        }
         Command::Needle {
             common,
             plans: texts,
@@ -632,27 +736,35 @@ pub fn run(command: &Command, out: &mut dyn Write) -> Result<()> {
             Ok(())
         }
         Command::Table { file, update } => {
-            let text = std::fs::read_to_string(file).map_err(|source| Error::Io {
-                action: "cannot read",
-                path: file.clone(),
-                source,
-            })?;
-            let bad = |source| Error::Json {
-                path: file.clone(),
-                source,
-            };
-            let mut value: serde_json::Value = serde_json::from_str(&text).map_err(bad)?;
-            let report: EvalReport =
-                serde_json::from_value(value.get("eval").cloned().unwrap_or_default())
-                    .map_err(bad)?;
+            let (mut value, report) = read_eval_report(file)?;
             let table = iso_table(&report);
             if *update {
-                value["iso"] = serde_json::to_value(&table).map_err(bad)?;
+                value["iso"] = serde_json::to_value(&table).map_err(|source| Error::Json {
+                    path: file.clone(),
+                    source,
+                })?;
                 write_json(file, &value)?;
             }
             io(out, &markdown(&report, &table))
         }
     }
+}
+
+/// An `eval`/`iso --json` file, as JSON and as the evaluation report it holds.
+fn read_eval_report(file: &Path) -> Result<(serde_json::Value, EvalReport)> {
+    let text = std::fs::read_to_string(file).map_err(|source| Error::Io {
+        action: "cannot read",
+        path: file.to_owned(),
+        source,
+    })?;
+    let bad = |source| Error::Json {
+        path: file.to_owned(),
+        source,
+    };
+    let value: serde_json::Value = serde_json::from_str(&text).map_err(bad)?;
+    let report =
+        serde_json::from_value(value.get("eval").cloned().unwrap_or_default()).map_err(bad)?;
+    Ok((value, report))
 }
 
 #[cfg(test)]
@@ -700,17 +812,59 @@ mod tests {
             "--codec",
             "kivi-b2-g32-r32",
             "--decoded-copy",
+            "--merge",
+            "old.json",
+            "--defaults",
         ])
         .unwrap()
         {
             Command::Eval {
-                plans, settings, ..
+                plans,
+                settings,
+                merge,
+                defaults,
+                ..
             } => {
+                assert!(defaults);
                 assert_eq!(plans[0], PlanArg::File("p.json".into()));
                 assert_eq!(plans[1].resolve(30).unwrap().label(), "kivi-b2-g32-r32");
                 assert_eq!(settings.attention, AttentionPath::DecodedCopy);
+                assert_eq!(merge, Some(PathBuf::from("old.json")));
             }
             other => panic!("{other:?}"),
+        }
+        // Only iso merges and adds the defaults.
+        assert!(p(&["eval", "--merge", "old.json"]).is_err());
+        assert!(p(&["eval", "--defaults"]).is_err());
+        match p(&["sensitivity", "--protect", "1:8:0", "--passages", "2"]).unwrap() {
+            Command::Sensitivity {
+                probe,
+                protection,
+                settings,
+                ..
+            } => {
+                assert_eq!(probe.to_string(), DEFAULT_PROBE);
+                assert_eq!(
+                    protection,
+                    Protection {
+                        sink_tokens: 1,
+                        recent_tokens: 8,
+                        key_centre_tokens: 0
+                    }
+                );
+                assert_eq!(
+                    (settings.passages, settings.cont, settings.skip),
+                    (2, 32, DEFAULT_SKIP)
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        for bad in [
+            &["sensitivity", "--probe", "nope"][..],
+            &["sensitivity", "--protect", "1:2"],
+            &["sensitivity", "--codec", "int8"],
+        ] {
+            assert!(p(bad).is_err(), "{bad:?}");
         }
         match p(&["needle", "--depths", "0.25,0.75", "--context", "1024"]).unwrap() {
             Command::Needle {

@@ -157,6 +157,19 @@ pub enum Error {
         #[source]
         source: serde_json::Error,
     },
+    /// An earlier report to merge with was made with other settings, on other passages, or
+    /// by a build whose arithmetic differs (its exact-cache perplexities are not this run's);
+    /// this run's own report was written to `kept` when a JSON path was given.
+    #[error("cannot merge {}: its {what} differ from this run's{}", path.display(),
+            kept.as_ref().map_or_else(String::new, |k| format!(" (this run's report: {})", k.display())))]
+    MergeMismatch {
+        /// The earlier report.
+        path: PathBuf,
+        /// What differs.
+        what: &'static str,
+        /// Where this run's unmerged report was written.
+        kept: Option<PathBuf>,
+    },
 
     // --- caller misuse of the stores and the model ---
     /// A buffer or a batch does not have the length the operation needs.

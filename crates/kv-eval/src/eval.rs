@@ -158,6 +158,48 @@ pub struct EvalReport {
     pub decode_step_seconds: f64,
 }
 
+impl EvalReport {
+    /// This report's plans after those of `earlier`, a report of the same evaluation (same
+    /// settings, passages and exact-cache perplexities, which the model computes the same
+    /// way each run), so that a sweep can grow without running its plans again. A plan of
+    /// both keeps this report's result; `seconds` add up; `decode_step_seconds` stays the
+    /// earlier run's.
+    ///
+    /// # Errors
+    /// What differs (`"settings"`, `"passages"`, `"exact-cache perplexities"`), when the two
+    /// are not the same evaluation.
+    pub fn after(self, earlier: Self) -> std::result::Result<Self, &'static str> {
+        if self.settings != earlier.settings {
+            return Err("settings");
+        }
+        if self.passage_starts != earlier.passage_starts {
+            return Err("passages");
+        }
+        let same = |a: f64, b: f64| (a - b).abs() <= 1e-9 * a.abs().max(b.abs());
+        let exact = |r: &Self| r.exact.ppl_passages.clone();
+        if exact(&self).len() != exact(&earlier).len()
+            || !exact(&self)
+                .iter()
+                .zip(&exact(&earlier))
+                .all(|(&a, &b)| same(a, b))
+        {
+            return Err("exact-cache perplexities");
+        }
+        let mut plans: Vec<PlanResult> = earlier
+            .plans
+            .into_iter()
+            .filter(|e| self.plans.iter().all(|p| p.plan != e.plan))
+            .collect();
+        plans.extend(self.plans);
+        Ok(Self {
+            plans,
+            seconds: earlier.seconds + self.seconds,
+            decode_step_seconds: earlier.decode_step_seconds,
+            ..earlier
+        })
+    }
+}
+
 /// Evaluates `plans` on `corpus` (see the module documentation).
 ///
 /// # Errors
@@ -303,4 +345,64 @@ pub fn table(report: &EvalReport) -> String {
         ));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn result(plan: &str, kl: f64) -> PlanResult {
+        PlanResult {
+            plan: plan.to_owned(),
+            family: None,
+            bits_per_value: 4.0,
+            held_bits_per_value: Some(4.5),
+            compression_vs_bf16: 16.0 / 4.5,
+            held_bytes_per_token: 100.0,
+            ppl: 10.0,
+            ppl_passages: vec![10.0, 10.0],
+            delta_ppl_pct: MeanCi::of(&[0.1, 0.2]),
+            delta_ppl_pct_passages: vec![0.1, 0.2],
+            kl: MeanCi::of(&[kl, kl]),
+            top1_agreement: 0.9,
+        }
+    }
+
+    fn report(plans: Vec<PlanResult>) -> EvalReport {
+        EvalReport {
+            settings: EvalSettings::default(),
+            passage_starts: vec![0, 100],
+            exact: ExactResult {
+                ppl: 10.0,
+                ppl_passages: vec![9.0, 11.0],
+                held_bytes_per_token: 200.0,
+            },
+            plans,
+            seconds: 2.0,
+            decode_step_seconds: 0.5,
+        }
+    }
+
+    #[test]
+    fn a_later_report_follows_an_earlier_one_of_the_same_evaluation() {
+        let earlier = report(vec![result("a", 1.0), result("b", 2.0)]);
+        let later = report(vec![result("b", 3.0), result("c", 4.0)]);
+        let merged = later.clone().after(earlier.clone()).unwrap();
+        let names: Vec<&str> = merged.plans.iter().map(|p| p.plan.as_str()).collect();
+        assert_eq!(names, ["a", "b", "c"]);
+        // The plan in both keeps the later result.
+        assert_eq!(merged.plans[1].kl.mean, 3.0);
+        assert_eq!(merged.seconds, 4.0);
+        assert_eq!(merged.exact, earlier.exact);
+
+        let mut other = later.clone();
+        other.settings.cont += 1;
+        assert_eq!(other.after(earlier.clone()), Err("settings"));
+        let mut other = later.clone();
+        other.passage_starts[1] += 1;
+        assert_eq!(other.after(earlier.clone()), Err("passages"));
+        let mut other = later;
+        other.exact.ppl_passages[0] *= 1.0 + 1e-6;
+        assert_eq!(other.after(earlier), Err("exact-cache perplexities"));
+    }
 }

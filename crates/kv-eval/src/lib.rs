@@ -12,6 +12,8 @@
 //!   and top-1 agreement, decoding each continuation token by token through every store;
 //! * [`iso`]: the iso-quality table (smallest rate per codec family within a Δppl bound);
 //! * [`needle`]: needle-in-a-haystack retrieval by greedy decoding;
+//! * [`sensitivity`]: the KL each layer's K and V cost the model when coded alone, which
+//!   weighs kv-audit's planner;
 //! * [`cli`]: the `kv-eval` command.
 //!
 //! The model file is not in the repository: `cargo xtask fetch-model` downloads the wheel
@@ -30,6 +32,7 @@ pub mod needle;
 pub mod plan;
 pub mod progress;
 pub mod reference;
+pub mod sensitivity;
 pub mod stats;
 pub mod store;
 pub mod text;

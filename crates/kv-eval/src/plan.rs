@@ -84,7 +84,7 @@ fn protect_label(p: &Protection) -> Option<String> {
 }
 
 /// Parses the `S:R:C` of a `protect=` item.
-fn parse_protect(list: &str) -> Option<Protection> {
+pub(crate) fn parse_protect(list: &str) -> Option<Protection> {
     let mut it = list.split(':');
     let mut field = || it.next()?.parse::<u16>().ok();
     let p = Protection {
@@ -328,33 +328,49 @@ impl CachePlan {
         items.join(",")
     }
 
-    /// The family the iso-quality table files this plan under, when every layer holds its
-    /// keys and values the same way: the codec family (see [`family`]) when K and V use
-    /// codecs of one family — followed by `k≠v` when their settings differ (K and V coded
-    /// at different rates), and by the `protect=S:R:C` item when the layers are protected,
-    /// so that these variants form rows of their own —, `kivi` when every layer is KIVI,
-    /// else none.
+    /// The family the iso-quality table files this plan under, when every layer codes its
+    /// keys and values with codecs of one family (see [`family`]): that family, followed by
+    /// `per-layer` when the layers' settings differ (a planned allocation), else by `k≠v`
+    /// when K and V settings differ (K and V coded at different rates), and by the
+    /// `protect=S:R:C` item when the layers are protected (all alike), so that these
+    /// variants form rows of their own; `kivi` when every layer is the same KIVI; else none.
     pub fn family(&self) -> Option<String> {
         let first = self.layers.first()?;
+        if let LayerChoice::Kivi(_) = first {
+            return self
+                .layers
+                .iter()
+                .all(|l| l == first)
+                .then(|| "kivi".to_owned());
+        }
+        let mut name = None;
+        let mut protection = None;
+        for l in &self.layers {
+            let LayerChoice::PerVector(LayerPlan {
+                k: Some(k),
+                v: Some(v),
+                protection: p,
+            }) = *l
+            else {
+                return None;
+            };
+            if family(k) != family(v)
+                || name.is_some_and(|n| n != family(k))
+                || protection.is_some_and(|q| q != p)
+            {
+                return None;
+            }
+            (name, protection) = (Some(family(k)), Some(p));
+        }
+        let mut out = name?.to_owned();
         if self.layers.iter().any(|l| l != first) {
-            return None;
-        }
-        let p = match first {
-            LayerChoice::Kivi(_) => return Some("kivi".to_owned()),
-            LayerChoice::PerVector(p) => p,
-        };
-        let (Some(k), Some(v)) = (p.k, p.v) else {
-            return None;
-        };
-        let name = family(k);
-        if family(v) != name {
-            return None;
-        }
-        let mut out = name.to_owned();
-        if k != v {
+            out.push_str(" per-layer");
+        } else if let LayerChoice::PerVector(LayerPlan { k, v, .. }) = first
+            && k != v
+        {
             out.push_str(" k≠v");
         }
-        if let Some(protect) = protect_label(&p.protection) {
+        if let Some(protect) = protection.as_ref().and_then(protect_label) {
             out.push(' ');
             out.push_str(&protect);
         }
@@ -540,6 +556,30 @@ mod tests {
             CachePlan::from_json(r#"{"layers":[{"k":"int8"}]}"#, 1, "x"),
             Err(Error::InvalidCodecSpec { .. })
         ));
+        // A layer in f16 leaves the plan out of every family.
+        assert_eq!(p.family(), None);
+        // Layers of one family at different rates, protected alike: a planned allocation.
+        let planned = r#"{"layers":[
+            {"k":"voronoi-e8-q17-s3","v":"voronoi-e8-q6-s3","protection":{"sink_tokens":4,"recent_tokens":16,"key_centre_tokens":64}},
+            {"k":"voronoi-e8-q9-s2","v":"voronoi-e8-q6-s3","protection":{"sink_tokens":4,"recent_tokens":16,"key_centre_tokens":64}}]}"#;
+        let planned = CachePlan::from_json(planned, 2, "b3.json").unwrap();
+        assert_eq!(planned.label(), "b3.json");
+        assert_eq!(
+            planned.family().as_deref(),
+            Some("voronoi per-layer protect=4:16:64")
+        );
+        // Protected differently, or of two families: no family.
+        let mut mixed = planned.clone();
+        mixed.layers[1] = LayerChoice::codecs(
+            Some("voronoi-e8-q9-s2".parse().unwrap()),
+            Some("voronoi-e8-q6-s3".parse().unwrap()),
+        );
+        assert_eq!(mixed.family(), None);
+        mixed.layers[1] = planned.layers[1];
+        if let LayerChoice::PerVector(l) = &mut mixed.layers[1] {
+            l.v = Some("turboquant-b3".parse().unwrap());
+        }
+        assert_eq!(mixed.family(), None);
         // Without a name, a non-uniform plan is spelled out layer by layer.
         let unnamed = CachePlan { name: None, ..p };
         assert_eq!(
