@@ -36,6 +36,7 @@ struct EmuTid { unsigned x, y, z; };
 #define __global__
 #define __device__
 #define __forceinline__ inline
+#define __noinline__
 #define __shared__
 #define __restrict__
 #define __launch_bounds__(...)
@@ -69,11 +70,13 @@ inline int __clzll(long long x) { return x == 0 ? 64 : __builtin_clzll((unsigned
 inline void __syncwarp(unsigned = 0xffffffffu) { emu::warp_barrier(); }
 inline int __popc(unsigned x) { return __builtin_popcount(x); }
 inline int __ffs(int x) { return __builtin_ffs(x); }
-// Used by the attention kernels (compiled here with the rest of the source; the emulator's
-// driver runs only the codec kernels).
 inline unsigned __funnelshift_r(unsigned lo, unsigned hi, unsigned shift) {
     const uint64_t v = ((uint64_t)hi << 32) | lo;
     return (unsigned)(v >> (shift & 31u));
+}
+inline unsigned __funnelshift_l(unsigned lo, unsigned hi, unsigned shift) {
+    const uint64_t v = ((uint64_t)hi << 32) | lo;
+    return (unsigned)((v << (shift & 31u)) >> 32);
 }
 template <class T> T __ldg(const T* p) { return *p; }
 inline float __expf(float x) { return expf(x); }

@@ -83,7 +83,7 @@ __device__ __forceinline__ float rint_add(float x) { return (x + RINT_MAGIC) - R
 // An integer below 2^23 as a float, exactly, with one logic operation and one addition.
 __device__ __forceinline__ float small_u32_to_f(u32 c) { return __uint_as_float(0x4b000000u | c) - 8388608.0f; }
 
-// One half of the E8 decoder: dn_nearest_in_range for n = 8, unbounded, on x - o (o = 0 for
+// One half of the E8 decoder: dn_nearest<false> for n = 8, on x - o (o = 0 for
 // D8, 1/2 for D8 + 1/2), kept as what the choice between the halves and the final point
 // need: the errors e = x - o - rint(x - o), their largest magnitude, whether the rounded
 // coordinates have odd sum (then the decoder moves the first coordinate of largest error

@@ -303,18 +303,20 @@ __device__ __forceinline__ bool all_finite8(const float x[8]) {
 
 __device__ __forceinline__ u32 low_mask(u32 n) { return n >= 32u ? 0xffffffffu : ((1u << n) - 1u); }
 
+// ORs the low nbits (<= 64) of val into buf at bit pos: the field spans at most three words,
+// whose parts come from two funnel shifts (no loop); parts with no bits set are skipped.
 __device__ __forceinline__ void put_bits(u32* buf, u32 pos, u64 val, u32 nbits) {
-    while (nbits > 0u) {
-        const u32 w = pos >> 5;
-        const u32 off = pos & 31u;
-        u32 take = 32u - off;
-        if (take > nbits) take = nbits;
-        const u32 part = (u32)val & low_mask(take);
-        if (part != 0u) atomicOr(&buf[w], part << off);
-        val >>= take;
-        pos += take;
-        nbits -= take;
-    }
+    if (nbits < 64u) val &= (1ull << nbits) - 1ull;
+    const u32 i = pos >> 5;
+    const u32 off = pos & 31u;
+    const u32 lo = (u32)val;
+    const u32 hi = (u32)(val >> 32);
+    const u32 w0 = lo << off;
+    const u32 w1 = __funnelshift_l(lo, hi, off);
+    const u32 w2 = __funnelshift_l(hi, 0u, off);
+    if (w0 != 0u) atomicOr(&buf[i], w0);
+    if (w1 != 0u) atomicOr(&buf[i + 1u], w1);
+    if (w2 != 0u) atomicOr(&buf[i + 2u], w2);
 }
 
 __device__ __forceinline__ u64 get_bits(const u32* buf, u32 pos, u32 nbits) {
@@ -524,16 +526,19 @@ __device__ __forceinline__ void fwht(const Params& P, const Lane& L, const u32* 
 
 // Nearest point of D_n (n <= 8) in [lo, hi]^n (integer or infinite bounds): round every
 // coordinate into the box; if the sum is odd, move the coordinate where that costs least to
-// its alternative (largest key; the lowest index among equals).
-__device__ __forceinline__ void dn_nearest_in_range(const float* x, float* r, int n, float lo, float hi) {
+// its alternative (largest key; the lowest index among equals). BOUNDED = false is the
+// unbounded decoder for finite x (the bounds infinite): every clamp and bound test is then a
+// no-op, and left out.
+template <bool BOUNDED>
+__device__ __forceinline__ void dn_nearest(const float* x, float* r, int n, float lo, float hi) {
     float alt[8], key[8];
     int sum = 0;
     for (int i = 0; i < n; ++i) {
         const float xi = x[i];
-        const float ri = rintf(fminf(fmaxf(xi, lo), hi));
+        const float ri = rintf(BOUNDED ? fminf(fmaxf(xi, lo), hi) : xi);
         const float err = xi - ri;
         const bool want_up = err >= 0.0f;
-        const bool go_up = (want_up && (ri + 1.0f <= hi)) || (ri - 1.0f < lo);
+        const bool go_up = BOUNDED ? (want_up && (ri + 1.0f <= hi)) || (ri - 1.0f < lo) : want_up;
         alt[i] = go_up ? ri + 1.0f : ri - 1.0f;
         key[i] = (go_up == want_up) ? fabsf(err) : -fabsf(err);
         r[i] = ri;
@@ -562,20 +567,19 @@ __device__ __forceinline__ float dist2(const float* a, const float* b, int n) {
 
 // Nearest point of E8 in [lo, hi]^8: the nearer of the D8 point and the shifted D8 point of
 // x - 1/2 (in [lo, hi - 1]); the integer coset wins exact ties.
-__device__ __forceinline__ void e8_nearest_in_range(const float x[8], float out[8], float lo, float hi) {
+template <bool BOUNDED>
+__device__ __forceinline__ void e8_nearest(const float x[8], float out[8], float lo, float hi) {
     float p0[8], p1[8], s[8];
-    dn_nearest_in_range(x, p0, 8, lo, hi);
+    dn_nearest<BOUNDED>(x, p0, 8, lo, hi);
     for (int i = 0; i < 8; ++i) s[i] = x[i] - 0.5f;
-    dn_nearest_in_range(s, p1, 8, lo, hi - 1.0f);
+    dn_nearest<BOUNDED>(s, p1, 8, lo, hi - 1.0f);
     for (int i = 0; i < 8; ++i) p1[i] = p1[i] + 0.5f;
     const bool half = dist2(x, p1, 8) < dist2(x, p0, 8);
     for (int i = 0; i < 8; ++i) out[i] = half ? p1[i] : p0[i];
 }
 
-__device__ __forceinline__ void e8_closest(const float x[8], float out[8]) {
-    const float inf = __uint_as_float(0x7f800000u);
-    e8_nearest_in_range(x, out, -inf, inf);
-}
+// The nearest E8 point of a finite x.
+__device__ __forceinline__ void e8_closest(const float x[8], float out[8]) { e8_nearest<false>(x, out, 0.0f, 0.0f); }
 
 // ---------------------------------------------------------------------------------------------
 // The Voronoi codebook E8/qE8 (lattice-core's VoronoiCodebook)
@@ -613,50 +617,89 @@ __device__ __forceinline__ u64 pack_index(const Params& P, const u32 c[8]) {
     return index;
 }
 
-// The nearest E8 point of v*t, its coset and the coset's codebook point; true when the point
-// is its own representative (inside the cell of qE8).
-__device__ __forceinline__ bool try_at(const Params& P, const float v[8], float t, u32 c[8], float pt[8]) {
-    float s[8], lam[8];
-    for (int i = 0; i < 8; ++i) s[i] = v[i] * t;
-    e8_closest(s, lam);
-    coset_coords(P, lam, c);
-    // Fast path, same result: when |lam|^2 <= 0.4 q^2 (exact, in doubled integer
-    // coordinates: 5 |2 lam|^2 <= 8 q^2), the origin is the unique nearest E8 point of lam/q,
-    // nearer than any other by more than 0.2 in squared distance, so the CPU's reduction
-    // lam - q Q(lam/q) returns lam itself: the point is its own representative. Adding +0
-    // turns -0 coordinates into the +0 the reduction would give.
-    long long norm2 = 0;
+// lattice-core's E8::cell_gauge: the largest 2<x, r>/|r|^2 over the Voronoi-relevant vectors
+// r, so that x lies inside the cell of qE8 when it is below q and outside when above. Exact
+// for half-integer points (sums of a few half-integers); for other inputs a bound's estimate.
+__device__ __forceinline__ float e8_gauge(const float x[8]) {
+    float a1 = 0.0f, a2 = 0.0f, sum = 0.0f, smallest = __uint_as_float(0x7f800000u);
+    u32 negatives = 0u;
     for (int i = 0; i < 8; ++i) {
-        const long long tw = (long long)(lam[i] * 2.0f);
-        norm2 += tw * tw;
+        const float a = fabsf(x[i]);
+        const bool above_first = a > a1;
+        a2 = above_first ? a1 : (a > a2 ? a : a2);
+        a1 = above_first ? a : a1;
+        sum = sum + a;
+        smallest = fminf(smallest, a);
+        negatives += x[i] < 0.0f ? 1u : 0u;
     }
-    if (5 * norm2 <= 8 * (long long)P.q * (long long)P.q) {
-        for (int i = 0; i < 8; ++i) pt[i] = lam[i] + 0.0f;
-        return true;
-    }
-    point_of_coords(P, c, pt);
-    bool inside = true;
-    for (int i = 0; i < 8; ++i) inside = inside && (pt[i] == lam[i]);
-    return inside;
+    const float half = 0.5f * ((negatives & 1u) ? sum - 2.0f * smallest : sum);
+    return fmaxf(a1 + a2, half);
 }
 
-// The overload branch of kv-codec's clip_to_cell, for a block whose nearest point (t = 1) is
-// outside the cell: the nearest point of t*v for the largest t on a grid of 1/2^8, found by
-// bisection, whose nearest point is inside (t = 0 always is).
-__device__ __forceinline__ void bisect_to_cell(const Params& P, const float v[8], u32 c[8], float pt[8]) {
+// Whether the coset's codebook point of the E8 point lam is lam itself (lam on the boundary
+// of the cell of qE8, which is rare): out of line, so that the callers' loops stay small
+// enough for the instruction cache.
+__device__ __noinline__ bool is_own_representative(const Params& P, const float lam[8]) {
+    u32 c[8];
+    float pt[8];
+    coset_coords(P, lam, c);
+    point_of_coords(P, c, pt);
+    bool same = true;
+    for (int i = 0; i < 8; ++i) same = same && (pt[i] == lam[i]);
+    return same;
+}
+
+// lattice-core's VoronoiCodebook::is_codeword for an E8 point: inside the cell of qE8 by its
+// gauge; on the cell's boundary, when the coset's codebook point is the point itself.
+__device__ __forceinline__ bool is_codeword(const Params& P, const float lam[8]) {
+    const float g = e8_gauge(lam);
+    if (g != P.qf) return g < P.qf;
+    return is_own_representative(P, lam);
+}
+
+// Whether the nearest E8 point of y is a codeword, as is_codeword(e8_closest(y)) answers, or
+// -1 where y's gauge does not settle it. The gauge is a norm whose unit ball is the Voronoi
+// cell of E8, and y minus its nearest point lies in that cell, so the point's gauge is within
+// 1 of y's: below q - 1 the point is inside the cell of qE8, above q + 1 outside. The margin
+// covers the rounding of y's gauge (a sum of eight terms).
+__device__ __forceinline__ int codeword_by_gauge(const Params& P, const float y[8]) {
+    const float g = e8_gauge(y);
+    if (g * 1.0001f < P.qf - 1.0f) return 1;
+    if (g * 0.9999f > P.qf + 1.0f) return 0;
+    return -1;
+}
+
+// kv-codec's clip_into_cell for a block whose nearest point (t = 1) is not a codeword: the
+// nearest point of t*v for the largest t on a grid of 1/2^8, found by bisection, whose
+// nearest point is one (t = 0 always is). Each step decides by t*v's gauge where that
+// settles the question, and decodes only near the cell's boundary; the point of the final
+// t (the last step that found a codeword) is decoded once at the end, from the same inputs.
+__device__ __forceinline__ void bisect_to_cell(const Params& P, const float v[8], float pt[8]) {
     float lo = 0.0f, hi = 1.0f;
-    try_at(P, v, 0.0f, c, pt);
+    float s[8];
+#pragma unroll 1
     for (int it = 0; it < 8; ++it) {
         const float mid = 0.5f * (lo + hi);
-        u32 ac[8];
-        float ap[8];
-        if (try_at(P, v, mid, ac, ap)) {
-            lo = mid;
-            for (int i = 0; i < 8; ++i) { c[i] = ac[i]; pt[i] = ap[i]; }
-        } else {
-            hi = mid;
+        for (int i = 0; i < 8; ++i) s[i] = v[i] * mid;
+        int inside = codeword_by_gauge(P, s);
+        if (inside < 0) {
+            float lam[8];
+            e8_closest(s, lam);
+            inside = is_codeword(P, lam) ? 1 : 0;
         }
+        if (inside) lo = mid; else hi = mid;
     }
+    for (int i = 0; i < 8; ++i) s[i] = v[i] * lo;
+    e8_closest(s, pt);
+    // t = 0: the origin (+0 coordinates, whatever the signs of v).
+    for (int i = 0; i < 8; ++i) pt[i] = lo > 0.0f ? pt[i] : 0.0f;
+}
+
+// The coset index sum c_i q^i of an E8 point.
+__device__ __forceinline__ u64 index_of_point(const Params& P, const float lam[8]) {
+    u32 c[8];
+    coset_coords(P, lam, c);
+    return pack_index(P, c);
 }
 
 __device__ __forceinline__ float alpha_of(const Params& P, u32 j) {
@@ -682,41 +725,63 @@ __device__ __forceinline__ u32 warp_inclusive_sum(u32 x, u32 lane) {
     return x;
 }
 
-// kv-codec's encode_block for the block z of every lane of the warp (all lanes call it): the
-// scale choice with the least squared error (the first on ties), and its coset index
-// sum c_i q^i. Each choice first tries the block's nearest point; the overloaded (block,
-// choice) pairs, whose bisection costs nine more tries, are then shared out over the
-// warp's lanes, so that a warp pays for them in proportion to their number rather than
-// whenever any one lane has one. Same operations on the same values: same result.
+// kv-codec's choose for the block z of every lane of the warp (all lanes call it): the scale
+// choice with the least squared error (the least choice on ties), and its coset index
+// sum c_i q^i. A choice whose nearest point is not a codeword is clipped into the cell
+// (nine more decodes) only if a lower bound on its clipped error does not already lose to
+// the best unclipped choice: the clipped point lies inside the cell, so its error is at least
+// the unclipped point's and at least the distance to the cell (from the gauge of z/alpha).
+// Only choices that cannot win are skipped, so the result is that of clipping every one, as
+// on the CPU. The clippings left are shared out over the warp's lanes, so that a warp pays
+// for them in proportion to their number rather than whenever any one lane has one.
 __device__ __forceinline__ void voronoi_block(const Params& P, const Lane& L, u32* smem, const float z[8], u32* choice, u64* index) {
-    float errs[4];
-    u64 idxs[4];
+    float best = __uint_as_float(0x7f800000u), best_pt[8];
+    u32 best_j = 0u;
+    float bounds[4];
     u32 pending = 0u;
+    for (int i = 0; i < 8; ++i) best_pt[i] = 0.0f;
+#pragma unroll 1
     for (u32 j = 0u; j < 4u; ++j) {
-        errs[j] = 0.0f;
-        idxs[j] = 0ull;
+        bounds[j] = 0.0f;
         if (j < P.scales) {
             const float a = alpha_of(P, j);
-            float v[8], pt[8];
-            u32 c[8];
+            float v[8], lam[8];
             for (int i = 0; i < 8; ++i) v[i] = z[i] / a;
-            if (try_at(P, v, 1.0f, c, pt)) {
-                errs[j] = block_error(z, a, pt);
-                idxs[j] = pack_index(P, c);
+            e8_closest(v, lam);
+            const float err = block_error(z, a, lam);
+            if (is_codeword(P, lam)) {
+                // Increasing j: a strict < keeps the least choice on ties.
+                if (err < best) {
+                    best = err;
+                    best_j = j;
+                    for (int i = 0; i < 8; ++i) best_pt[i] = lam[i];
+                }
             } else {
+                // Each facet of the cell of qE8 is {<x, r> = q} for a root r of norm sqrt 2.
+                const float beyond = fmaxf(e8_gauge(v) - P.qf, 0.0f) * 0.70710678118654752f;
+                bounds[j] = fmaxf(err, a * a * beyond * beyond);
                 pending |= 1u << j;
             }
         }
     }
-    // Lanes without a vector have z = 0, whose nearest point is inside: never pending.
+    // The margin covers f32 rounding in the bound and in the errors compared.
+    float zz = 0.0f;
+    for (int i = 0; i < 8; ++i) zz = zz + z[i] * z[i];
+    for (u32 j = 0u; j < 4u; ++j) {
+        if ((pending & (1u << j)) && bounds[j] * (1.0f - 1e-4f) - 1e-6f * zz > best) pending &= ~(1u << j);
+    }
+    u64 best_index = index_of_point(P, best_pt);
+    // Lanes without a vector have z = 0, whose nearest point is a codeword: never pending.
     const u32 count = (u32)__popc(pending);
     const u32 inclusive = warp_inclusive_sum(count, L.lane);
     const u32 first = inclusive - count;
     const u32 total = shfl_u(inclusive, 31u);
     float* vals = warp_vals(P, smem, L);
     u32* slots = warp_slots(P, smem, L);
-    for (int i = 0; i < 8; ++i) vals[L.lane * 8u + (u32)i] = z[i];
-    __syncwarp();
+    if (total > 0u) {
+        for (int i = 0; i < 8; ++i) vals[L.lane * 8u + (u32)i] = z[i];
+        __syncwarp();
+    }
     for (u32 r0 = 0u; r0 < total; r0 += 32u) {
         // Owners post this round's tasks: task k of the warp goes to lane k - r0.
         u32 k = first;
@@ -732,10 +797,9 @@ __device__ __forceinline__ void voronoi_block(const Params& P, const Lane& L, u3
             const u32 owner = task >> 2;
             const float a = alpha_of(P, task & 3u);
             float zo[8], v[8], pt[8];
-            u32 c[8];
             for (int i = 0; i < 8; ++i) { zo[i] = vals[owner * 8u + (u32)i]; v[i] = zo[i] / a; }
-            bisect_to_cell(P, v, c, pt);
-            const u64 idx = pack_index(P, c);
+            bisect_to_cell(P, v, pt);
+            const u64 idx = index_of_point(P, pt);
             slots[4u * L.lane + 1u] = __float_as_uint(block_error(zo, a, pt));
             slots[4u * L.lane + 2u] = (u32)idx;
             slots[4u * L.lane + 3u] = (u32)(idx >> 32);
@@ -746,24 +810,20 @@ __device__ __forceinline__ void voronoi_block(const Params& P, const Lane& L, u3
             if (pending & (1u << j)) {
                 if (k >= r0 && k < r0 + 32u) {
                     const u32 at = 4u * (k - r0);
-                    errs[j] = __uint_as_float(slots[at + 1u]);
-                    idxs[j] = (u64)slots[at + 2u] | ((u64)slots[at + 3u] << 32);
+                    const float err = __uint_as_float(slots[at + 1u]);
+                    if (err < best || (err == best && j < best_j)) {
+                        best = err;
+                        best_j = j;
+                        best_index = (u64)slots[at + 2u] | ((u64)slots[at + 3u] << 32);
+                    }
                 }
                 ++k;
             }
         }
         __syncwarp();
     }
-    float best = __uint_as_float(0x7f800000u);
-    *choice = 0u;
-    *index = 0ull;
-    for (u32 j = 0u; j < 4u; ++j) {
-        if (j < P.scales && errs[j] < best) {
-            best = errs[j];
-            *choice = j;
-            *index = idxs[j];
-        }
-    }
+    *choice = best_j;
+    *index = best_index;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1055,6 +1115,60 @@ __device__ __forceinline__ u32 grouped_pos(const Params& P, u32 i) {
     return g * (16u + P.vbits * P.group) + 16u + (i % P.group) * P.vbits;
 }
 
+// The codecs round the IEEE quotient x / s to a grid (integers; FP8 E4M3FN values), which on
+// the GPU costs a division routine per value. Instead: with r = 1/s rounded to nearest,
+// y = x * r lies within 3 * 2^-24 |x/s| of the rounded quotient (three roundings of at most
+// 2^-24 each, r and y normal), so the quotient lies in [y (1 - 2^-20), y (1 + 2^-20)] even
+// after those two products round. Both grid roundings are monotone: where the two ends round
+// to the same grid point, so does the quotient, and that point is the codec's. Near a
+// rounding boundary (about one value in 10^4) the ends differ and the caller divides. r is
+// normal for s in [2^-125, 2^125]; outside, every value divides. Below the normal range y
+// loses relative accuracy, but it and the quotient are then both far below half the smallest
+// grid step and round alike (to a zero of x's sign).
+#define WINDOW_LOWER 0.99999904632568359375f  // 1 - 2^-20
+#define WINDOW_UPPER 1.00000095367431640625f  // 1 + 2^-20
+__device__ __forceinline__ bool reciprocal_ok(float s) { return s >= pow2f(-125) && s <= pow2f(125); }
+
+// rintf(x / s) for s > 0, by the window above.
+__device__ __forceinline__ float rint_quotient(float x, float s, float r, bool fast) {
+    if (fast) {
+        const float y = x * r;
+        const float lo = rintf(y * WINDOW_LOWER);
+        if (lo == rintf(y * WINDOW_UPPER)) return lo;
+    }
+    return rintf(x / s);
+}
+
+// e4m3_encode of two floats, `lo` in the low byte: on sm_89 and later one
+// cvt.rn.satfinite.e4m3x2.f32, which rounds to nearest even and saturates to +-448 as
+// e4m3_encode does for every finite value (NaN never reaches it: inputs are checked finite).
+__device__ __forceinline__ u32 e4m3_encode2(float lo, float hi) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 890
+    unsigned short r;
+    asm("cvt.rn.satfinite.e4m3x2.f32 %0, %1, %2;" : "=h"(r) : "f"(hi), "f"(lo));
+    return (u32)r;
+#else
+    return e4m3_encode(lo) | (e4m3_encode(hi) << 8);
+#endif
+}
+
+// The E4M3 codes of x[0..8] / s (s > 0) as 8 bytes, value j in byte j, by the window above.
+__device__ __forceinline__ u64 e4m3_quotients(const float x[8], float s, float r, bool fast) {
+    u64 codes = 0ull;
+    for (int j = 0; j < 8; j += 2) {
+        u32 pair = 0u;
+        bool settled = false;
+        if (fast) {
+            const float y0 = x[j] * r, y1 = x[j + 1] * r;
+            pair = e4m3_encode2(y0 * WINDOW_LOWER, y1 * WINDOW_LOWER);
+            settled = pair == e4m3_encode2(y0 * WINDOW_UPPER, y1 * WINDOW_UPPER);
+        }
+        if (!settled) pair = e4m3_encode2(x[j] / s, x[j + 1] / s);
+        codes |= (u64)pair << (8u * (u32)j);
+    }
+    return codes;
+}
+
 extern "C" __global__ void kvc_scalar_encode(const Params P, const void* src, void* dst, const u32* tab, u64* status) {
     extern __shared__ u32 smem[];
     const Lane L = lane_of(P);
@@ -1107,17 +1221,17 @@ extern "C" __global__ void kvc_scalar_encode(const Params P, const void* src, vo
             if (writes_scale) put_bits(smem, pos + at_values - 16u, code, 16u);
             // The thread's 8 values lie in one group, back to back: assembled in a register
             // and written with one put_bits (a few shared-memory ORs, not one per value).
+            const bool fast = reciprocal_ok(s);
+            const float r = fast ? 1.0f / s : 0.0f;
             u64 packed = 0ull;
-            for (int j = 0; j < 8; ++j) {
-                u32 c;
-                if (P.codec == CODEC_FP8) {
-                    c = s > 0.0f ? e4m3_encode(x[j] / s) : 0u;
-                } else {
-                    const float l = (float)((1 << (P.vbits - 1u)) - 1);
-                    const int q = s > 0.0f ? (int)fminf(fmaxf(rintf(x[j] / s), -l), l) : 0;
-                    c = (u32)q & low_mask(P.vbits);
+            if (P.codec == CODEC_FP8) {
+                packed = s > 0.0f ? e4m3_quotients(x, s, r, fast) : 0ull;
+            } else {
+                const float l = (float)((1 << (P.vbits - 1u)) - 1);
+                for (int j = 0; j < 8; ++j) {
+                    const int q = s > 0.0f ? (int)fminf(fmaxf(rint_quotient(x[j], s, r, fast), -l), l) : 0;
+                    packed |= (u64)((u32)q & low_mask(P.vbits)) << ((u32)j * P.vbits);
                 }
-                packed |= (u64)c << ((u32)j * P.vbits);
             }
             put_bits(smem, pos + at_values, packed, 8u * P.vbits);
         }
@@ -1249,11 +1363,11 @@ __device__ __forceinline__ u64 compat_encode_block(const Params& P, const u32* t
     float p[8];
     int z[8];
     if (k == 4) {
-        dn_nearest_in_range(x, p, 4, -q, q);
+        dn_nearest<true>(x, p, 4, -q, q);
         for (int i = 0; i < 4; ++i) z[i] = (int)p[i];
         return box_rank(tab, P.off_counts, lo, 4, z);
     }
-    e8_nearest_in_range(x, p, -q, q);
+    e8_nearest<true>(x, p, -q, q);
     const bool integer = (((int)(p[0] * 2.0f)) & 1) == 0;
     if (integer) {
         for (int i = 0; i < 8; ++i) z[i] = (int)p[i];
