@@ -75,11 +75,6 @@ __device__ __forceinline__ LaneFields lane_fields(const Params& P, u32 t) {
     return f;
 }
 
-// rintf for |x| < 2^22 with two additions (round to nearest, ties to even, as rintf), which
-// keeps the conversion units (a quarter of the FMA rate) out of the decoder.
-#define RINT_MAGIC 12582912.0f
-__device__ __forceinline__ float rint_add(float x) { return (x + RINT_MAGIC) - RINT_MAGIC; }
-
 // An integer below 2^23 as a float, exactly, with one logic operation and one addition.
 __device__ __forceinline__ float small_u32_to_f(u32 c) { return __uint_as_float(0x4b000000u | c) - 8388608.0f; }
 

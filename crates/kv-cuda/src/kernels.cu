@@ -45,6 +45,15 @@ __device__ __forceinline__ float saturate_f(float v) {
     return fminf(fmaxf(v, -m), m);
 }
 
+// rintf for |x| < 2^22 with two additions (round to nearest, ties to even, as rintf but for
+// the sign of a zero), which keeps the conversion units (a quarter of the FMA rate) out of
+// the hot loops.
+#define RINT_MAGIC 12582912.0f
+__device__ __forceinline__ float rint_add(float x) { return (x + RINT_MAGIC) - RINT_MAGIC; }
+
+// An integer-valued v with |v| < 2^22 as a two's complement u32: its bits in v + 1.5 * 2^23.
+__device__ __forceinline__ u32 small_int_bits(float v) { return __float_as_uint(v + RINT_MAGIC) - 0x4b400000u; }
+
 __device__ __forceinline__ bool sign_negative(float v) { return (__float_as_uint(v) >> 31) != 0u; }
 
 // IEEE half -> f32, exact.
@@ -1129,14 +1138,28 @@ __device__ __forceinline__ u32 grouped_pos(const Params& P, u32 i) {
 #define WINDOW_UPPER 1.00000095367431640625f  // 1 + 2^-20
 __device__ __forceinline__ bool reciprocal_ok(float s) { return s >= pow2f(-125) && s <= pow2f(125); }
 
-// rintf(x / s) for s > 0, by the window above.
-__device__ __forceinline__ float rint_quotient(float x, float s, float r, bool fast) {
-    if (fast) {
-        const float y = x * r;
-        const float lo = rintf(y * WINDOW_LOWER);
-        if (lo == rintf(y * WINDOW_UPPER)) return lo;
+// The integer codes rint(x[j] / s) for s > 0, clamped to [-l, l] with l = 2^(vbits-1) - 1,
+// as vbits-bit two's complement fields (value j at bit j * vbits), by the window above. The
+// window's roundings take rint_add (|y| < 2^22 checked; y is at most about 2l); where any
+// window's ends disagree, all eight values are divided (one rare branch per thread).
+__device__ __forceinline__ u64 int_quotients(const float x[8], float s, float r, bool fast, u32 vbits) {
+    const float l = (float)((1 << (vbits - 1u)) - 1);
+    float q[8];
+    bool settled = fast;
+    for (int j = 0; j < 8; ++j) {
+        const float y = x[j] * r;
+        q[j] = rint_add(y * WINDOW_LOWER);
+        settled = settled && fabsf(y) < 4194304.0f && q[j] == rint_add(y * WINDOW_UPPER);
     }
-    return rintf(x / s);
+    if (!settled) {
+        for (int j = 0; j < 8; ++j) q[j] = rintf(x[j] / s);
+    }
+    u64 packed = 0ull;
+    for (int j = 0; j < 8; ++j) {
+        const u32 c = small_int_bits(fminf(fmaxf(q[j], -l), l)) & low_mask(vbits);
+        packed |= (u64)c << ((u32)j * vbits);
+    }
+    return packed;
 }
 
 // e4m3_encode of two floats, `lo` in the low byte: on sm_89 and later one
@@ -1152,19 +1175,20 @@ __device__ __forceinline__ u32 e4m3_encode2(float lo, float hi) {
 #endif
 }
 
-// The E4M3 codes of x[0..8] / s (s > 0) as 8 bytes, value j in byte j, by the window above.
+// The E4M3 codes of x[0..8] / s (s > 0) as 8 bytes, value j in byte j, by the window above;
+// where any window's ends disagree, all eight values are divided.
 __device__ __forceinline__ u64 e4m3_quotients(const float x[8], float s, float r, bool fast) {
     u64 codes = 0ull;
+    bool settled = fast;
     for (int j = 0; j < 8; j += 2) {
-        u32 pair = 0u;
-        bool settled = false;
-        if (fast) {
-            const float y0 = x[j] * r, y1 = x[j + 1] * r;
-            pair = e4m3_encode2(y0 * WINDOW_LOWER, y1 * WINDOW_LOWER);
-            settled = pair == e4m3_encode2(y0 * WINDOW_UPPER, y1 * WINDOW_UPPER);
-        }
-        if (!settled) pair = e4m3_encode2(x[j] / s, x[j + 1] / s);
+        const float y0 = x[j] * r, y1 = x[j + 1] * r;
+        const u32 pair = e4m3_encode2(y0 * WINDOW_LOWER, y1 * WINDOW_LOWER);
+        settled = settled && pair == e4m3_encode2(y0 * WINDOW_UPPER, y1 * WINDOW_UPPER);
         codes |= (u64)pair << (8u * (u32)j);
+    }
+    if (!settled) {
+        codes = 0ull;
+        for (int j = 0; j < 8; j += 2) codes |= (u64)e4m3_encode2(x[j] / s, x[j + 1] / s) << (8u * (u32)j);
     }
     return codes;
 }
@@ -1227,11 +1251,7 @@ extern "C" __global__ void kvc_scalar_encode(const Params P, const void* src, vo
             if (P.codec == CODEC_FP8) {
                 packed = s > 0.0f ? e4m3_quotients(x, s, r, fast) : 0ull;
             } else {
-                const float l = (float)((1 << (P.vbits - 1u)) - 1);
-                for (int j = 0; j < 8; ++j) {
-                    const int q = s > 0.0f ? (int)fminf(fmaxf(rint_quotient(x[j], s, r, fast), -l), l) : 0;
-                    packed |= (u64)((u32)q & low_mask(P.vbits)) << ((u32)j * P.vbits);
-                }
+                packed = s > 0.0f ? int_quotients(x, s, r, fast, P.vbits) : 0ull;
             }
             put_bits(smem, pos + at_values, packed, 8u * P.vbits);
         }
