@@ -12,7 +12,9 @@
 #                             default codec at ~3.5 bpv under protect=4:16:64), 8 passages ×
 #                             32 tokens from token 2000 on; kvc plan weighs budgets by it into
 #                             bench/plans/smollm2-{voronoi,turboquant}-R.json, which the iso
-#                             sweep evaluates as the "per-layer" families
+#                             sweep evaluates as the "per-layer" families, and the same plans
+#                             with sinks and window held in int8 (-w8r16: 16 recent tokens,
+#                             -w8r32: 32), merged into the sweep as their own families
 #   eval-smollm2-protection-sweep.json  sinks / recent window / key centring of the default
 #                             codec at 4.5 and 3.5 bpv, 16 passages × 64 tokens
 #   eval-smollm2-needle.json  a fact at 5 depths of 4096 tokens, greedy retrieval
@@ -42,6 +44,21 @@ for r in 3.0 3.5 4.0 4.5; do
 done
 ./target/release/kv-eval iso --passages 32 --cont 96 --defaults "${planned[@]}" \
     --json bench/results/eval-smollm2-iso.json
+int8=()
+for family in voronoi-2.75 voronoi-3.0 voronoi-3.25 voronoi-3.5 voronoi-4.0 voronoi-4.5 \
+    turboquant-3.0 turboquant-3.5 turboquant-4.0 turboquant-4.5; do
+    r=${family#*-}
+    candidates=()
+    case $family in turboquant-*) candidates=(--candidates $tq) ;; esac
+    for recent in 16 32; do
+        out=bench/plans/smollm2-$family-w8r$recent.json
+        ./target/release/kvc plan --budget-bpv $r "${sens[@]}" "${candidates[@]}" \
+            --protect 4:$recent:64:int8 --out $out
+        int8+=(--plan $out)
+    done
+done
+./target/release/kv-eval iso --passages 32 --cont 96 "${int8[@]}" \
+    --merge bench/results/eval-smollm2-iso.json --json bench/results/eval-smollm2-iso.json
 plans=()
 for c in voronoi-e8-q17-s3 voronoi-e8-q9-s2; do
     for p in "" ,protect=0:16:0 ,protect=4:16:0 ,protect=4:16:64 ,protect=4:8:64 \

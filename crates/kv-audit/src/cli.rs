@@ -5,6 +5,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use kv_codec::CodecSpec;
+use kv_codec::cache::Protection;
 use serde::Serialize;
 
 use crate::audit::{NULL_REPLICATES, audit, table as audit_table};
@@ -34,9 +35,9 @@ Usage:
       Per layer, head, K and V: norms, channel anisotropy before/after the rotation,
       kurtosis, outliers, effective rank, and the distance to the Gaussian after rotation
       (W1) next to its value for Gaussian samples of the same size.
-  kvc plan [FILE | SOURCE] (--target-snr DB | --budget-bpv R [--sensitivity SENS])
-           [--candidates SPEC,SPEC,...] [--probe-tokens N] [--out PLAN] [--prediction OUT]
-           [--verify]
+  kvc plan [FILE | SOURCE] (--target-snr DB | --budget-bpv R [--sensitivity SENS
+           [--protect S:R:C[:int8]]]) [--candidates SPEC,SPEC,...] [--probe-tokens N]
+           [--out PLAN] [--prediction OUT] [--verify]
       Choose a codec and rate per layer for K and V from a quick rate-distortion probe:
       the fewest bytes that keep every layer at or above DB dB of SNR, or the least total
       rel-MSE within R bits per value. Layers no codec serves stay uncompressed (null).
@@ -45,7 +46,9 @@ Usage:
       --sensitivity: weigh each layer's rel-MSE by the KL it costs the model (a
       `kv-eval sensitivity --json` report of the model this cache comes from), so R bits
       per value go where the model notices them; every layer coded, with the protection
-      the sensitivity was measured under.
+      the sensitivity was measured under, or --protect's (S sinks, R recent tokens, keys
+      centred on C; :int8 holds them in int8 rather than f16; the KL weights stay the
+      sensitivity's).
   kvc report [FILE | SOURCE] [--from RD_JSON] [--out DIR]
       Sweep every codec family, audit the source, and write DIR (default kvc-report):
       report.json, report.md, and SVG + PNG charts (SNR vs bits per value with the
@@ -217,6 +220,8 @@ pub struct PlanArgs {
     pub sensitivity: Option<PathBuf>,
     /// `--candidates`: the codecs to choose from (`None`: the default codec's grid).
     pub candidates: Option<Vec<CodecSpec>>,
+    /// `--protect`: the protection the plan gives every layer instead of the sensitivity's.
+    pub protect: Option<Protection>,
     /// `--verify`.
     pub verify: bool,
 }
@@ -441,6 +446,7 @@ fn parse_plan(args: impl Iterator<Item = String>) -> Result<Command> {
             "--prediction",
             "--sensitivity",
             "--candidates",
+            "--protect",
             "--verify",
         ],
         true,
@@ -452,7 +458,7 @@ fn parse_plan(args: impl Iterator<Item = String>) -> Result<Command> {
     let mut source = SourceArgs::default();
     let (mut target, mut budget, mut probe_tokens, mut out, mut prediction) =
         (None, None, None, None, None);
-    let (mut sensitivity, mut candidates) = (None, None);
+    let (mut sensitivity, mut candidates, mut protect) = (None, None, None);
     let mut verify = false;
     while let Some(opt) = opts.next(&known)? {
         let name = opt.name;
@@ -511,10 +517,24 @@ fn parse_plan(args: impl Iterator<Item = String>) -> Result<Command> {
                     .collect::<Result<Vec<_>>>()?;
                 once(&mut candidates, name, list)?;
             }
+            "--protect" => {
+                let parsed = value.parse().map_err(|_| Error::InvalidValue {
+                    option: name,
+                    value,
+                    expected: "S:R:C or S:R:C:int8 (token counts, window format)",
+                })?;
+                once(&mut protect, name, parsed)?;
+            }
             _ => source.set(source_option(name), value)?,
         }
     }
     source.check("plan --gaussian")?;
+    if protect.is_some() && sensitivity.is_none() {
+        return Err(Error::MissingOption {
+            command: "plan --protect",
+            option: "--sensitivity",
+        });
+    }
     let objective = match (target, budget) {
         (Some(db), None) => Objective::TargetSnrDb(db),
         (None, Some(r)) => Objective::BudgetBpv(r),
@@ -547,6 +567,7 @@ fn parse_plan(args: impl Iterator<Item = String>) -> Result<Command> {
         prediction,
         sensitivity,
         candidates,
+        protect,
         verify,
     }))
 }
@@ -794,7 +815,11 @@ fn run_plan(args: &PlanArgs, out: &mut dyn Write) -> Result<()> {
         .sensitivity
         .as_deref()
         .map(Sensitivity::load)
-        .transpose()?;
+        .transpose()?
+        .map(|s| Sensitivity {
+            protection: args.protect.unwrap_or(s.protection),
+            ..s
+        });
     let codecs = match &args.candidates {
         Some(list) => list.clone(),
         None => candidate_codecs(&DEFAULT_PROBE_RATES, source.head_dim)?,

@@ -10,6 +10,7 @@ use kv_audit::cli::{
 };
 use kv_audit::plan::{DEFAULT_PROBE_TOKENS, Objective};
 use kv_codec::CodecSpec;
+use kv_codec::cache::{Protection, WindowFormat};
 
 fn spec(s: &str) -> CodecSpec {
     s.parse().unwrap()
@@ -140,6 +141,7 @@ fn audit_plan_and_report_take_a_bare_file_or_source_options() {
             prediction: None,
             sensitivity: None,
             candidates: None,
+            protect: None,
             verify: true,
         })
     );
@@ -156,7 +158,9 @@ fn audit_plan_and_report_take_a_bare_file_or_source_options() {
             "--sensitivity",
             "s.json",
             "--candidates",
-            "turboquant-b2, turboquant-b3"
+            "turboquant-b2, turboquant-b3",
+            "--protect",
+            "4:32:64:int8"
         ])
         .unwrap(),
         Command::Plan(PlanArgs {
@@ -170,9 +174,42 @@ fn audit_plan_and_report_take_a_bare_file_or_source_options() {
                 "turboquant-b2".parse().unwrap(),
                 "turboquant-b3".parse().unwrap()
             ]),
+            protect: Some(Protection {
+                sink_tokens: 4,
+                recent_tokens: 32,
+                key_centre_tokens: 64,
+                window: WindowFormat::Int8,
+            }),
             verify: false,
         })
     );
+    for bad in ["4:32", "4:32:64:int4", "4:32:64:int8:1"] {
+        assert!(
+            matches!(
+                parse([
+                    "plan",
+                    "--budget-bpv",
+                    "3",
+                    "--sensitivity",
+                    "s.json",
+                    "--protect",
+                    bad
+                ]),
+                Err(Error::InvalidValue {
+                    option: "--protect",
+                    ..
+                })
+            ),
+            "{bad}"
+        );
+    }
+    assert!(matches!(
+        parse(["plan", "--budget-bpv", "3", "--protect", "4:16:64"]),
+        Err(Error::MissingOption {
+            option: "--sensitivity",
+            ..
+        })
+    ));
     assert!(matches!(
         parse(["plan", "--budget-bpv", "3", "--candidates", "int4,nope"]),
         Err(Error::InvalidCodecSpec { .. })

@@ -237,6 +237,7 @@ fn one_sensitive_layer() -> Sensitivity {
             sink_tokens: 4,
             recent_tokens: 16,
             key_centre_tokens: 64,
+            ..Protection::NONE
         },
         layers,
     }

@@ -46,6 +46,14 @@ pub enum Error {
         /// The text given.
         spec: String,
     },
+    /// A protection string could not be parsed.
+    #[error(
+        "bad protection {text:?}: expected S:R:C or S:R:C:int8 (sink, recent and key-centre tokens, window format)"
+    )]
+    BadProtection {
+        /// The text given.
+        text: String,
+    },
     /// No codec of the requested family fits the requested rate.
     #[error("no {family} codec fits {bits_per_value} bits per value at head_dim {head_dim}")]
     RateUnreachable {

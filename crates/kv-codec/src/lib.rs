@@ -61,7 +61,9 @@ pub mod scale;
 pub mod spec;
 
 pub use backend::Backend;
-pub use cache::{CacheConfig, CachePlan, Kivi, Kv, KvCache, LayerPolicy, Protection, Storage};
+pub use cache::{
+    CacheConfig, CachePlan, Kivi, Kv, KvCache, LayerPolicy, Protection, Storage, WindowFormat,
+};
 pub use codec::{Input, Output, Par, VectorCodec, decode_batch, encode_batch};
 pub use config::{CodecConfig, DEFAULT_SEED};
 pub use error::Error;

@@ -7,7 +7,7 @@ use std::ops::Range;
 
 use kv_codec::cache::{
     CacheConfig, CachePlan, FILE_MAGIC, FILE_VERSION, Kivi, Kv, KvCache, LayerPolicy, Protection,
-    Storage,
+    Storage, WindowFormat,
 };
 use kv_codec::format::Dtype;
 use kv_codec::{CodecConfig, CodecSpec, Error, Input, Output, Par, VectorCodec};
@@ -79,8 +79,18 @@ fn policies() -> Vec<(String, LayerPolicy)> {
                 sink_tokens: 2,
                 recent_tokens: 3,
                 key_centre_tokens: 6,
+                ..Protection::NONE
             },
         ),
+    ));
+    p.push((
+        "voronoi, sinks + recent + centred keys, int8 window".into(),
+        LayerPolicy::codecs(spec("voronoi-e8-q13-s2"), spec("int4")).with_protection(Protection {
+            sink_tokens: 3,
+            recent_tokens: 4,
+            key_centre_tokens: 5,
+            window: WindowFormat::Int8,
+        }),
     ));
     p.push((
         "int4, centred keys".into(),
@@ -481,6 +491,7 @@ const SMALL_PROTECTION: Protection = Protection {
     sink_tokens: 2,
     recent_tokens: 2,
     key_centre_tokens: 3,
+    window: WindowFormat::Int8,
 };
 
 /// A small cache of three layers (a codec, KIVI, a protected codec) with a few tokens.
@@ -523,9 +534,9 @@ fn save_and_load_round_trip() {
     // value vectors (4 · (32 + 4 · 2) bits each), and a window of 3 f16 keys and values.
     let layer0 = 2 * 3 * (page("voronoi-e8-q6-s3") + page("int4"));
     let layer1 = 2 * (2 * (80 + 80) + 2 * 3 * 16 * 2);
-    // Layer 2: 9 tokens coded (three pages), a window of 2 f16 tokens, 2 f16 sink tokens
-    // (K and V of each) and a key offset of 16 f32.
-    let layer2 = 2 * (3 * (page("voronoi-e8-q6-s3") + page("int4")) + 2 * 2 * 2 * 16 * 2 + 64);
+    // Layer 2: 9 tokens coded (three pages), a window of 2 int8 tokens and 2 int8 sink
+    // tokens (K and V of each; an f16 scale and 16 values each) and a key offset of 16 f32.
+    let layer2 = 2 * (3 * (page("voronoi-e8-q6-s3") + page("int4")) + 2 * 2 * 2 * (2 + 16) + 64);
     assert_eq!(file.len(), 64 + 3 * 96 + layer0 + layer1 + layer2);
     let loaded = KvCache::load(&mut file.as_slice()).unwrap();
     assert_eq!(loaded.config(), cache.config());
@@ -602,6 +613,7 @@ fn protection_keeps_sinks_and_recent_tokens_in_f16_and_centres_keys() {
         sink_tokens: 4,
         recent_tokens: 8,
         key_centre_tokens: 32,
+        ..Protection::NONE
     };
     let plain = LayerPolicy::codecs(spec("voronoi-e8-q9-s2"), spec("voronoi-e8-q9-s2"));
     let config = |p| CacheConfig::new(1, 2, d, vec![p]).with_page_tokens(page);
@@ -687,6 +699,52 @@ fn protection_keeps_sinks_and_recent_tokens_in_f16_and_centres_keys() {
     ));
 }
 
+/// Rewrites a saved file's version (and the header checksum that covers it).
+fn set_version(file: &mut [u8], version: u16) {
+    file[4..6].copy_from_slice(&version.to_le_bytes());
+    let crc = !kv_codec::format::crc32_update(!0, &file[..56]);
+    file[56..60].copy_from_slice(&crc.to_le_bytes());
+}
+
+#[test]
+fn a_version_2_file_still_loads() {
+    // Version 2 had f16 windows only, its window-format byte a reserved zero: a v3 file of a
+    // cache with f16 windows differs from the v2 file only in the version (and checksum).
+    let protected = |window| {
+        let policy = LayerPolicy::codecs(spec("int4"), spec("int8")).with_protection(Protection {
+            sink_tokens: 2,
+            recent_tokens: 3,
+            key_centre_tokens: 4,
+            window,
+        });
+        let cache =
+            KvCache::new(CacheConfig::new(1, 2, 32, vec![policy]).with_page_tokens(8)).unwrap();
+        let (k, v) = tokens(2, 20, 32, 24);
+        cache.append(0, Input::F32(&k), Input::F32(&v)).unwrap();
+        let mut file = Vec::new();
+        cache.save(&mut file).unwrap();
+        set_version(&mut file, 2);
+        (cache, file)
+    };
+    let (cache, file) = protected(WindowFormat::F16);
+    let loaded = KvCache::load(&mut file.as_slice()).unwrap();
+    assert_eq!(loaded.config(), cache.config());
+    for kv in [Kv::K, Kv::V] {
+        assert_eq!(
+            gather_all(&loaded, 0, kv, 0..20),
+            gather_all(&cache, 0, kv, 0..20)
+        );
+    }
+    // A version-2 file may not carry an int8 window.
+    let (_, file) = protected(WindowFormat::Int8);
+    assert!(matches!(
+        KvCache::load(&mut file.as_slice()),
+        Err(Error::CorruptHeader {
+            field: "window format"
+        })
+    ));
+}
+
 #[test]
 fn a_version_1_file_still_loads() {
     // Version 1 had no protection: its fields were reserved zeros, and a v2 file of an
@@ -702,9 +760,7 @@ fn a_version_1_file_still_loads() {
     }
     let mut file = Vec::new();
     cache.save(&mut file).unwrap();
-    file[4..6].copy_from_slice(&1u16.to_le_bytes());
-    let crc = !kv_codec::format::crc32_update(!0, &file[..56]);
-    file[56..60].copy_from_slice(&crc.to_le_bytes());
+    set_version(&mut file, 1);
     let loaded = KvCache::load(&mut file.as_slice()).unwrap();
     assert_eq!(loaded.config(), cache.config());
     assert_eq!(
@@ -729,12 +785,36 @@ fn a_version_1_file_still_loads() {
     .unwrap();
     let mut file = Vec::new();
     protected.save(&mut file).unwrap();
-    file[4..6].copy_from_slice(&1u16.to_le_bytes());
-    let crc = !kv_codec::format::crc32_update(!0, &file[..56]);
-    file[56..60].copy_from_slice(&crc.to_le_bytes());
+    set_version(&mut file, 1);
     assert!(matches!(
         KvCache::load(&mut file.as_slice()),
         Err(Error::CorruptHeader { .. })
+    ));
+}
+
+#[test]
+fn an_undecodable_window_token_under_a_valid_checksum_is_refused() {
+    // small_cache's third layer holds its window and sinks as int8 vectors (an f16x scale,
+    // then 16 levels): write the level int8 never writes (-128) into the last sink value
+    // vector of the last stream, just before its key offset, and fix the layer's checksum.
+    let mut file = Vec::new();
+    small_cache().save(&mut file).unwrap();
+    let u64_at = |f: &[u8], at: usize| u64::from_le_bytes(f[at..at + 8].try_into().unwrap());
+    let mut at = 64;
+    for _ in 0..2 {
+        at += 96 + u64_at(&file, at + 80) as usize;
+    }
+    let end = at + 96 + u64_at(&file, at + 80) as usize;
+    assert_eq!(end, file.len());
+    file[end - 64 - 1] = 0x80;
+    let crc = !kv_codec::format::crc32_update(
+        kv_codec::format::crc32_update(!0, &file[at..at + 88]),
+        &file[at + 96..end],
+    );
+    file[at + 88..at + 92].copy_from_slice(&crc.to_le_bytes());
+    assert!(matches!(
+        KvCache::load(&mut file.as_slice()),
+        Err(Error::CorruptPayload { .. })
     ));
 }
 
@@ -780,7 +860,7 @@ fn every_corrupted_or_truncated_file_is_refused() {
     newer[4..6].copy_from_slice(&(FILE_VERSION + 1).to_le_bytes());
     assert!(matches!(
         KvCache::load(&mut newer.as_slice()),
-        Err(Error::UnsupportedVersion { version: 3, .. })
+        Err(Error::UnsupportedVersion { version, .. }) if version == FILE_VERSION + 1
     ));
 }
 
@@ -925,9 +1005,22 @@ fn the_plan_json_has_exactly_the_documented_schema() {
             actual: 2
         })
     ));
+    // The window format: written only when not f16.
+    let int8 = r#"{"layers":[{"k":"int4","v":"int4","protection":{"sink_tokens":0,"recent_tokens":32,"key_centre_tokens":0,"window":"int8"}}]}"#;
+    let plan = CachePlan::from_json(int8).unwrap();
+    assert_eq!(plan.to_json(), int8);
+    assert_eq!(
+        plan.policies()[0],
+        LayerPolicy::codecs(spec("int4"), spec("int4")).with_protection(Protection {
+            recent_tokens: 32,
+            window: WindowFormat::Int8,
+            ..Protection::NONE
+        })
+    );
     for bad in [
         r#"{"layers":[{"k":null}]}"#,
         r#"{"layers":[{"k":null,"v":null,"w":null}]}"#,
+        r#"{"layers":[{"k":"int4","v":"int4","protection":{"window":"int4"}}]}"#,
         r#"{"layers":[{"k":"voronoi-e8-q16-s9","v":null}]}"#,
         r#"{"layers":[{"k":16,"v":null}]}"#,
         r#"{"layer":[]}"#,

@@ -17,7 +17,7 @@ use crate::eval::{EvalReport, EvalSettings, evaluate};
 use crate::iso::{default_plans, iso_table, markdown};
 use crate::model::{Llama, LlamaConfig, MODEL_FILE, WeightMode, default_model_path};
 use crate::needle::{NeedleSettings, needle};
-use crate::plan::{CachePlan, parse_protect};
+use crate::plan::CachePlan;
 use crate::reference::{Reference, default_reference_path, verify};
 use crate::sensitivity::{DEFAULT_PROBE, DEFAULT_SKIP, sensitivity};
 use crate::store::AttentionPath;
@@ -358,7 +358,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command> {
             let (mut md, mut merge, mut defaults) = (None, None, false);
             let mut settings = EvalSettings::default();
             let mut probe: CodecSpec = DEFAULT_PROBE.parse().expect("valid built-in spec");
-            let mut protection = parse_protect("4:16:64").expect("valid built-in protection");
+            let mut protection: Protection = "4:16:64".parse().expect("valid built-in protection");
             if command == "sensitivity" {
                 (settings.cont, settings.skip) = (32, DEFAULT_SKIP);
             }
@@ -380,10 +380,10 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command> {
                     }
                     "--protect" if command == "sensitivity" => {
                         let value = a.value("--protect")?;
-                        protection = parse_protect(&value).ok_or(Error::InvalidValue {
+                        protection = value.parse().map_err(|_| Error::InvalidValue {
                             option: "--protect",
                             value,
-                            expected: "S:R:C, three token counts",
+                            expected: "S:R:C or S:R:C:int8 (token counts, window format)",
                         })?;
                     }
                     other => {
@@ -849,7 +849,7 @@ mod tests {
                     Protection {
                         sink_tokens: 1,
                         recent_tokens: 8,
-                        key_centre_tokens: 0
+                        ..Protection::NONE
                     }
                 );
                 assert_eq!(

@@ -14,7 +14,7 @@
 //!
 //! Sizes are reported twice: the plan's nominal bits per value (the codecs' rates) and the
 //! bits per value its cache really held at the end of a passage (pages, their rounding and
-//! any f16 window included), which is the iso-quality table's rate.
+//! any window and sinks included), which is the iso-quality table's rate.
 //!
 //! All rows see the same input tokens, so one forward pass of the batch shares one pass
 //! over the weights; each row attends over its own store.
@@ -99,7 +99,7 @@ pub struct PlanResult {
     pub bits_per_value: f64,
     /// Bits per value the cache actually held at the end of a passage: held bytes · 8 /
     /// (tokens · layers · 2 · kv_heads · head_dim), pages (whole pages), their rounding and
-    /// f16 windows included. `None` in results written before it was measured.
+    /// windows and sinks included. `None` in results written before it was measured.
     #[serde(default)]
     pub held_bits_per_value: Option<f64>,
     /// 16 / the rate ([`PlanResult::rate`]).

@@ -11,7 +11,7 @@
 //!
 //! The rate axis is the bits per value each plan's cache actually held at the end of a
 //! passage ([`PlanResult::rate`]: kv-codec's pages, their rounding to whole pages and any
-//! f16 window included), not the codecs' nominal rates; compression against bf16 is 16
+//! window and sinks included), not the codecs' nominal rates; compression against bf16 is 16
 //! divided by it. Results written before the held rate was measured fall back to the
 //! nominal rate. The per-plan table lists both.
 
@@ -381,13 +381,14 @@ pub fn summary(report: &EvalReport, table: &IsoTable) -> String {
             ));
             last = Some(&sv.variant);
         }
+        let pct = |x: Option<f64>| x.map_or_else(|| "—".to_owned(), |x| format!("{x:.1}%"));
         out.push_str(&format!(
-            "{} ≤ {}%: {}% / {}% / {}%",
+            "{} ≤ {}%: {} / {} / {}",
             if first { "" } else { ";" },
             sv.threshold_pct,
-            opt(sv.fewer_bytes_pct, 1),
-            opt(sv.fewer_bytes_pct_mean_only, 1),
-            opt(sv.fewer_bytes_pct_interpolated, 1)
+            pct(sv.fewer_bytes_pct),
+            pct(sv.fewer_bytes_pct_mean_only),
+            pct(sv.fewer_bytes_pct_interpolated)
         ));
     }
     if last.is_some() {

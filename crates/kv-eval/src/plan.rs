@@ -16,9 +16,10 @@
 //!   and channels (values), the last `R` or more tokens in f16; `kivi` alone is KIVI-2 as
 //!   published (`kivi-b2-g32-r128`); it cannot be combined with codec items;
 //! * `raw=L:L:…` — layers kept uncompressed (f16);
-//! * `protect=S:R:C` — kv-codec's [`Protection`] of every coded per-vector layer: the
-//!   first `S` positions and the last `R` tokens also in f16, keys coded around the mean of
-//!   positions `S..S+C` (`C = 0`: not centred).
+//! * `protect=S:R:C[:int8]` — kv-codec's [`Protection`] of every coded per-vector layer:
+//!   the first `S` positions and the last `R` tokens also held in the window format (f16, or
+//!   the `int8` codec with `:int8`), keys coded around the mean of positions `S..S+C`
+//!   (`C = 0`: not centred).
 //!
 //! Examples: `voronoi-e8-q16-s4`, `k=voronoi-e8-q23-s4,v=turboquant-b3`,
 //! `voronoi-e8-q13-s2,raw=0:29`, `kivi-b2-g32-r32`, `voronoi-e8-q13-s2,protect=4:16:64`. A plan can also come from kv-codec's
@@ -73,26 +74,9 @@ impl LayerChoice {
     }
 }
 
-/// The `protect=S:R:C` item of a protection (none when nothing is protected).
+/// The `protect=S:R:C[:int8]` item of a protection (none when nothing is protected).
 fn protect_label(p: &Protection) -> Option<String> {
-    (!p.is_none()).then(|| {
-        format!(
-            "protect={}:{}:{}",
-            p.sink_tokens, p.recent_tokens, p.key_centre_tokens
-        )
-    })
-}
-
-/// Parses the `S:R:C` of a `protect=` item.
-pub(crate) fn parse_protect(list: &str) -> Option<Protection> {
-    let mut it = list.split(':');
-    let mut field = || it.next()?.parse::<u16>().ok();
-    let p = Protection {
-        sink_tokens: field()?,
-        recent_tokens: field()?,
-        key_centre_tokens: field()?,
-    };
-    it.next().is_none().then_some(p)
+    (!p.is_none()).then(|| format!("protect={p}"))
 }
 
 /// kv-codec's per-layer plan entry. Its only construction in this crate, so that new
@@ -192,7 +176,7 @@ impl CachePlan {
         let bad = || Error::InvalidValue {
             option: "--codec",
             value: text.to_owned(),
-            expected: "SPEC, k=SPEC, v=SPEC, kivi-bB-gG-rR, raw=L:L:… and protect=S:R:C, \
+            expected: "SPEC, k=SPEC, v=SPEC, kivi-bB-gG-rR, raw=L:L:… and protect=S:R:C[:int8], \
                        comma-separated",
         };
         let spec = |s: &str| {
@@ -216,7 +200,7 @@ impl CachePlan {
                 },
                 Some(("k", s)) => k = Some(spec(s)?),
                 Some(("v", s)) => v = Some(spec(s)?),
-                Some(("protect", list)) => protection = parse_protect(list).ok_or_else(bad)?,
+                Some(("protect", list)) => protection = list.parse().map_err(|_| bad())?,
                 Some(("raw", list)) => {
                     for l in list.split(':') {
                         let l: usize = l.parse().map_err(|_| bad())?;
@@ -409,7 +393,7 @@ impl CachePlan {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kv_codec::cache::Storage;
+    use kv_codec::cache::{Storage, WindowFormat};
     use kv_codec::format::Dtype;
 
     #[test]
@@ -424,6 +408,7 @@ mod tests {
             sink_tokens: 4,
             recent_tokens: 16,
             key_centre_tokens: 64,
+            ..Protection::NONE
         };
         assert_eq!(
             p.policies()[2],
@@ -434,9 +419,19 @@ mod tests {
             .with_protection(protection)
         );
         assert_eq!(unsettled_tail(&p.layers[0]), 67);
+        let p = CachePlan::parse("voronoi-e8-q9-s2,protect=4:32:64:int8", 3).unwrap();
+        assert_eq!(p.label(), "voronoi-e8-q9-s2,protect=4:32:64:int8");
+        assert_eq!(p.family().as_deref(), Some("voronoi protect=4:32:64:int8"));
+        let LayerPolicy::PerVector { protection, .. } = p.policies()[1] else {
+            panic!("a per-vector layer")
+        };
+        assert_eq!(protection.window, WindowFormat::Int8);
+        assert_eq!(protection.recent_tokens, 32);
         for bad in [
             "int8,protect=1:2",
             "int8,protect=1:2:x",
+            "int8,protect=1:2:3:int4",
+            "int8,protect=1:2:3:int8:0",
             "kivi,protect=0:1:0",
         ] {
             assert!(CachePlan::parse(bad, 3).is_err(), "{bad}");

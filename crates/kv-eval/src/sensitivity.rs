@@ -161,6 +161,7 @@ mod tests {
             sink_tokens: 4,
             recent_tokens: 16,
             key_centre_tokens: 64,
+            ..Protection::NONE
         };
         let plan = single(3, 1, false, probe, p);
         assert_eq!(plan.layers[0], LayerChoice::RAW);

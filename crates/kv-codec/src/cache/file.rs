@@ -5,7 +5,8 @@
 //! cache header                      layer header
 //! offset size field                 offset size field
 //!  0      4   magic "KVCC"           0      1   policy (0 per-vector, 1 KIVI)
-//!  4      2   version (2)            1      1   reserved, zero
+//!  4      2   version (3)            1      1   window format (per-vector; v3:
+//!                                               0 f16, 1 int8; else zero)
 //!                                    2      2   sink tokens (per-vector; v2)
 //!                                    4      2   recent tokens (per-vector; v2)
 //!                                    6      2   key-centre tokens (per-vector; v2)
@@ -25,8 +26,9 @@
 //! ```
 //!
 //! A stream's payload: its pages (K then V of each), its window (K, then V), then in v2
-//! its sink tokens (K, then V, f16) and its key offset (`head_dim` f32) when it has one.
-//! Version 1 files (no protection) still load.
+//! its sink tokens (K, then V) and its key offset (`head_dim` f32) when it has one. Window
+//! and sink tokens are in the window format: `head_dim` f16 values, or (v3) the `int8`
+//! codec's bytes. Version 1 (no protection) and 2 (f16 windows only) files still load.
 //!
 //! Loading builds the whole cache before returning it, so a file that is corrupted
 //! (checksums, reserved bytes, positions that disagree) or truncated anywhere yields an
@@ -41,7 +43,7 @@ use std::sync::RwLock;
 use super::kivi::Kivi;
 use super::layer::{Formats, KeyOffset, Layer, Page, Positions, Stream};
 use super::store::PageFormat;
-use super::{CacheConfig, KvCache, LayerPolicy, Protection, Storage};
+use super::{CacheConfig, KvCache, LayerPolicy, Protection, Storage, WindowFormat};
 use crate::codec::Par;
 use crate::error::Error;
 use crate::format::{Dtype, crc32_update};
@@ -50,7 +52,7 @@ use crate::spec::CodecSpec;
 /// The cache file's magic bytes.
 pub const MAGIC: [u8; 4] = *b"KVCC";
 /// The cache-file version this library writes (and the newest it reads).
-pub const VERSION: u16 = 2;
+pub const VERSION: u16 = 3;
 /// Length of the cache header.
 const HEADER_LEN: usize = 64;
 /// Length of a layer header.
@@ -123,6 +125,10 @@ fn layer_header(policy: LayerPolicy, pos: Positions, payload: u64) -> [u8; LAYER
     let mut h = [0u8; LAYER_HEADER_LEN];
     match policy {
         LayerPolicy::PerVector { k, v, protection } => {
+            h[1] = match protection.window {
+                WindowFormat::F16 => 0,
+                WindowFormat::Int8 => 1,
+            };
             h[2..4].copy_from_slice(&protection.sink_tokens.to_le_bytes());
             h[4..6].copy_from_slice(&protection.recent_tokens.to_le_bytes());
             h[6..8].copy_from_slice(&protection.key_centre_tokens.to_le_bytes());
@@ -144,14 +150,21 @@ fn layer_header(policy: LayerPolicy, pos: Positions, payload: u64) -> [u8; LAYER
 }
 
 fn parse_policy(h: &[u8], version: u16) -> Result<LayerPolicy, Error> {
-    if h[1] != 0 || h[92..96] != [0; 4] {
+    if h[92..96] != [0; 4] {
         return Err(corrupt("reserved bytes"));
     }
+    let window = match h[1] {
+        0 => WindowFormat::F16,
+        // Version 2 reserved (zeroed) this byte.
+        1 if version >= 3 && h[0] == 0 => WindowFormat::Int8,
+        _ => return Err(corrupt("window format")),
+    };
     let u16_at = |at: usize| u16::from_le_bytes([h[at], h[at + 1]]);
     let protection = Protection {
         sink_tokens: u16_at(2),
         recent_tokens: u16_at(4),
         key_centre_tokens: u16_at(6),
+        window,
     };
     // Version 1 reserved (zeroed) these fields.
     if (version < 2 || h[0] != 0) && !protection.is_none() {
@@ -230,8 +243,9 @@ fn stream_parts<'a>(
     slice: &'a Slice,
 ) -> impl Iterator<Item = Cow<'a, [u8]>> {
     let fmt = &layer.fmt;
-    let window = slice.window * 2 * fmt.d;
-    let sinks = fmt.sinks_held(slice.pos.first_page * fmt.page_tokens, slice.pos.len) * 2 * fmt.d;
+    let window = slice.window * fmt.window_token_bytes();
+    let sinks = fmt.sinks_held(slice.pos.first_page * fmt.page_tokens, slice.pos.len)
+        * fmt.window_token_bytes();
     let offset = s
         .key_offset
         .as_ref()
@@ -425,8 +439,8 @@ fn load_layer<R: Read>(
     }
     let pages = pos.flushed.div_ceil(p).saturating_sub(pos.first_page);
     let (kp, vp) = (fmt.k.page_bytes(p), fmt.v.page_bytes(p));
-    let window_bytes = window * 2 * fmt.d;
-    let sink_bytes = fmt.sinks_held(start, pos.len) * 2 * fmt.d;
+    let window_bytes = window * fmt.window_token_bytes();
+    let sink_bytes = fmt.sinks_held(start, pos.len) * fmt.window_token_bytes();
     let has_offset = fmt.centre > 0 && pos.flushed > 0;
     let offset_bytes = if has_offset { 4 * fmt.d } else { 0 };
     let expected = pages
@@ -452,11 +466,12 @@ fn load_layer<R: Read>(
         let f = &layer.fmt;
         let (k, v) = (src.take(window_bytes)?, src.take(window_bytes)?);
         let (sk, sv) = (src.take(sink_bytes)?, src.take(sink_bytes)?);
-        // Windows and sinks are dense f16 and must be finite (every writer saturates).
+        // Window and sink tokens must decode in the window format: the f16 reader refuses
+        // non-finite values (every writer saturates), the int8 codec its invalid codes.
         let mut scratch = f.window.scratch();
         let mut x = vec![0f32; window.max(f.sinks) * f.d];
         for (w, first) in [(&k, pos.flushed), (&v, pos.flushed), (&sk, 0), (&sv, 0)] {
-            let x = &mut x[..w.len() / 2];
+            let x = &mut x[..w.len() / f.window_token_bytes() * f.d];
             f.window
                 .read(w, 0, x, false, &mut scratch)
                 .map_err(|(i, reason)| Error::CorruptPayload {

@@ -1,9 +1,9 @@
 //! One layer of the cache: its K and V page formats, its positions, and per stream (batch
-//! row × KV head) the pages, the f16 window of recent tokens, the f16 copies of the sink
-//! tokens and the key offset (see [`Protection`]).
+//! row × KV head) the pages, the window of recent tokens, the copies of the sink tokens
+//! (both in the layer's [`super::WindowFormat`]) and the key offset (see [`Protection`]).
 //!
 //! Token `t` (absolute position) of a stream lies in page `t / P`, slot `t % P`, while
-//! `t < flushed`; tokens `flushed..len` lie in the f16 window (only policies with a recent
+//! `t < flushed`; tokens `flushed..len` lie in the window (only policies with a recent
 //! window or a key offset, and KIVI, have one: elsewhere `flushed == len`). Pages
 //! `first_page..` are held; the sliding window and page-range loads drop whole pages from
 //! the front (and the sink tokens with the first page). A stream has a key offset exactly
@@ -14,13 +14,14 @@ use std::collections::VecDeque;
 use rayon::prelude::*;
 
 use super::kivi::{KiviKeys, KiviValues};
-use super::store::{Dense, Packed, PageFormat, Scratch, VectorCoder, round_to_f16};
-use super::{Kv, LayerPolicy, Protection, Storage};
+use super::store::{Dense, Packed, PageFormat, Scratch, VectorCoder};
+use super::{Kv, LayerPolicy, Protection, Storage, WindowFormat};
 use crate::bits::clear_bits_from;
 use crate::codec::{Input, Output, Par};
 use crate::config::CodecConfig;
 use crate::error::Error;
 use crate::format::Dtype;
+use crate::spec::CodecSpec;
 
 /// Most tokens one read or write handles at a time (rounded up to whole units).
 pub(crate) const BLOCK_TOKENS: usize = 32;
@@ -30,11 +31,11 @@ pub(crate) const BLOCK_TOKENS: usize = 32;
 pub(crate) struct Formats {
     pub(crate) k: Box<dyn PageFormat>,
     pub(crate) v: Box<dyn PageFormat>,
-    /// The f16 layout of the recent window and the sink tokens.
-    pub(crate) window: Packed<Dense>,
+    /// The layout of the recent window and the sink tokens ([`WindowFormat`]).
+    pub(crate) window: Packed<Box<dyn VectorCoder>>,
     /// Recent tokens kept in the window (at least).
     pub(crate) recent: usize,
-    /// Leading positions also kept in f16.
+    /// Leading positions also kept in the window format.
     pub(crate) sinks: usize,
     /// Positions whose mean key is the key offset (0: keys are not centred).
     pub(crate) centre: usize,
@@ -167,9 +168,16 @@ impl Formats {
         Ok(Self {
             k,
             v,
-            window: Packed(Dense {
-                dtype: Dtype::F16,
-                head_dim: d,
+            window: Packed(match protection.window {
+                WindowFormat::F16 => Box::new(Dense {
+                    dtype: Dtype::F16,
+                    head_dim: d,
+                }),
+                WindowFormat::Int8 => Box::new(
+                    CodecConfig::new(CodecSpec::Int { bits: 8, group: 0 }, d)
+                        .with_seed(seed)
+                        .build()?,
+                ),
             }),
             recent,
             sinks: protection.sink_tokens.into(),
@@ -320,7 +328,7 @@ impl StreamView<'_> {
 
 impl StreamView<'_> {
     /// Adds the key offset to keys read from pages starting at `t0`, and replaces the sink
-    /// tokens among them by their f16 copies.
+    /// tokens among them by their copies in the window format.
     fn protect(
         &self,
         kv: Kv,
@@ -345,7 +353,7 @@ impl StreamView<'_> {
             Kv::K => &stream.sink_k,
             Kv::V => &stream.sink_v,
         };
-        let held = sinks.len() / (2 * d);
+        let held = sinks.len() / fmt.window_token_bytes();
         if t0 < held {
             let n = (held - t0).min(out.len() / d);
             let out = &mut out[..n * d];
@@ -490,13 +498,13 @@ impl Layer {
         }
         let fmt = &self.fmt;
         let d = fmt.d;
-        let sinks = fmt.sinks_held(self.held_start(), len) * 2 * d;
+        let sinks = fmt.sinks_held(self.held_start(), len) * fmt.window_token_bytes();
         for s in &mut self.streams {
             s.sink_k.truncate(sinks);
             s.sink_v.truncate(sinks);
         }
         if len >= self.pos.flushed {
-            let keep = (len - self.pos.flushed) * 2 * d;
+            let keep = (len - self.pos.flushed) * fmt.window_token_bytes();
             for s in &mut self.streams {
                 s.window_k.truncate(keep);
                 s.window_v.truncate(keep);
@@ -524,6 +532,7 @@ impl Layer {
         };
         let p = fmt.page_tokens;
         let (page, slot) = (start / p - self.pos.first_page, start % p);
+        let mut scratch_window = fmt.window.scratch();
         for (s, (k, v)) in self.streams.iter_mut().zip(rehold) {
             if slot == 0 {
                 s.pages.truncate(page);
@@ -535,7 +544,7 @@ impl Layer {
             }
             s.window_k.clear();
             s.window_v.clear();
-            fmt.push_window(s, &k, &v);
+            fmt.push_window(s, &k, &v, &mut scratch_window);
             if start == 0 {
                 // No coded token left: the next ones fix a new offset, as in a new cache.
                 s.key_offset = None;
@@ -613,11 +622,11 @@ impl Formats {
         let block = self.block();
         let (mut xk, mut xv) = (vec![0f32; block * d], vec![0f32; block * d]);
         let mut scratch = self.scratches();
-        // The window's token `j` (its first `held`), then the incoming ones, as f16 when
-        // the layer has a window (what the window would have held).
+        // The window's token `j` (its first `held`), then the incoming ones, rounded to the
+        // window format when the layer has a window (what the window would have held).
         let token = |j: usize, k: &mut [f32], v: &mut [f32], w: &mut Scratch| {
             if j < held {
-                // Windows hold finite f16 values: written saturated, checked on load.
+                // Windows hold what their format wrote (finite), checked on load.
                 self.window
                     .read(&stream.window_k, j, k, false, w)
                     .and_then(|()| self.window.read(&stream.window_v, j, v, false, w))
@@ -627,19 +636,19 @@ impl Formats {
                 incoming.v.load(s * incoming.n + j - held, d, v);
                 if self.window_capacity(false) > 0 {
                     // So that the bytes do not depend on how the tokens were chunked.
-                    round_to_f16(k);
-                    round_to_f16(v);
+                    self.round_to_window(k, w);
+                    self.round_to_window(v, w);
                 }
             }
         };
         let sinks = self.sinks_held(pos.first_page * p, pos.len + incoming.n);
-        let sinks_had = stream.sink_k.len() / (2 * d);
+        let sinks_had = stream.sink_k.len() / self.window_token_bytes();
         if sinks > sinks_had {
             let (k, v) = (&mut xk[..d], &mut xv[..d]);
             for t in sinks_had..sinks {
                 token(t - pos.flushed, k, v, &mut scratch.window);
-                self.push_f16(&mut stream.sink_k, k, self.sinks);
-                self.push_f16(&mut stream.sink_v, v, self.sinks);
+                self.push_held(&mut stream.sink_k, k, self.sinks, &mut scratch.window);
+                self.push_held(&mut stream.sink_v, v, self.sinks, &mut scratch.window);
             }
         }
         if flush > 0 && self.centre > 0 && stream.key_offset.is_none() {
@@ -685,12 +694,12 @@ impl Formats {
             t += run;
         }
         // The window keeps its tokens after the flushed ones, then the incoming rest.
-        let dropped = flush.min(held) * 2 * d;
+        let dropped = flush.min(held) * self.window_token_bytes();
         stream.window_k.drain(..dropped);
         stream.window_v.drain(..dropped);
         if flush > 0 {
             // Coding has begun: the window never again holds more than `recent` tokens.
-            let steady = self.window_capacity(true) * 2 * d;
+            let steady = self.window_capacity(true) * self.window_token_bytes();
             stream.window_k.shrink_to(steady);
             stream.window_v.shrink_to(steady);
         }
@@ -698,52 +707,74 @@ impl Formats {
         for j in flush.saturating_sub(held)..incoming.n {
             incoming.k.load(s * incoming.n + j, d, k);
             incoming.v.load(s * incoming.n + j, d, v);
-            self.push_window(stream, k, v);
+            self.push_window(stream, k, v, &mut scratch.window);
         }
     }
 
     /// Appends tokens (`d` values each) to a stream's window.
-    fn push_window(&self, stream: &mut Stream, k: &[f32], v: &[f32]) {
+    fn push_window(&self, stream: &mut Stream, k: &[f32], v: &[f32], scratch: &mut Scratch) {
         let coding = self.centre == 0 || stream.key_offset.is_some();
         let capacity = self.window_capacity(coding);
-        self.push_f16(&mut stream.window_k, k, capacity);
-        self.push_f16(&mut stream.window_v, v, capacity);
+        self.push_held(&mut stream.window_k, k, capacity, scratch);
+        self.push_held(&mut stream.window_v, v, capacity, scratch);
     }
 
-    /// Appends tokens (`d` values each) as f16 to a buffer of at most `capacity` tokens.
-    fn push_f16(&self, buffer: &mut Vec<u8>, x: &[f32], capacity: usize) {
-        let bytes = 2 * self.d;
-        reserve_f16(buffer, capacity * bytes, x.len());
-        for token in x.chunks_exact(self.d) {
-            let at = buffer.len();
-            buffer.resize(at + bytes, 0);
-            self.window.0.encode(token, &mut buffer[at..], &mut []);
+    /// Bytes of one token in the window format (a whole number: f16 values, or int8's
+    /// 16-bit scale and 8-bit values).
+    pub(crate) fn window_token_bytes(&self) -> usize {
+        self.window.0.bits() / 8
+    }
+
+    /// Rounds tokens (`d` values each) to what the window would hold of them.
+    fn round_to_window(&self, x: &mut [f32], scratch: &mut Scratch) {
+        for token in x.chunks_exact_mut(self.d) {
+            self.window
+                .0
+                .encode(token, &mut scratch.bytes, &mut scratch.floats);
+            self.window
+                .0
+                .decode(&scratch.bytes, token, false, &mut scratch.floats)
+                .expect("the window format decodes what it encodes");
         }
     }
 
-    /// Appends encoded f16 window tokens (a loaded file's) to a stream's window.
+    /// Appends tokens (`d` values each) in the window format to a buffer of at most
+    /// `capacity` tokens.
+    fn push_held(&self, buffer: &mut Vec<u8>, x: &[f32], capacity: usize, scratch: &mut Scratch) {
+        let bytes = self.window_token_bytes();
+        reserve_window(buffer, capacity * bytes, x.len());
+        for token in x.chunks_exact(self.d) {
+            let at = buffer.len();
+            buffer.resize(at + bytes, 0);
+            self.window
+                .0
+                .encode(token, &mut buffer[at..], &mut scratch.floats);
+        }
+    }
+
+    /// Appends encoded window tokens (a loaded file's) to a stream's window.
     pub(crate) fn push_window_bytes(&self, stream: &mut Stream, k: &[u8], v: &[u8], coding: bool) {
-        let capacity = self.window_capacity(coding) * 2 * self.d;
+        let capacity = self.window_capacity(coding) * self.window_token_bytes();
         for (window, x) in [(&mut stream.window_k, k), (&mut stream.window_v, v)] {
-            reserve_f16(window, capacity, x.len());
+            reserve_window(window, capacity, x.len());
             window.extend_from_slice(x);
         }
     }
 
-    /// Appends encoded f16 sink tokens (a loaded file's) to a stream.
+    /// Appends encoded sink tokens (a loaded file's) to a stream.
     pub(crate) fn push_sink_bytes(&self, stream: &mut Stream, k: &[u8], v: &[u8]) {
-        let capacity = self.sinks * 2 * self.d;
+        let capacity = self.sinks * self.window_token_bytes();
         for (sinks, x) in [(&mut stream.sink_k, k), (&mut stream.sink_v, v)] {
-            reserve_f16(sinks, capacity, x.len());
+            reserve_window(sinks, capacity, x.len());
             sinks.extend_from_slice(x);
         }
     }
 }
 
-/// Allocates an f16 buffer at its full size (`capacity` bytes) when the first of `adding`
+/// Allocates a window or sink buffer at its full size (`capacity` bytes) when the first of `adding`
 /// values arrive (a window shrinks once coding begins), so that [`Layer::bytes_held`] counts its real
 /// size.
-fn reserve_f16(buffer: &mut Vec<u8>, capacity: usize, adding: usize) {
+fn reserve_window(buffer: &mut Vec<u8>, capacity: usize, adding: usize) {
     if buffer.capacity() == 0 && adding > 0 {
         buffer.reserve_exact(capacity);
     }

@@ -6,8 +6,8 @@
 //! [`CacheConfig::page_tokens`] tokens, and a page holds exactly the bytes a codec batch of
 //! its tokens would ([`crate::VectorCodec::encode`]): the bits the codec advertises, up to
 //! one byte per page. Nothing else is kept, except what a policy asks for: the f16 window of
-//! recent tokens of the [`Kivi`] policy, and the f16 sinks, recent window and key offsets of
-//! a per-vector layer's [`Protection`]. Each layer has its own [`LayerPolicy`]: a codec or an
+//! recent tokens of the [`Kivi`] policy, and the sinks, recent window (f16 or int8) and key
+//! offsets of a per-vector layer's [`Protection`]. Each layer has its own [`LayerPolicy`]: a codec or an
 //! uncompressed dtype for K and for V ([`Storage`]) with its protection, or KIVI; a [`CachePlan`] (JSON, written by the audit's
 //! planner) sets them per layer.
 //!
@@ -60,8 +60,10 @@ pub(crate) mod layer;
 pub mod plan;
 mod store;
 
+use std::fmt;
 use std::io::{Read, Write};
 use std::ops::Range;
+use std::str::FromStr;
 use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use serde::{Deserialize, Serialize};
@@ -98,18 +100,21 @@ pub enum Storage {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Protection {
-    /// The first this many positions are also kept in f16, and attention and `gather`
-    /// read them from there (their coded copies in the pages are never read).
+    /// The first this many positions are also kept in the window format, and attention
+    /// and `gather` read them from there (their coded copies in the pages are never read).
     pub sink_tokens: u16,
-    /// The last this many tokens stay in an f16 window and are coded only when they leave
-    /// it (in order, one by one).
+    /// The last this many tokens stay in a window (in the window format) and are coded
+    /// only when they leave it (in order, one by one).
     pub recent_tokens: u16,
     /// When not zero, keys are coded minus a per-stream offset: the mean of the keys at
     /// positions `sink_tokens .. sink_tokens + key_centre_tokens` (as f16), fixed when the
-    /// first token is coded; tokens wait in the f16 window until those positions exist.
+    /// first token is coded; tokens wait in the window until those positions exist.
     /// Attention is unchanged by a constant key offset, and the codec's error shrinks with
     /// the norm it codes.
     pub key_centre_tokens: u16,
+    /// How the window and sink tokens are held.
+    #[serde(skip_serializing_if = "WindowFormat::is_f16")]
+    pub window: WindowFormat,
 }
 
 impl Protection {
@@ -118,11 +123,84 @@ impl Protection {
         sink_tokens: 0,
         recent_tokens: 0,
         key_centre_tokens: 0,
+        window: WindowFormat::F16,
     };
 
-    /// Whether anything is kept beside the pages.
+    /// Whether anything is kept beside the pages (the window format alone is not).
     pub fn is_none(&self) -> bool {
-        *self == Self::NONE
+        Self {
+            window: WindowFormat::F16,
+            ..*self
+        } == Self::NONE
+    }
+}
+
+/// The format of a layer's window and sink tokens: what a protected token costs and how
+/// exactly it is kept. Tokens that pass through the window are coded into the pages from
+/// what the window holds, and tokens that skip it (when a chunk is longer than the window)
+/// are first rounded to it, so the pages do not depend on how appends were chunked.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WindowFormat {
+    /// IEEE f16 values (16 bits per value), saturated at ±65504.
+    #[default]
+    F16,
+    /// The `int8` codec (per-token absmax, f16 scale): 8 + 16/d bits per value, about half
+    /// of f16's, so a window of twice the tokens for the same bytes.
+    Int8,
+}
+
+/// The compact form `S:R:C`, with `:int8` appended for an int8 window (what kv-eval's
+/// `protect=` plan item and `kvc plan --protect` take).
+impl fmt::Display for Protection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}:{}:{}",
+            self.sink_tokens, self.recent_tokens, self.key_centre_tokens
+        )?;
+        match self.window {
+            WindowFormat::F16 => Ok(()),
+            WindowFormat::Int8 => f.write_str(":int8"),
+        }
+    }
+}
+
+impl FromStr for Protection {
+    type Err = Error;
+
+    fn from_str(text: &str) -> Result<Self, Error> {
+        let bad = || Error::BadProtection {
+            text: text.to_owned(),
+        };
+        let mut it = text.split(':');
+        let mut count = || it.next()?.parse::<u16>().ok();
+        let (sink_tokens, recent_tokens, key_centre_tokens) = (
+            count().ok_or_else(bad)?,
+            count().ok_or_else(bad)?,
+            count().ok_or_else(bad)?,
+        );
+        let window = match it.next() {
+            None => WindowFormat::F16,
+            Some("int8") => WindowFormat::Int8,
+            Some(_) => return Err(bad()),
+        };
+        if it.next().is_some() {
+            return Err(bad());
+        }
+        Ok(Self {
+            sink_tokens,
+            recent_tokens,
+            key_centre_tokens,
+            window,
+        })
+    }
+}
+
+impl WindowFormat {
+    /// Whether this is the f16 window (the default, left out of plan JSON).
+    pub fn is_f16(&self) -> bool {
+        *self == Self::F16
     }
 }
 
@@ -135,7 +213,7 @@ pub enum LayerPolicy {
         k: Storage,
         /// Storage of the values.
         v: Storage,
-        /// Tokens kept in f16 beside the pages, and the key offset.
+        /// Tokens kept beside the pages, and the key offset.
         protection: Protection,
     },
     /// The KIVI baseline: keys per channel, values per token, recent tokens in f16.
@@ -405,7 +483,7 @@ impl KvCache {
     }
 
     /// Payload bytes a layer holds: its pages (K and V, every stream) and the buffers of
-    /// its f16 window (allocated at their full size on first use). Struct overhead (a few
+    /// its window and sinks (allocated at their full size on first use). Struct overhead (a few
     /// dozen bytes per page) is not counted.
     ///
     /// # Errors

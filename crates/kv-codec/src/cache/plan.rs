@@ -14,7 +14,8 @@
 //!   uncompressed f16.
 //! * `protection`: optional, absent when nothing is protected; an object with the
 //!   optional integer fields `sink_tokens`, `recent_tokens` and `key_centre_tokens` of
-//!   [`Protection`] (absent fields are 0), e.g.
+//!   [`Protection`] (absent fields are 0) and the optional `window`, `"f16"` (the default,
+//!   left out when written) or `"int8"` ([`crate::cache::WindowFormat`]), e.g.
 //!   `{"k":"voronoi-e8-q16-s4","v":"voronoi-e8-q16-s4","protection":{"sink_tokens":4,"recent_tokens":16,"key_centre_tokens":64}}`.
 //!
 //! Unknown fields are refused, so a typo cannot silently leave a layer uncompressed.
@@ -29,7 +30,7 @@
 //!                   {"k":null,"v":"bf16"}]}"#,
 //! )?;
 //! let policies = plan.policies();
-//! let protection = Protection { sink_tokens: 4, recent_tokens: 16, key_centre_tokens: 0 };
+//! let protection = Protection { sink_tokens: 4, recent_tokens: 16, ..Protection::NONE };
 //! assert_eq!(
 //!     policies[0],
 //!     LayerPolicy::codecs("voronoi-e8-q16-s4".parse()?, "voronoi-e8-q13-s2".parse()?)
@@ -73,7 +74,7 @@ pub struct LayerPlan {
     /// Codec of the values.
     #[serde(deserialize_with = "Option::deserialize")]
     pub v: Option<CodecSpec>,
-    /// Tokens kept in f16 beside the pages, and the key offset.
+    /// Tokens kept beside the pages, and the key offset.
     #[serde(default, skip_serializing_if = "Protection::is_none")]
     pub protection: Protection,
 }

@@ -97,9 +97,9 @@ pub(crate) trait VectorCoder: Send + Sync + fmt::Debug {
     ) -> Result<(), &'static str>;
 }
 
-impl VectorCoder for Box<dyn VectorCodec> {
+impl VectorCoder for dyn VectorCodec {
     fn head_dim(&self) -> usize {
-        VectorCodec::head_dim(&**self)
+        VectorCodec::head_dim(self)
     }
 
     fn bits(&self) -> usize {
@@ -107,11 +107,11 @@ impl VectorCoder for Box<dyn VectorCodec> {
     }
 
     fn scratch_len(&self) -> usize {
-        VectorCodec::scratch_len(&**self)
+        VectorCodec::scratch_len(self)
     }
 
     fn rotation(&self) -> Option<&Fwht> {
-        VectorCodec::rotation(&**self)
+        VectorCodec::rotation(self)
     }
 
     fn encode(&self, x: &[f32], out: &mut [u8], scratch: &mut [f32]) {
@@ -130,6 +130,40 @@ impl VectorCoder for Box<dyn VectorCodec> {
         } else {
             self.decode_vector(bytes, out, scratch)
         }
+    }
+}
+
+/// A boxed coder (a codec's `Box<dyn VectorCodec>`, a layer's window format) codes as
+/// what it holds.
+impl<C: VectorCoder + ?Sized> VectorCoder for Box<C> {
+    fn head_dim(&self) -> usize {
+        (**self).head_dim()
+    }
+
+    fn bits(&self) -> usize {
+        (**self).bits()
+    }
+
+    fn scratch_len(&self) -> usize {
+        (**self).scratch_len()
+    }
+
+    fn rotation(&self) -> Option<&Fwht> {
+        (**self).rotation()
+    }
+
+    fn encode(&self, x: &[f32], out: &mut [u8], scratch: &mut [f32]) {
+        (**self).encode(x, out, scratch);
+    }
+
+    fn decode(
+        &self,
+        bytes: &[u8],
+        out: &mut [f32],
+        rotated: bool,
+        scratch: &mut [f32],
+    ) -> Result<(), &'static str> {
+        (**self).decode(bytes, out, rotated, scratch)
     }
 }
 
@@ -215,13 +249,6 @@ fn f16_bits(v: f32) -> u16 {
         if v > 0.0 { f16::MAX } else { f16::MIN }.to_bits()
     } else {
         h.to_bits()
-    }
-}
-
-/// Rounds every value to the f16 the dense f16 format stores.
-pub(crate) fn round_to_f16(x: &mut [f32]) {
-    for v in x.iter_mut() {
-        *v = f16::from_bits(f16_bits(*v)).to_f32();
     }
 }
 
