@@ -286,23 +286,46 @@ impl VoronoiCodec {
     /// 1/2^[`CLIP_BISECTIONS`] found by bisection whose nearest point is a codeword (the
     /// origin always is), which keeps the clipping error small even at high rates. Each
     /// block bisects on its own; the eight run side by side.
+    ///
+    /// A step whose eight answers all follow from the gauges of the scaled blocks skips the
+    /// decode: the gauge is a norm whose unit ball is E8's Voronoi cell, and a point minus
+    /// its nearest lattice point lies in that cell, so the nearest point's gauge is within 1
+    /// of the input's: below q − 1 it is a codeword, above q + 1 it is not (the margins
+    /// cover the rounding of the input's gauge). The points of the final `t` are decoded
+    /// once at the end from the same products, so the result is the plain bisection's (the
+    /// GPU encoder settles its steps the same way).
     fn clip_into_cell(&self, v: &[[f32; 8]; 8]) -> [[f32; 8]; 8] {
+        let q = self.q as f32;
+        let scaled = |t: &[f32; 8]| std::array::from_fn(|b| v[b].map(|x| x * t[b]));
         let (mut lo, mut hi) = ([0f32; 8], [1f32; 8]);
-        let mut found = [[0f32; 8]; 8];
         for _ in 0..CLIP_BISECTIONS {
             let mid: [f32; 8] = std::array::from_fn(|b| 0.5 * (lo[b] + hi[b]));
-            let lambdas = E8::closest_points(&std::array::from_fn(|b| v[b].map(|x| x * mid[b])));
-            let codewords = self.book.are_codewords(&lambdas);
+            let inputs = scaled(&mid);
+            let by_gauge = E8::cell_gauges(&inputs).map(|g| {
+                if g * 1.0001 < q - 1.0 {
+                    Some(true)
+                } else if g * 0.9999 > q + 1.0 {
+                    Some(false)
+                } else {
+                    None
+                }
+            });
+            let codewords = if by_gauge.iter().all(Option::is_some) {
+                by_gauge.map(|known| known == Some(true))
+            } else {
+                self.book.are_codewords(&E8::closest_points(&inputs))
+            };
             for b in 0..8 {
                 if codewords[b] {
                     lo[b] = mid[b];
-                    found[b] = lambdas[b];
                 } else {
                     hi[b] = mid[b];
                 }
             }
         }
-        found
+        let points = E8::closest_points(&scaled(&lo));
+        // t = 0 is the origin, with +0 coordinates whatever the signs of v.
+        std::array::from_fn(|b| if lo[b] > 0.0 { points[b] } else { [0.0; 8] })
     }
 
     /// The coset coordinates as one mixed-radix digit Σ cᵢ·q^i (joint packing: q^8 < 2^64).
