@@ -737,7 +737,7 @@ __device__ __forceinline__ u32 warp_inclusive_sum(u32 x, u32 lane) {
 // kv-codec's choose for the block z of every lane of the warp (all lanes call it): the scale
 // choice with the least squared error (the least choice on ties), and its coset index
 // sum c_i q^i. A choice whose nearest point is not a codeword is clipped into the cell
-// (nine more decodes) only if a lower bound on its clipped error does not already lose to
+// (up to nine more decodes) only if a lower bound on its clipped error does not already lose to
 // the best unclipped choice: the clipped point lies inside the cell, so its error is at least
 // the unclipped point's and at least the distance to the cell (from the gauge of z/alpha).
 // Only choices that cannot win are skipped, so the result is that of clipping every one, as
@@ -1130,8 +1130,8 @@ __device__ __forceinline__ u32 grouped_pos(const Params& P, u32 i) {
 // 2^-24 each, r and y normal), so the quotient lies in [y (1 - 2^-20), y (1 + 2^-20)] even
 // after those two products round. Both grid roundings are monotone: where the two ends round
 // to the same grid point, so does the quotient, and that point is the codec's. Near a
-// rounding boundary (about one value in 10^4) the ends differ and the caller divides. r is
-// normal for s in [2^-125, 2^125]; outside, every value divides. Below the normal range y
+// rounding boundary (about one value in 10^4) the ends differ and the values are divided. r
+// is normal for s in [2^-125, 2^125]; outside, every value is divided. Below the normal range y
 // loses relative accuracy, but it and the quotient are then both far below half the smallest
 // grid step and round alike (to a zero of x's sign).
 #define WINDOW_LOWER 0.99999904632568359375f  // 1 - 2^-20

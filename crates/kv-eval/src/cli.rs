@@ -47,7 +47,7 @@ Usage:
       family with |Δppl| within 0.5%, 1% and 2%.
       --merge: the plans of an earlier `iso --json` report of the same settings and
       passages come first (a plan in both keeps this run's result).
-  kv-eval sensitivity [--probe SPEC] [--protect S:R:C] [eval options] [--json OUT]
+  kv-eval sensitivity [--probe SPEC] [--protect S:R:C[:int8]] [eval options] [--json OUT]
       The KL(exact || probed) each layer's K and each layer's V costs when coded alone with
       SPEC (voronoi-e8-q9-s2) under protect=S:R:C (4:16:64), every other tensor exact:
       what `kvc plan --budget-bpv R --sensitivity OUT` weighs each layer's error by.

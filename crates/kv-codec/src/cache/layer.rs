@@ -719,10 +719,10 @@ impl Formats {
         self.push_held(&mut stream.window_v, v, capacity, scratch);
     }
 
-    /// Bytes of one token in the window format (a whole number: f16 values, or int8's
-    /// 16-bit scale and 8-bit values).
+    /// Bytes of one token in the window format (whole bytes: f16 values, or int8's 16-bit
+    /// scale and 8-bit values).
     pub(crate) fn window_token_bytes(&self) -> usize {
-        self.window.0.bits() / 8
+        self.window.page_bytes(1)
     }
 
     /// Rounds tokens (`d` values each) to what the window would hold of them.
