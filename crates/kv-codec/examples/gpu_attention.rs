@@ -27,10 +27,10 @@ use kv_codec::CodecSpec;
 use kv_codec::cache::{CacheConfig, LayerPolicy};
 use kv_codec::cuda::{self, Device, DeviceLayer, PagePool, Values};
 
-/// Codecs of the pages: the default codec (4.34 bits per value at d = 128), 4-bit integers
-/// with one scale per vector (4.125 bits per value), and bf16 pages (16) as a reference for
-/// the kernel itself.
-const CODECS: [&str; 3] = ["voronoi-e8-q16-s4", "int4", "bf16"];
+/// Codecs of the pages: the default codec (4.34 bits per value at d = 128), 4- and 8-bit
+/// integers with one scale per vector (4.125 and 8.125 bits per value; the tensor-core
+/// kernels), and bf16 pages (16) as a reference for the CUDA-core kernels themselves.
+const CODECS: [&str; 4] = ["voronoi-e8-q16-s4", "int4", "int8", "bf16"];
 const CONTEXTS: [usize; 3] = [4096, 32768, 131072];
 const BATCHES: [usize; 2] = [1, 8];
 const KV_HEADS: usize = 8;

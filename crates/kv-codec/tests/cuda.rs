@@ -394,6 +394,11 @@ fn attention_on_device_pages_matches_the_cpu() {
             300,
         ),
         case("int4", "int4", 128, (2, 2, 8), 64, 300),
+        // Int pages of one scale per vector: the tensor-core kernels (GQA groups of 8, 1 and
+        // 3, many small chunks, a range shorter than one tile).
+        case("int8", "int4", 64, (1, 2, 16), 64, 777),
+        case("int4", "int8", 128, (2, 4, 4), 16, 1500),
+        case("int8", "int8", 128, (1, 1, 3), 128, 5),
         case("voronoi-e8-q16-s4", "int8", 128, (1, 2, 4), 16, 1500),
         case("int4-g32", "voronoi-e8-q4-s2", 64, (2, 1, 1), 32, 77),
         case("turboquant-b3", "fp8-e4m3-g64", 128, (1, 2, 6), 64, 130),

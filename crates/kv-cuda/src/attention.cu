@@ -23,6 +23,8 @@
 // size and per codec family of K and V (the Voronoi decoder, or the per-value decoders:
 // turboquant, bf16, fp8, int), so that each holds only the decoders it runs:
 // kvc_attn_partial_<k><v>_g<G>, <k> and <v> each `v` or `s`.
+// Int pages of one scale per vector take kvc_attn_mma_<kb><vb>_d<D> instead, which does the
+// products on the tensor cores (see its section below); both write the same partial states.
 // kvc_attn_combine merges the ranges of each query head and rotates the result back.
 
 #define NEG_INF_F __uint_as_float(0xff800000u)
@@ -50,6 +52,10 @@ __device__ __forceinline__ u64 page_bits64(const u32* w, u32 pos) {
 // faster on an H200 than 5 or 6, which spill.
 #define ATTN_THREADS 128
 #define ATTN_MIN_BLOCKS 4
+// Threads per block of the tensor-core partial kernels (attention.rs's MMA_WARPS * 32): two
+// warps, so that a block's barriers hold back few warps and more blocks, each a chunk ahead,
+// keep memory busy.
+#define MMA_THREADS 64
 #define MAX_HEAD_DIM 256
 #define FAMILY_VORONOI 0
 #define FAMILY_SCALAR 1
@@ -285,10 +291,8 @@ __device__ __forceinline__ void stage(const AttnParams& A, const Chunk& c, u32 p
     const u32* vp = (const u32*)(vpool + (u64)page * A.v_stride);
     const u32 k4 = (kend - c.kw0) >> 2;
     const u32 v4 = (vend - c.vw0) >> 2;
-    for (u32 i = threadIdx.x; i < k4 + v4; i += blockDim.x) {
-        if (i < k4) copy16_async(buf + 4u * i, kp + c.kw0 + 4u * i);
-        else copy16_async(buf + A.k_words + 4u * (i - k4), vp + c.vw0 + 4u * (i - k4));
-    }
+    for (u32 i = threadIdx.x; i < k4; i += blockDim.x) copy16_async(buf + 4u * i, kp + c.kw0 + 4u * i);
+    for (u32 i = threadIdx.x; i < v4; i += blockDim.x) copy16_async(buf + A.k_words + 4u * i, vp + c.vw0 + 4u * i);
 }
 
 // Floats between consecutive tokens' score partials in shared memory: G heads times T
@@ -296,6 +300,39 @@ __device__ __forceinline__ void stage(const AttnParams& A, const Chunk& c, u32 p
 // aligned when T is a multiple of 4, for vector loads). attention.rs sizes the shared memory
 // with the same rule.
 __device__ __forceinline__ u32 part_stride(u32 G, u32 T) { return G * T + ((T & 3u) == 0u ? 4u : 1u); }
+
+// Runs body(chunk, K words, V words, bit of the chunk's first K vector, of its first V
+// vector) over the chunks of tokens [t0, t1) of one stream (its page table `table_s`), each
+// staged into one of two shared-memory buffers while the block works on the other: every
+// thread of the block calls it, and body runs between two barriers. The page of each chunk
+// is looked up two chunks ahead, so that no warp waits on the page table before queueing a
+// chunk's copies.
+template <class Body>
+__device__ __forceinline__ void for_each_chunk(const AttnParams& A, u32 t0, u32 t1, u32 kbits, u32 vbits,
+                                               const unsigned char* kpool, const unsigned char* vpool,
+                                               const u32* table_s, u32* smem, Body body) {
+    Chunk cur = chunk_at(A, t0, t1, kbits, vbits);
+    stage(A, cur, __ldg(table_s + cur.page), kpool, vpool, kbits, vbits, smem);
+    async_commit();
+    Chunk next = chunk_at(A, cur.c1, t1, kbits, vbits);
+    u32 next_page = next.c0 < t1 ? __ldg(table_s + next.page) : 0u;
+    for (u32 it = 0u; cur.c0 < t1; ++it) {
+        if (next.c0 < t1) stage(A, next, next_page, kpool, vpool, kbits, vbits, smem + ((it + 1u) & 1u) * A.stage_words);
+        async_commit();
+        const Chunk after = chunk_at(A, next.c1, t1, kbits, vbits);
+        const u32 after_page = after.c0 < t1 ? __ldg(table_s + after.page) : 0u;
+        async_wait(1u);
+        __syncthreads();
+        const u32* kw = smem + (it & 1u) * A.stage_words;
+        body(cur, kw, kw + A.k_words, (cur.c0 - cur.p0) * kbits - 32u * cur.kw0, (cur.c0 - cur.p0) * vbits - 32u * cur.vw0);
+        __syncthreads();
+        cur = next;
+        next = after;
+        next_page = after_page;
+    }
+    async_wait(0u);
+    __syncthreads();
+}
 
 // A block of W warps takes the range of A.split tokens `blockIdx.x` of stream `blockIdx.y`,
 // in chunks of at most A.chunk tokens within one page, double-buffered in shared memory.
@@ -353,25 +390,8 @@ __device__ __forceinline__ void attn_partial(const Params& PK, const Params& PV,
     }
     const u32* table_s = table + (u64)stream * A.max_pages;
     u32 bad = 0u, bad_tok = 0xffffffffu;
-    // The page of each chunk is looked up two chunks ahead, so that no warp waits on the
-    // page table before queueing a chunk's copies.
-    Chunk cur = chunk_at(A, t0, t1, kbits, vbits);
-    stage(A, cur, __ldg(table_s + cur.page), kpool, vpool, kbits, vbits, smem);
-    async_commit();
-    Chunk next = chunk_at(A, cur.c1, t1, kbits, vbits);
-    u32 next_page = next.c0 < t1 ? __ldg(table_s + next.page) : 0u;
-    for (u32 it = 0u; cur.c0 < t1; ++it) {
-        if (next.c0 < t1) stage(A, next, next_page, kpool, vpool, kbits, vbits, smem + ((it + 1u) & 1u) * A.stage_words);
-        async_commit();
-        const Chunk after = chunk_at(A, next.c1, t1, kbits, vbits);
-        const u32 after_page = after.c0 < t1 ? __ldg(table_s + after.page) : 0u;
-        async_wait(1u);
-        __syncthreads();
-        const u32* kw = smem + (it & 1u) * A.stage_words;
-        const u32* vw = kw + A.k_words;
+    for_each_chunk(A, t0, t1, kbits, vbits, kpool, vpool, table_s, smem, [&](const Chunk& cur, const u32* kw, const u32* vw, u32 kpos0, u32 vpos0) {
         const u32 cnt = cur.c1 - cur.c0;
-        const u32 kpos0 = (cur.c0 - cur.p0) * kbits - 32u * cur.kw0;
-        const u32 vpos0 = (cur.c0 - cur.p0) * vbits - 32u * cur.vw0;
         // Scores: two tokens per step, so that each query block loaded from shared memory
         // serves two tokens; the loop is not unrolled (each decoder's code appears twice).
         if (L.slot) {
@@ -490,13 +510,7 @@ __device__ __forceinline__ void attn_partial(const Params& PK, const Params& PV,
                 }
             }
         }
-        __syncthreads();
-        cur = next;
-        next = after;
-        next_page = after_page;
-    }
-    async_wait(0u);
-    __syncthreads();
+    });
     if (bad != 0u) fault(status, bad_tok, 0u, bad);
     // The owners of each head reduce its sum of exponentials; every slot's weighted sums go
     // to shared memory (over the staging buffers, no longer in use), and are added up.
@@ -546,6 +560,358 @@ ATTN_PARTIALS(1)
 ATTN_PARTIALS(2)
 ATTN_PARTIALS(4)
 ATTN_PARTIALS(8)
+
+// ---- Tensor-core partial kernel: int pages of one scale per vector -------------------------
+//
+// Pages whose K and V are both the int codec with one scale per vector (4 or 8 bits per
+// level, d = 64 or 128) are taken by kvc_attn_mma_<kb><vb>_d<D>, which does the products on
+// the tensor cores (mma.sync m16n8k16 with f32 accumulation; sm_80 and later): the CUDA-core
+// kernels above spend several instructions per value on decoding and products, more than the
+// memory system leaves them at 4 bits per value. Levels are small integers, exact in f16 and
+// bf16. Scores: each query is scaled by a power of two that brings its largest magnitude to
+// [2^14, 2^15) and split into two f16 limbs (22 significant bits; what the smallest limbs lose
+// is below 2^-40 of the largest value); the keys' scales multiply the sums once per token.
+// Values: the softmax weights times each value's scale are split into two bf16 limbs (16
+// significant bits, f32's exponent range, so no normalisation). The sums are those of f32
+// products to within about 2^-16 relative, far inside the 1e-3 the attention is held to.
+// Products of a level and a scale beyond f32's range, which the CPU saturates value by value,
+// are not saturated here (no encoder writes a scale that large for values in range).
+//
+// A warp takes tiles of 16 tokens of the staged chunk (tile i of a chunk by warp i mod W) and
+// keeps its own running maxima, sums and value sums; the warps' states are merged at the end
+// of the block's range. With g = lane / 4 and c = lane % 4 (mma's fragment coordinates):
+//  - scores S[token][head] = K Q^T: A is 16 tokens by 16 dims, B 16 dims by 8 heads (heads
+//    past the group are zero). The dims of a k-step need not be consecutive, only the same in
+//    A and B: lane c takes its share of every key from the dims c d/4 .. (c+1) d/4, as pairs
+//    that a logic operation or a byte permute cuts from a packed word (pair_dims), for tokens
+//    g and g + 8;
+//  - values O^T[dim][head] += V^T P^T: A is 16 dims by 16 tokens, B 16 tokens by 8 heads (the
+//    weights times each value's scale, moved from the score layout through shared memory).
+//    Lane g takes dims g d/8 .. (g+1) d/8 of tokens 2c, 2c+1, 2c+8, 2c+9: m-tile mt's rows g
+//    and g + 8 are that range's dims 2mt and 2mt + 1.
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+#define KVC_TENSOR_CORES 1
+#endif
+
+#ifdef KVC_TENSOR_CORES
+// c += a b on one m16n8k16 tile, f16 or bf16 inputs.
+__device__ __forceinline__ void mma_f16(float c[4], u32 a0, u32 a1, u32 a2, u32 a3, u32 b0, u32 b1) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+__device__ __forceinline__ void mma_bf16(float c[4], u32 a0, u32 a1, u32 a2, u32 a3, u32 b0, u32 b1) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+// Two floats as f16 or bf16, rounded to nearest; `lo` in the low half (the smaller fragment
+// index).
+__device__ __forceinline__ u32 pack_f16(float lo, float hi) {
+    u32 r;
+    asm("cvt.rn.f16x2.f32 %0, %1, %2;\n" : "=r"(r) : "f"(hi), "f"(lo));
+    return r;
+}
+__device__ __forceinline__ u32 pack_bf16(float lo, float hi) {
+    u32 r;
+    asm("cvt.rn.bf16x2.f32 %0, %1, %2;\n" : "=r"(r) : "f"(hi), "f"(lo));
+    return r;
+}
+__device__ __forceinline__ float f16_bits_to_f32(u32 h) {
+    float r;
+    asm("cvt.f32.f16 %0, %1;\n" : "=f"(r) : "h"((unsigned short)h));
+    return r;
+}
+
+// x0 and x1 as two limbs each, hi + lo (each remainder is exact in f32).
+__device__ __forceinline__ void split_f16(float x0, float x1, u32 limb[2]) {
+    limb[0] = pack_f16(x0, x1);
+    limb[1] = pack_f16(x0 - f16_bits_to_f32(limb[0] & 0xffffu), x1 - f16_bits_to_f32(limb[0] >> 16));
+}
+__device__ __forceinline__ void split_bf16(float x0, float x1, u32 limb[2]) {
+    limb[0] = pack_bf16(x0, x1);
+    limb[1] = pack_bf16(x0 - __uint_as_float(limb[0] << 16), x1 - __uint_as_float(limb[0] & 0xffff0000u));
+}
+
+// a * b + c on pairs of halves (f16 or bf16), the operands as bits.
+__device__ __forceinline__ u32 hfma2_f16(u32 a, u32 b, u32 c) {
+    u32 r;
+    asm("fma.rn.f16x2 %0, %1, %2, %3;\n" : "=r"(r) : "r"(a), "r"(b), "r"(c));
+    return r;
+}
+__device__ __forceinline__ u32 hfma2_bf16(u32 a, u32 b, u32 c) {
+    u32 r;
+    asm("fma.rn.bf16x2 %0, %1, %2, %3;\n" : "=r"(r) : "r"(a), "r"(b), "r"(c));
+    return r;
+}
+
+// Pair j of a lane's share of a key: the two dims (from the share's first) that key_pair's
+// halves hold, low half first.
+template <int B>
+__device__ __forceinline__ void pair_dims(u32 j, u32* lo, u32* hi) {
+    if (B == 4) { *lo = 8u * (j / 4u) + j % 4u; *hi = *lo + 4u; }
+    else { *lo = 4u * (j / 2u) + 2u * (j % 2u); *hi = *lo + 1u; }
+}
+
+// Pair j of a key's levels as f16, from words of levels plus 2^(B-1): 1024 + n is exact in f16
+// (0x6400 | n), 1024 + 16 n too (n in bits 4..7), and one fused multiply-add takes the offset
+// off (and the 16 out).
+template <int B>
+__device__ __forceinline__ u32 key_pair(const u32* w, u32 j) {
+    if (B == 4) {
+        const u32 x = (j & 2u) ? w[j / 4u] >> 8 : w[j / 4u];
+        if ((j & 1u) == 0u) return hfma2_f16((x & 0x000f000fu) | 0x64006400u, 0x3c003c00u, 0xe408e408u);  // 1, -1032
+        return hfma2_f16((x & 0x00f000f0u) | 0x64006400u, 0x2c002c00u, 0xd480d480u);                     // 1/16, -72
+    }
+    return hfma2_f16(__byte_perm(w[j / 2u], 0x64646464u, (j & 1u) ? 0x4342u : 0x4140u), 0x3c003c00u, 0xe480e480u);  // 1, -1152
+}
+
+// Byte k of x (a level plus 128) as the level, exactly: 2^23 + byte, less 2^23 + 128.
+__device__ __forceinline__ float byte_level(u32 x, u32 k) {
+    return __uint_as_float(__byte_perm(x, 0x4b000000u, 0x7540u | k)) - 8388736.0f;
+}
+
+// Dim o of a lane's share of two values (words a and b of levels plus 2^(B-1)), as the bf16
+// pair (a's, b's): 128 + n is exact in bf16 (0x4300 | n) for a 4-bit n.
+template <int B>
+__device__ __forceinline__ u32 value_pair(const u32* a, const u32* b, u32 o) {
+    if (B == 4) {
+        const u32 i = o / 8u, k = o % 8u;
+        const u32 x = __byte_perm(a[i], b[i], k < 4u ? 0x5410u : 0x7632u) >> (4u * (k % 4u));
+        return hfma2_bf16((x & 0x000f000fu) | 0x43004300u, 0x3f803f80u, 0xc308c308u);  // 1, -136
+    }
+    const u32 i = o / 4u, k = o % 4u;
+    return pack_bf16(byte_level(a[i], k), byte_level(b[i], k));
+}
+
+// N words of levels from bit `pos` of staged words `w`, their top bits flipped (so a field is
+// its level plus 2^(B-1)); ORs into *zeros what has_low_level tests.
+template <int B, int N>
+__device__ __forceinline__ void level_words(const u32* w, u32 pos, u32 out[N], u32* zeros) {
+    const u32* p = w + (pos >> 5);
+    const u32 sh = pos & 31u;
+    u32 lo = p[0];
+    #pragma unroll
+    for (int i = 0; i < N; ++i) {
+        const u32 hi = p[i + 1];
+        out[i] = __funnelshift_r(lo, hi, sh) ^ (B == 4 ? 0x88888888u : 0x80808080u);
+        *zeros |= (out[i] - (B == 4 ? 0x11111111u : 0x01010101u)) & ~out[i];
+        lo = hi;
+    }
+}
+
+// Whether words given to level_words held the level no encoder writes (the lowest, now a zero
+// field): the zero-field test of bit twiddling, for fields of B bits.
+template <int B>
+__device__ __forceinline__ bool has_low_level(u32 zeros) {
+    return (zeros & (B == 4 ? 0x88888888u : 0x80808080u)) != 0u;
+}
+
+// The scale of the int vector at bit `pos` of staged words `w`, with its fault (the CPU's:
+// an escape no encoder writes, or a negative scale).
+__device__ __forceinline__ float int_scale(const u32* w, u32 pos, u32* bad) {
+    const u32 code = page_bits(w, pos, 16u);
+    float s;
+    if ((code & 0x7c00u) != 0x7c00u) s = f16_bits_to_f32(code);
+    else if (!f16x_decode(code, &s)) { *bad = FAULT_F16X_ESCAPE; return 0.0f; }
+    if (sign_negative(s)) *bad = FAULT_INT_SCALE_NEGATIVE;
+    return s;
+}
+#endif
+
+template <int KB, int VB, int D>
+__device__ __forceinline__ void attn_mma(const AttnParams& A, const float* qrot, const unsigned char* kpool,
+                                         const unsigned char* vpool, const u32* table, float* pacc, float* pml,
+                                         u64* status, u32 kbits, u32 vbits) {
+#ifdef KVC_TENSOR_CORES
+    extern __shared__ u32 smem[];
+    constexpr u32 STEPS = D / 16;          // k-steps of a key tile; m-tiles of a value tile
+    constexpr u32 KW = D * KB / 128;       // words of a lane's share of a key (d/4 levels)
+    constexpr u32 VW = D * VB / 256;       // words of a lane's share of a value (d/8 levels)
+    const u32 lane = threadIdx.x & 31u, warp = threadIdx.x >> 5, W = blockDim.x >> 5;
+    const u32 g = lane >> 2, c = lane & 3u;
+    const u32 stream = blockIdx.y, split = blockIdx.x;
+    const u32 b = stream / A.kv_heads, h = stream % A.kv_heads;
+    const u32 t0 = split * A.split;
+    const u32 t1 = min(t0 + A.split, A.len);
+    // The weights of a tile on their way from the score layout to the value layout: 16 tokens
+    // by 8 heads per warp, after the staging buffers.
+    float* wt = (float*)(smem + 2u * A.stage_words) + 128u * warp;
+    // B of the scores: head g's query times 2^k at the dims of pairs 2s and 2s + 1 of lane c's
+    // share, two f16 limbs; unscale0/1 = 2^-k of heads 2c and 2c + 1 (the scores' columns).
+    u32 qf[STEPS][2][2];
+    float unscale0, unscale1;
+    {
+        const bool real = g < A.group;
+        const float* q = qrot + (u64)(b * A.q_heads + h * A.group + (real ? g : 0u)) * D + c * (D / 4u);
+        float x[D / 4u];
+        float top = 0.0f;
+        #pragma unroll
+        for (u32 i = 0u; i < D / 4u; ++i) {
+            x[i] = real ? q[i] : 0.0f;
+            top = fmaxf(top, fabsf(x[i]));
+        }
+        top = fmaxf(top, shfl_xor_f(top, 1u));
+        top = fmaxf(top, shfl_xor_f(top, 2u));
+        // 2^(141 - e) for a largest magnitude of biased exponent e puts it in [2^14, 2^15);
+        // below e = 14 (and for zero) 2^127, which leaves it smaller.
+        const u32 e = __float_as_uint(top) >> 23;
+        const float up = __uint_as_float(min(268u - min(e, 268u), 254u) << 23);
+        #pragma unroll
+        for (u32 j = 0u; j < 2u * STEPS; ++j) {
+            u32 lo, hi;
+            pair_dims<KB>(j, &lo, &hi);
+            split_f16(x[lo] * up, x[hi] * up, qf[j / 2u][j % 2u]);
+        }
+        const float down = 1.0f / up;
+        unscale0 = shfl_f(down, 8u * c);
+        unscale1 = shfl_f(down, 8u * c + 4u);
+    }
+    // Running maxima and sums of heads 2c and 2c + 1 (the sums are this lane's tokens'; the
+    // maxima are the warp's), and the value sums (C of m-tile mt: dims 2mt and 2mt + 1 of
+    // lane g's range, heads 2c and 2c + 1).
+    float m0 = NEG_INF_F, m1 = NEG_INF_F, l0 = 0.0f, l1 = 0.0f;
+    float o[STEPS][4];
+    #pragma unroll
+    for (u32 mt = 0u; mt < STEPS; ++mt) o[mt][0] = o[mt][1] = o[mt][2] = o[mt][3] = 0.0f;
+    u32 bad = 0u, bad_tok = 0xffffffffu;
+    const u32* table_s = table + (u64)stream * A.max_pages;
+    for_each_chunk(A, t0, t1, kbits, vbits, kpool, vpool, table_s, smem, [&](const Chunk& cur, const u32* kw, const u32* vw, u32 kpos0, u32 vpos0) {
+        const u32 cnt = cur.c1 - cur.c0;
+#pragma unroll 1
+        for (u32 tb = 16u * warp; tb < cnt; tb += 16u * W) {
+            // Scores of tokens tb + g and tb + g + 8 for heads 2c and 2c + 1, summed in four
+            // accumulators so that no long chain of dependent mma waits on itself.
+            float acc[4][4];
+            #pragma unroll
+            for (u32 i = 0u; i < 4u; ++i) acc[i][0] = acc[i][1] = acc[i][2] = acc[i][3] = 0.0f;
+            float ks[2], vs[2];
+            bool valid[2];
+            u32 kl[2][KW];
+            #pragma unroll
+            for (u32 r = 0u; r < 2u; ++r) {
+                const u32 tok = tb + g + 8u * r;
+                valid[r] = tok < cnt;
+                u32 f = 0u, zeros = 0u;
+                const u32 kp = kpos0 + tok * kbits;
+                ks[r] = int_scale(kw, kp, &f);
+                level_words<KB, KW>(kw, kp + 16u + c * (D / 4u) * KB, kl[r], &zeros);
+                if (has_low_level<KB>(zeros)) f = FAULT_INT_LEVEL;
+                vs[r] = int_scale(vw, vpos0 + tok * vbits, &f);
+                if (f != 0u && valid[r] && cur.c0 + tok < bad_tok) { bad = f; bad_tok = cur.c0 + tok; }
+            }
+            #pragma unroll
+            for (u32 s = 0u; s < STEPS; ++s) {
+                const u32 a0 = key_pair<KB>(kl[0], 2u * s), a1 = key_pair<KB>(kl[1], 2u * s);
+                const u32 a2 = key_pair<KB>(kl[0], 2u * s + 1u), a3 = key_pair<KB>(kl[1], 2u * s + 1u);
+                mma_f16(acc[(2u * s) % 4u], a0, a1, a2, a3, qf[s][0][0], qf[s][1][0]);
+                mma_f16(acc[(2u * s + 1u) % 4u], a0, a1, a2, a3, qf[s][0][1], qf[s][1][1]);
+            }
+            #pragma unroll
+            for (u32 i = 0u; i < 4u; ++i) acc[0][i] = (acc[0][i] + acc[1][i]) + (acc[2][i] + acc[3][i]);
+            const float k0 = ks[0] * unscale0, k1 = ks[0] * unscale1, k2 = ks[1] * unscale0, k3 = ks[1] * unscale1;
+            const float s00 = valid[0] ? acc[0][0] * k0 : NEG_INF_F, s01 = valid[0] ? acc[0][1] * k1 : NEG_INF_F;
+            const float s10 = valid[1] ? acc[0][2] * k2 : NEG_INF_F, s11 = valid[1] ? acc[0][3] * k3 : NEG_INF_F;
+            float x0 = fmaxf(s00, s10), x1 = fmaxf(s01, s11);
+            #pragma unroll
+            for (u32 k = 4u; k < 32u; k <<= 1) {
+                x0 = fmaxf(x0, shfl_xor_f(x0, k));
+                x1 = fmaxf(x1, shfl_xor_f(x1, k));
+            }
+            // Token tb is in the chunk, so both maxima are finite.
+            const float n0 = fmaxf(m0, x0), n1 = fmaxf(m1, x1);
+            const float r0 = __expf(m0 - n0), r1 = __expf(m1 - n1);
+            m0 = n0;
+            m1 = n1;
+            const float p00 = __expf(s00 - n0), p01 = __expf(s01 - n1), p10 = __expf(s10 - n0), p11 = __expf(s11 - n1);
+            l0 = fmaf(l0, r0, p00 + p10);
+            l1 = fmaf(l1, r1, p01 + p11);
+            if (!__all_sync(FULL_MASK, r0 == 1.0f && r1 == 1.0f)) {
+                #pragma unroll
+                for (u32 mt = 0u; mt < STEPS; ++mt) {
+                    o[mt][0] *= r0; o[mt][1] *= r1; o[mt][2] *= r0; o[mt][3] *= r1;
+                }
+            }
+            // The weights times the values' scales, tokens by heads, then read back as B of the
+            // value product (tokens 2c, 2c + 1 and 2c + 8, 2c + 9 of head g).
+            wt[8u * g + 2u * c] = valid[0] ? p00 * vs[0] : 0.0f;
+            wt[8u * g + 2u * c + 1u] = valid[0] ? p01 * vs[0] : 0.0f;
+            wt[8u * (g + 8u) + 2u * c] = valid[1] ? p10 * vs[1] : 0.0f;
+            wt[8u * (g + 8u) + 2u * c + 1u] = valid[1] ? p11 * vs[1] : 0.0f;
+            __syncwarp();
+            u32 pb0[2], pb1[2];
+            split_bf16(wt[8u * (2u * c) + g], wt[8u * (2u * c + 1u) + g], pb0);
+            split_bf16(wt[8u * (2u * c + 8u) + g], wt[8u * (2u * c + 9u) + g], pb1);
+            __syncwarp();
+            // Values: lane g's dims of tokens 2c, 2c + 1, 2c + 8, 2c + 9.
+            u32 vl[4][VW];
+            #pragma unroll
+            for (u32 r = 0u; r < 4u; ++r) {
+                const u32 tok = tb + 2u * c + (r & 1u) + 8u * (r >> 1);
+                u32 zeros = 0u;
+                level_words<VB, VW>(vw, vpos0 + tok * vbits + 16u + g * (D / 8u) * VB, vl[r], &zeros);
+                if (has_low_level<VB>(zeros) && tok < cnt && cur.c0 + tok < bad_tok) { bad = FAULT_INT_LEVEL; bad_tok = cur.c0 + tok; }
+            }
+            #pragma unroll
+            for (u32 mt = 0u; mt < STEPS; ++mt) {
+                const u32 a0 = value_pair<VB>(vl[0], vl[1], 2u * mt), a1 = value_pair<VB>(vl[0], vl[1], 2u * mt + 1u);
+                const u32 a2 = value_pair<VB>(vl[2], vl[3], 2u * mt), a3 = value_pair<VB>(vl[2], vl[3], 2u * mt + 1u);
+                mma_bf16(o[mt], a0, a1, a2, a3, pb0[0], pb1[0]);
+                mma_bf16(o[mt], a0, a1, a2, a3, pb0[1], pb1[1]);
+            }
+        }
+    });
+    if (bad != 0u) fault(status, bad_tok, 0u, bad);
+    // Merge the warps: each writes its maxima, sums and value sums (over the staging
+    // buffers), then the block's threads combine them per head and dim.
+    #pragma unroll
+    for (u32 k = 4u; k < 32u; k <<= 1) {
+        l0 += shfl_xor_f(l0, k);
+        l1 += shfl_xor_f(l1, k);
+    }
+    float* wm = (float*)smem;
+    float* wl = wm + 8u * W;
+    float* wo = wl + 8u * W;
+    if (g == 0u) {
+        wm[8u * warp + 2u * c] = m0; wm[8u * warp + 2u * c + 1u] = m1;
+        wl[8u * warp + 2u * c] = l0; wl[8u * warp + 2u * c + 1u] = l1;
+    }
+    #pragma unroll
+    for (u32 mt = 0u; mt < STEPS; ++mt) {
+        const u32 dim = g * (D / 8u) + 2u * mt;
+        float* w0 = wo + (8u * warp + 2u * c) * D + dim;
+        w0[0] = o[mt][0]; w0[D] = o[mt][1]; w0[1] = o[mt][2]; w0[D + 1u] = o[mt][3];
+    }
+    __syncthreads();
+    for (u32 idx = threadIdx.x; idx < A.group * D; idx += blockDim.x) {
+        const u32 hd = idx / D, j = idx % D;
+        float mx = NEG_INF_F;
+        for (u32 w = 0u; w < W; ++w) mx = fmaxf(mx, wm[8u * w + hd]);
+        float at = 0.0f, tot = 0.0f;
+        for (u32 w = 0u; w < W; ++w) {
+            const float mw = wm[8u * w + hd];
+            const float e = mw == NEG_INF_F ? 0.0f : __expf(mw - mx);
+            at = fmaf(wo[(8u * w + hd) * D + j], e, at);
+            tot = fmaf(wl[8u * w + hd], e, tot);
+        }
+        const u64 item = ((u64)stream * A.splits + split) * A.group + hd;
+        pacc[item * D + j] = at;
+        if (j == 0u) { pml[2u * item] = mx; pml[2u * item + 1u] = tot; }
+    }
+#endif
+}
+
+#define ATTN_MMA(KB, VB, D)                                                                                       \
+    extern "C" __global__ void __launch_bounds__(MMA_THREADS) kvc_attn_mma_##KB##VB##_d##D(                      \
+        const Params PK, const Params PV, const AttnParams A, const float* qrot, const unsigned char* kpool,      \
+        const unsigned char* vpool, const u32* table, const u32* tabk, const u32* tabv, float* pacc, float* pml, \
+        u64* status) {                                                                                            \
+        attn_mma<KB, VB, D>(A, qrot, kpool, vpool, table, pacc, pml, status, PK.bits, PV.bits);                   \
+    }
+#define ATTN_MMAS(D) ATTN_MMA(4, 4, D) ATTN_MMA(4, 8, D) ATTN_MMA(8, 4, D) ATTN_MMA(8, 8, D)
+ATTN_MMAS(64)
+ATTN_MMAS(128)
 
 // Scales every query by A.scale and rotates it into K's rotated domain: qrot = R_K (q / sqrt d).
 extern "C" __global__ void kvc_attn_query(const Params PK, const AttnParams A, const float* q, float* qrot, const u32* tabk) {

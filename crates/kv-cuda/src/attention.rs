@@ -31,6 +31,9 @@ const TARGET_BLOCKS: usize = 1024;
 /// Warps per block of the partial kernel (attention.cu's ATTN_THREADS / 32).
 const PARTIAL_WARPS: u32 = 4;
 
+/// Warps per block of the tensor-core partial kernels (attention.cu's MMA_THREADS / 32).
+const MMA_WARPS: u32 = 2;
+
 /// Words of one staging buffer for chunks of `chunk` vectors of `bits` bits: the chunk's
 /// bits from a 16-byte boundary below its first bit to one word past its last, in whole
 /// 16-byte units (see `stage` in attention.cu).
@@ -60,6 +63,29 @@ fn partial_shared_bytes(
     let running = 8 * (k_words + v_words)
         + 4 * (group * d + chunk * part_stride(group, lanes) + chunk * group + group);
     running.max(4 * (16 + slots * group * d))
+}
+
+/// Bytes of shared memory of a block of the tensor-core partial kernel (`kvc_attn_mma_*`):
+/// while it runs, two staging buffers and each warp's 16 × 8 weights; at the end, each
+/// warp's 8 maxima, 8 sums and 8 × d value sums.
+fn mma_shared_bytes(d: usize, k_words: usize, v_words: usize) -> usize {
+    let warps = MMA_WARPS as usize;
+    (8 * (k_words + v_words) + warps * 16 * 8 * 4).max(4 * warps * (16 + 8 * d))
+}
+
+/// Bits per level when `plan` is a codec the tensor-core kernels decode: the int codec with
+/// 4 or 8 bits per level, one scale per vector, and head_dim 64 or 128.
+fn tensor_core_bits(plan: &Plan) -> Option<u32> {
+    match plan.codec() {
+        KernelCodec::Int {
+            head_dim,
+            bits,
+            group,
+        } if group == head_dim && matches!(bits, 4 | 8) && matches!(head_dim, 64 | 128) => {
+            Some(*bits)
+        }
+        _ => None,
+    }
 }
 
 /// Threads per block of the query kernel.
@@ -212,7 +238,9 @@ pub struct AttentionCall {
 }
 
 /// Lays out decode attention of `q_heads` query heads per batch row over the first `len`
-/// tokens of every stream.
+/// tokens of every stream. With `tensor_cores` (compute capability 8.0 on), pages whose K
+/// and V are both int with one scale per vector (4 or 8 bits, head_dim 64 or 128) go to the
+/// tensor-core partial kernels.
 ///
 /// # Errors
 /// [`Error::Unsupported`] for a codec the attention kernels do not decode, a group above
@@ -225,6 +253,7 @@ pub fn plan_call(
     shape: PagesShape,
     len: usize,
     q_heads: usize,
+    tensor_cores: bool,
 ) -> Result<AttentionCall, Error> {
     shape.check()?;
     check_codec(k)?;
@@ -273,9 +302,18 @@ pub fn plan_call(
         3 | 4 => 4,
         _ => 8,
     };
+    let mma_bits = match (tensor_core_bits(k), tensor_core_bits(v)) {
+        (Some(kbits), Some(vbits)) if tensor_cores => Some((kbits, vbits)),
+        _ => None,
+    };
     // Chunks never straddle pages, so none is larger than a page needs.
-    let shared =
-        |chunk| partial_shared_bytes(g, d, chunk, stage_words(chunk, kb), stage_words(chunk, vb));
+    let shared = |chunk| {
+        let (k_words, v_words) = (stage_words(chunk, kb), stage_words(chunk, vb));
+        match mma_bits {
+            Some(_) => mma_shared_bytes(d, k_words, v_words),
+            None => partial_shared_bytes(g, d, chunk, k_words, v_words),
+        }
+    };
     let mut chunk = MAX_CHUNK.min(shape.page_tokens.next_power_of_two().max(MIN_CHUNK));
     while chunk > MIN_CHUNK && shared(chunk) > SHARED_BUDGET {
         chunk /= 2;
@@ -319,11 +357,15 @@ pub fn plan_call(
         KernelCodec::Voronoi { .. } => "v",
         _ => "s",
     };
+    let name = match mma_bits {
+        Some((kbits, vbits)) => format!("kvc_attn_mma_{kbits}{vbits}_d{d}"),
+        None => format!("kvc_attn_partial_{}{}_g{g}", family(k), family(v)),
+    };
     let partial_kernel = PARTIAL_KERNELS
         .iter()
-        .find(|name| **name == format!("kvc_attn_partial_{}{}_g{g}", family(k), family(v)))
+        .find(|kernel| **kernel == name)
         .copied()
-        .expect("every family pair and group has a kernel");
+        .expect("every family pair and group, and every tensor-core pair, has a kernel");
     Ok(AttentionCall {
         params: p,
         partial_kernel,
@@ -333,7 +375,12 @@ pub fn plan_call(
         combine_block: COMBINE_THREADS,
         combine_shared: 4 * (COMBINE_THREADS / 32) * (d as u32 + 2),
         partial_grid: (splits as u32, streams as u32),
-        partial_block: 32 * PARTIAL_WARPS,
+        partial_block: 32
+            * if mma_bits.is_some() {
+                MMA_WARPS
+            } else {
+                PARTIAL_WARPS
+            },
         partial_shared: partial_shared as u32,
         query_floats: vectors * d,
         acc_floats: streams * splits * group * d,
@@ -420,7 +467,7 @@ mod tests {
     #[test]
     fn calls_split_long_contexts_over_many_warps() {
         let k = voronoi(16, 4);
-        let c = plan_call(&k, &k, shape(1), 32768, 32).unwrap();
+        let c = plan_call(&k, &k, shape(1), 32768, 32, true).unwrap();
         assert_eq!(c.partial_kernel, "kvc_attn_partial_vv_g4");
         let (split, splits) = (c.params.get("split"), c.params.get("splits"));
         // Chunks are no larger than a page (64 tokens here).
@@ -432,37 +479,72 @@ mod tests {
         assert_eq!(c.acc_floats, 8 * splits as usize * 4 * 128);
         assert_eq!(c.params.get("rot_k"), 1);
         // Short contexts still take a whole chunk.
-        let c = plan_call(&k, &k, shape(8), 5, 32).unwrap();
+        let c = plan_call(&k, &k, shape(8), 5, 32, true).unwrap();
         assert_eq!((c.params.get("split"), c.params.get("splits")), (64, 1));
         // Wide vectors stage smaller chunks.
         let bf16 = Plan::new(KernelCodec::Bf16 { head_dim: 256 }).unwrap();
-        let c = plan_call(&bf16, &bf16, shape(1), 1000, 8).unwrap();
+        let c = plan_call(&bf16, &bf16, shape(1), 1000, 8, true).unwrap();
         assert!(c.partial_shared as usize <= 48 * 1024);
         assert_eq!(c.params.get("chunk"), 16);
+    }
+
+    #[test]
+    fn int_pages_of_one_scale_go_to_the_tensor_cores_where_there_are_some() {
+        let int = |bits, head_dim, group| {
+            Plan::new(KernelCodec::Int {
+                head_dim,
+                bits,
+                group,
+            })
+            .unwrap()
+        };
+        let (int4, int8) = (int(4, 128, 128), int(8, 128, 128));
+        let c = plan_call(&int4, &int8, shape(1), 32768, 32, true).unwrap();
+        assert_eq!(c.partial_kernel, "kvc_attn_mma_48_d128");
+        assert!(c.partial_shared as usize <= 48 * 1024);
+        assert_eq!(c.acc_floats, 8 * c.params.get("splits") as usize * 4 * 128);
+        let c = plan_call(&int(8, 64, 64), &int(4, 64, 64), shape(2), 100, 8, true).unwrap();
+        assert_eq!(c.partial_kernel, "kvc_attn_mma_84_d64");
+        // Without tensor cores, with groups, other widths or another codec on either side:
+        // the CUDA-core kernels.
+        let c = plan_call(&int4, &int4, shape(1), 100, 32, false).unwrap();
+        assert_eq!(c.partial_kernel, "kvc_attn_partial_ss_g4");
+        for (k, v) in [
+            (int(4, 128, 32), int4.clone()),
+            (int(4, 256, 256), int(4, 256, 256)),
+            (int(4, 96, 96), int(8, 96, 96)),
+            (int4.clone(), voronoi(16, 4)),
+        ] {
+            let c = plan_call(&k, &v, shape(1), 100, 32, true).unwrap();
+            assert!(
+                c.partial_kernel.starts_with("kvc_attn_partial_"),
+                "{k:?} {v:?}"
+            );
+        }
     }
 
     #[test]
     fn bad_calls_are_typed_errors() {
         let k = voronoi(16, 4);
         assert!(matches!(
-            plan_call(&k, &k, shape(1), 100, 12),
+            plan_call(&k, &k, shape(1), 100, 12, true),
             Err(Error::HeadsMismatch { .. })
         ));
         assert!(matches!(
-            plan_call(&k, &k, shape(1), 100, 8 * 16),
+            plan_call(&k, &k, shape(1), 100, 8 * 16, true),
             Err(Error::Unsupported { .. })
         ));
         assert!(matches!(
-            plan_call(&k, &k, shape(1), 64 * 2048 + 1, 8),
+            plan_call(&k, &k, shape(1), 64 * 2048 + 1, 8, true),
             Err(Error::TooManyTokens { .. })
         ));
         assert!(matches!(
-            plan_call(&k, &k, shape(1), 0, 8),
+            plan_call(&k, &k, shape(1), 0, 8, true),
             Err(Error::TooManyTokens { .. })
         ));
         let joint = voronoi(6, 3);
         assert!(matches!(
-            plan_call(&joint, &k, shape(1), 10, 8),
+            plan_call(&joint, &k, shape(1), 10, 8, true),
             Err(Error::Unsupported { .. })
         ));
         let int4 = Plan::new(KernelCodec::Int {
@@ -471,7 +553,7 @@ mod tests {
             group: 128,
         })
         .unwrap();
-        let c = plan_call(&int4, &k, shape(1), 10, 8).unwrap();
+        let c = plan_call(&int4, &k, shape(1), 10, 8, true).unwrap();
         assert_eq!((c.params.get("rot_k"), c.params.get("rot_v")), (0, 1));
         assert_eq!(c.partial_kernel, "kvc_attn_partial_sv_g1");
         assert!(matches!(

@@ -111,6 +111,8 @@ pub struct Device {
     functions: HashMap<&'static str, CudaFunction>,
     name: String,
     arch: String,
+    /// Whether the device runs the tensor-core attention kernels (compute capability 8.0 on).
+    tensor_cores: bool,
 }
 
 /// Element types of device buffers.
@@ -224,6 +226,8 @@ impl Device {
             .compute_capability()
             .map_err(driver("cuDeviceGetAttribute"))?;
         let arch = format!("compute_{major}{minor}");
+        // mma.sync on bf16, which the int pages' attention kernels use, came with sm_80.
+        let tensor_cores = major >= 8;
         let ptx = ptx_for(&arch)?;
         let module = ctx
             .load_module(Ptx::from_src(ptx))
@@ -243,6 +247,7 @@ impl Device {
             functions,
             name,
             arch,
+            tensor_cores,
         })
     }
 
@@ -946,7 +951,8 @@ impl DeviceAttention {
             v.bits_per_vector() as usize,
             pages.v.bits as usize,
         )?;
-        let call = attention::plan_call(k, v, pages.shape, len, q_heads)?;
+        let call =
+            attention::plan_call(k, v, pages.shape, len, q_heads, pages.device.tensor_cores)?;
         check_len("queries", call.query_floats, queries.len())?;
         check_len("attention output", call.query_floats, out.len())?;
         let device = &pages.device;

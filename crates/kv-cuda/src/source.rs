@@ -29,7 +29,7 @@ pub(crate) const KERNELS: [&str; 8] = [
 
 /// The attention kernels and the page writer, by entry point name (their signatures are
 /// their own; see `attention.cu` and `launch.rs`).
-pub(crate) const ATTENTION_KERNELS: [&str; 19] = [
+pub(crate) const ATTENTION_KERNELS: [&str; 27] = [
     "kvc_attn_query",
     "kvc_attn_partial_vv_g1",
     "kvc_attn_partial_vs_g1",
@@ -47,6 +47,14 @@ pub(crate) const ATTENTION_KERNELS: [&str; 19] = [
     "kvc_attn_partial_vs_g8",
     "kvc_attn_partial_sv_g8",
     "kvc_attn_partial_ss_g8",
+    "kvc_attn_mma_44_d64",
+    "kvc_attn_mma_48_d64",
+    "kvc_attn_mma_84_d64",
+    "kvc_attn_mma_88_d64",
+    "kvc_attn_mma_44_d128",
+    "kvc_attn_mma_48_d128",
+    "kvc_attn_mma_84_d128",
+    "kvc_attn_mma_88_d128",
     "kvc_attn_combine",
     "kvc_pages_write",
 ];
@@ -107,15 +115,19 @@ mod tests {
             );
             assert_eq!(src.matches(&decl).count(), 1, "{name}");
         }
-        // The partial kernels are stamped out by one macro, whose body holds the text once.
-        let partials = ATTENTION_KERNELS
-            .iter()
-            .filter(|k| k.starts_with("kvc_attn_partial_"))
-            .count();
-        assert_eq!(partials, 16);
+        // The partial kernels are stamped out by two macros, whose bodies hold the text once
+        // each.
+        let stamped = |prefix: &str| {
+            ATTENTION_KERNELS
+                .iter()
+                .filter(|k| k.starts_with(prefix))
+                .count()
+        };
+        let (partials, mmas) = (stamped("kvc_attn_partial_"), stamped("kvc_attn_mma_"));
+        assert_eq!((partials, mmas), (16, 8));
         assert_eq!(
             src.matches("extern \"C\" __global__").count(),
-            KERNELS.len() + ATTENTION_KERNELS.len() - partials + 1
+            KERNELS.len() + ATTENTION_KERNELS.len() - partials - mmas + 2
         );
         for name in ATTENTION_KERNELS {
             if let Some(rest) = name.strip_prefix("kvc_attn_partial_") {
@@ -125,6 +137,12 @@ mod tests {
                 let (k, v) = kv.split_at(1);
                 assert!(src.contains(&format!("ATTN_PARTIAL({k}, {v}, ")), "{name}");
                 assert!(src.contains(&format!("ATTN_PARTIALS({g})")), "{name}");
+            } else if let Some(rest) = name.strip_prefix("kvc_attn_mma_") {
+                // kvc_attn_mma_<kb><vb>_d<D>: ATTN_MMA(<kb>, <vb>, D) inside ATTN_MMAS(<D>).
+                let (bits, d) = rest.split_once("_d").expect("bits and head_dim");
+                let (k, v) = bits.split_at(1);
+                assert!(src.contains(&format!("ATTN_MMA({k}, {v}, D)")), "{name}");
+                assert!(src.contains(&format!("ATTN_MMAS({d})")), "{name}");
             } else {
                 let decl = format!("extern \"C\" __global__ void {name}(");
                 assert!(src.contains(&decl), "{name}");
