@@ -54,7 +54,8 @@ __device__ __forceinline__ u64 page_bits64(const u32* w, u32 pos) {
 #define ATTN_MIN_BLOCKS 4
 // Threads per block of the tensor-core partial kernels (attention.rs's MMA_WARPS * 32): two
 // warps, so that a block's barriers hold back few warps and more blocks, each a chunk ahead,
-// keep memory busy.
+// keep memory busy. (Pages of 16 tokens make chunks of one tile, which leave the second warp
+// idle; the merge takes its empty state.)
 #define MMA_THREADS 64
 #define MAX_HEAD_DIM 256
 #define FAMILY_VORONOI 0
@@ -570,12 +571,13 @@ ATTN_PARTIALS(8)
 // memory system leaves them at 4 bits per value. Levels are small integers, exact in f16 and
 // bf16. Scores: each query is scaled by a power of two that brings its largest magnitude to
 // [2^14, 2^15) and split into two f16 limbs (22 significant bits; what the smallest limbs lose
-// is below 2^-40 of the largest value); the keys' scales multiply the sums once per token.
+// is at most 2^-39 of the largest value); the keys' scales multiply the sums once per token.
 // Values: the softmax weights times each value's scale are split into two bf16 limbs (16
 // significant bits, f32's exponent range, so no normalisation). The sums are those of f32
 // products to within about 2^-16 relative, far inside the 1e-3 the attention is held to.
-// Products of a level and a scale beyond f32's range, which the CPU saturates value by value,
-// are not saturated here (no encoder writes a scale that large for values in range).
+// A level times a scale can leave f32's range only for scales above about 2^121 (inputs within
+// 2^7 of f32's largest value): the CPU saturates such products value by value, this kernel
+// does not, so such a token's score or weight may come out infinite where the CPU's is finite.
 //
 // A warp takes tiles of 16 tokens of the staged chunk (tile i of a chunk by warp i mod W) and
 // keeps its own running maxima, sums and value sums; the warps' states are merged at the end
@@ -819,7 +821,8 @@ __device__ __forceinline__ void attn_mma(const AttnParams& A, const float* qrot,
                 x0 = fmaxf(x0, shfl_xor_f(x0, k));
                 x1 = fmaxf(x1, shfl_xor_f(x1, k));
             }
-            // Token tb is in the chunk, so both maxima are finite.
+            // Token tb is in the chunk, so both maxima are finite (but for the scales above
+            // 2^121 of the section's comment).
             const float n0 = fmaxf(m0, x0), n1 = fmaxf(m1, x1);
             const float r0 = __expf(m0 - n0), r1 = __expf(m1 - n1);
             m0 = n0;
@@ -899,6 +902,10 @@ __device__ __forceinline__ void attn_mma(const AttnParams& A, const float* qrot,
         pacc[item * D + j] = at;
         if (j == 0u) { pml[2u * item] = mx; pml[2u * item + 1u] = tot; }
     }
+#elif defined(__CUDA_ARCH__)
+    // plan_call picks these kernels only for sm_80 on; launched on an older GPU, they stop
+    // rather than leave the partial states unwritten.
+    asm volatile("trap;\n");
 #endif
 }
 

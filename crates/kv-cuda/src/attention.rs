@@ -501,7 +501,14 @@ mod tests {
         let (int4, int8) = (int(4, 128, 128), int(8, 128, 128));
         let c = plan_call(&int4, &int8, shape(1), 32768, 32, true).unwrap();
         assert_eq!(c.partial_kernel, "kvc_attn_mma_48_d128");
-        assert!(c.partial_shared as usize <= 48 * 1024);
+        assert_eq!(c.partial_block, 32 * MMA_WARPS);
+        // Two staging buffers of 64-token chunks (528- and 1040-bit vectors), each warp's
+        // 16 × 8 weights; the end-of-range merge (2 × (16 + 8 × 128) floats) fits below that.
+        let words = |bits: usize| (64 * bits / 32 + 8).next_multiple_of(4);
+        assert_eq!(
+            c.partial_shared as usize,
+            8 * (words(528) + words(1040)) + 2 * 512
+        );
         assert_eq!(c.acc_floats, 8 * c.params.get("splits") as usize * 4 * 128);
         let c = plan_call(&int(8, 64, 64), &int(4, 64, 64), shape(2), 100, 8, true).unwrap();
         assert_eq!(c.partial_kernel, "kvc_attn_mma_84_d64");
@@ -511,6 +518,9 @@ mod tests {
         assert_eq!(c.partial_kernel, "kvc_attn_partial_ss_g4");
         for (k, v) in [
             (int(4, 128, 32), int4.clone()),
+            (int4.clone(), int(8, 128, 64)),
+            (int(3, 128, 128), int4.clone()),
+            (int4.clone(), int(6, 128, 128)),
             (int(4, 256, 256), int(4, 256, 256)),
             (int(4, 96, 96), int(8, 96, 96)),
             (int4.clone(), voronoi(16, 4)),
