@@ -467,6 +467,34 @@ fn attention_errors_are_typed() {
     );
     // The fault was taken: the next call reports it again, not a stale one.
     assert!(layer.attend(&q, 4, &mut out).is_err());
+    // Int pages of one scale per vector take the tensor-core kernels where the GPU has them,
+    // which read whole 16-token tiles: bytes past the last token are not looked at, and a
+    // value's lowest level (a field no encoder writes) is reported at its token. Stream 1's
+    // page 1 holds positions 64..69 of 528 bits (16-bit scale, then 128 4-bit levels).
+    let mut layer = DeviceLayer::new(&device, &config, 0, 100).unwrap();
+    layer.append(Values::F32(&kv), Values::F32(&kv)).unwrap();
+    let mut page = vec![0u8; layer.pages().layout(PagePool::V).page_bytes()];
+    layer
+        .pages()
+        .read_page(PagePool::V, 1, 1, &mut page)
+        .unwrap();
+    page[6 * 528 / 8..].fill(0xff);
+    layer
+        .pages_mut()
+        .write_page(PagePool::V, 1, 1, &page)
+        .unwrap();
+    layer.attend(&q, 4, &mut out).unwrap();
+    // Position 65's first level: bits 528 + 16.. of the page, the low half of byte 68.
+    page[68] = (page[68] & 0xf0) | 0x8;
+    layer
+        .pages_mut()
+        .write_page(PagePool::V, 1, 1, &page)
+        .unwrap();
+    let err = layer.attend(&q, 4, &mut out).unwrap_err();
+    assert!(
+        matches!(err, Error::CorruptPayload { vector: 65, .. }),
+        "{err}"
+    );
     // Dense storage has no attention kernels.
     let dense = CacheConfig::new(1, 2, 128, vec![LayerPolicy::uncompressed(Dtype::F16)]);
     assert!(matches!(

@@ -219,8 +219,9 @@ __device__ __forceinline__ float attn_decode8(const Params& P, const u32* tab, c
                 if (!finite_f(s)) { *bad = FAULT_SCALE_NOT_FINITE; s = 0.0f; }
             }
         } else {
-            if (!f16x_decode(code, &s)) { *bad = FAULT_F16X_ESCAPE; s = 0.0f; }
-            else if (sign_negative(s)) { *bad = FAULT_INT_SCALE_NEGATIVE; }
+            u32 f;
+            s = int_scale_of(code, &f);
+            if (f != 0u) *bad = f;
         }
         const u64 bits = page_bits64(w, pos + lf.a);
         const u32 mask = low_mask(P.vbits);
@@ -620,16 +621,11 @@ __device__ __forceinline__ u32 pack_bf16(float lo, float hi) {
     asm("cvt.rn.bf16x2.f32 %0, %1, %2;\n" : "=r"(r) : "f"(hi), "f"(lo));
     return r;
 }
-__device__ __forceinline__ float f16_bits_to_f32(u32 h) {
-    float r;
-    asm("cvt.f32.f16 %0, %1;\n" : "=f"(r) : "h"((unsigned short)h));
-    return r;
-}
 
 // x0 and x1 as two limbs each, hi + lo (each remainder is exact in f32).
 __device__ __forceinline__ void split_f16(float x0, float x1, u32 limb[2]) {
     limb[0] = pack_f16(x0, x1);
-    limb[1] = pack_f16(x0 - f16_bits_to_f32(limb[0] & 0xffffu), x1 - f16_bits_to_f32(limb[0] >> 16));
+    limb[1] = pack_f16(x0 - finite_f16_to_f32(limb[0] & 0xffffu), x1 - finite_f16_to_f32(limb[0] >> 16));
 }
 __device__ __forceinline__ void split_bf16(float x0, float x1, u32 limb[2]) {
     limb[0] = pack_bf16(x0, x1);
@@ -709,28 +705,21 @@ template <int B>
 __device__ __forceinline__ bool has_low_level(u32 zeros) {
     return (zeros & (B == 4 ? 0x88888888u : 0x80808080u)) != 0u;
 }
-
-// The scale of the int vector at bit `pos` of staged words `w`, with its fault (the CPU's:
-// an escape no encoder writes, or a negative scale).
-__device__ __forceinline__ float int_scale(const u32* w, u32 pos, u32* bad) {
-    const u32 code = page_bits(w, pos, 16u);
-    float s;
-    if ((code & 0x7c00u) != 0x7c00u) s = f16_bits_to_f32(code);
-    else if (!f16x_decode(code, &s)) { *bad = FAULT_F16X_ESCAPE; return 0.0f; }
-    if (sign_negative(s)) *bad = FAULT_INT_SCALE_NEGATIVE;
-    return s;
-}
 #endif
 
 template <int KB, int VB, int D>
 __device__ __forceinline__ void attn_mma(const AttnParams& A, const float* qrot, const unsigned char* kpool,
                                          const unsigned char* vpool, const u32* table, float* pacc, float* pml,
-                                         u64* status, u32 kbits, u32 vbits) {
+                                         u64* status) {
 #ifdef KVC_TENSOR_CORES
     extern __shared__ u32 smem[];
     constexpr u32 STEPS = D / 16;          // k-steps of a key tile; m-tiles of a value tile
     constexpr u32 KW = D * KB / 128;       // words of a lane's share of a key (d/4 levels)
     constexpr u32 VW = D * VB / 256;       // words of a lane's share of a value (d/8 levels)
+    // Bits of a key and of a value, a scale and d levels (the plans' bits: plan_call picks
+    // these kernels only for one scale per vector).
+    constexpr u32 KBITS = 16u + D * KB;
+    constexpr u32 VBITS = 16u + D * VB;
     const u32 lane = threadIdx.x & 31u, warp = threadIdx.x >> 5, W = blockDim.x >> 5;
     const u32 g = lane >> 2, c = lane & 3u;
     const u32 stream = blockIdx.y, split = blockIdx.x;
@@ -779,7 +768,7 @@ __device__ __forceinline__ void attn_mma(const AttnParams& A, const float* qrot,
     for (u32 mt = 0u; mt < STEPS; ++mt) o[mt][0] = o[mt][1] = o[mt][2] = o[mt][3] = 0.0f;
     u32 bad = 0u, bad_tok = 0xffffffffu;
     const u32* table_s = table + (u64)stream * A.max_pages;
-    for_each_chunk(A, t0, t1, kbits, vbits, kpool, vpool, table_s, smem, [&](const Chunk& cur, const u32* kw, const u32* vw, u32 kpos0, u32 vpos0) {
+    for_each_chunk(A, t0, t1, KBITS, VBITS, kpool, vpool, table_s, smem, [&](const Chunk& cur, const u32* kw, const u32* vw, u32 kpos0, u32 vpos0) {
         const u32 cnt = cur.c1 - cur.c0;
 #pragma unroll 1
         for (u32 tb = 16u * warp; tb < cnt; tb += 16u * W) {
@@ -795,12 +784,12 @@ __device__ __forceinline__ void attn_mma(const AttnParams& A, const float* qrot,
             for (u32 r = 0u; r < 2u; ++r) {
                 const u32 tok = tb + g + 8u * r;
                 valid[r] = tok < cnt;
-                u32 f = 0u, zeros = 0u;
-                const u32 kp = kpos0 + tok * kbits;
-                ks[r] = int_scale(kw, kp, &f);
+                u32 fk, fv, zeros = 0u;
+                const u32 kp = kpos0 + tok * KBITS;
+                ks[r] = int_scale_of(page_bits(kw, kp, 16u), &fk);
                 level_words<KB, KW>(kw, kp + 16u + c * (D / 4u) * KB, kl[r], &zeros);
-                if (has_low_level<KB>(zeros)) f = FAULT_INT_LEVEL;
-                vs[r] = int_scale(vw, vpos0 + tok * vbits, &f);
+                vs[r] = int_scale_of(page_bits(vw, vpos0 + tok * VBITS, 16u), &fv);
+                const u32 f = fv != 0u ? fv : has_low_level<KB>(zeros) ? FAULT_INT_LEVEL : fk;
                 if (f != 0u && valid[r] && cur.c0 + tok < bad_tok) { bad = f; bad_tok = cur.c0 + tok; }
             }
             #pragma unroll
@@ -853,7 +842,7 @@ __device__ __forceinline__ void attn_mma(const AttnParams& A, const float* qrot,
             for (u32 r = 0u; r < 4u; ++r) {
                 const u32 tok = tb + 2u * c + (r & 1u) + 8u * (r >> 1);
                 u32 zeros = 0u;
-                level_words<VB, VW>(vw, vpos0 + tok * vbits + 16u + g * (D / 8u) * VB, vl[r], &zeros);
+                level_words<VB, VW>(vw, vpos0 + tok * VBITS + 16u + g * (D / 8u) * VB, vl[r], &zeros);
                 if (has_low_level<VB>(zeros) && tok < cnt && cur.c0 + tok < bad_tok) { bad = FAULT_INT_LEVEL; bad_tok = cur.c0 + tok; }
             }
             #pragma unroll
@@ -914,7 +903,7 @@ __device__ __forceinline__ void attn_mma(const AttnParams& A, const float* qrot,
         const Params PK, const Params PV, const AttnParams A, const float* qrot, const unsigned char* kpool,      \
         const unsigned char* vpool, const u32* table, const u32* tabk, const u32* tabv, float* pacc, float* pml, \
         u64* status) {                                                                                            \
-        attn_mma<KB, VB, D>(A, qrot, kpool, vpool, table, pacc, pml, status, PK.bits, PV.bits);                   \
+        attn_mma<KB, VB, D>(A, qrot, kpool, vpool, table, pacc, pml, status);                                     \
     }
 #define ATTN_MMAS(D) ATTN_MMA(4, 4, D) ATTN_MMA(4, 8, D) ATTN_MMA(8, 4, D) ATTN_MMA(8, 8, D)
 ATTN_MMAS(64)

@@ -72,6 +72,18 @@ __device__ __forceinline__ float f16_to_f32(u32 h) {
 
 __device__ __forceinline__ float bf16_to_f32(u32 h) { return __uint_as_float(h << 16); }
 
+// f16_to_f32 for a half that is not infinite or NaN: one conversion instruction on the
+// device (exact for every finite half, subnormals included, as f16_to_f32 is).
+__device__ __forceinline__ float finite_f16_to_f32(u32 h) {
+#if defined(__CUDA_ARCH__)
+    float r;
+    asm("cvt.f32.f16 %0, %1;\n" : "=f"(r) : "h"((unsigned short)h));
+    return r;
+#else
+    return f16_to_f32(h);
+#endif
+}
+
 // f32 -> IEEE half, rounded to nearest even (overflow to infinity), as half::f16::from_f32.
 __device__ __forceinline__ u32 f32_to_f16(float f) {
     const u32 x = __float_as_uint(f);
@@ -166,7 +178,7 @@ __device__ __forceinline__ u32 f16x_encode(float v) {
 }
 // Returns false for an escape code no encoder writes.
 __device__ __forceinline__ bool f16x_decode(u32 code, float* out) {
-    if ((code & 0x7c00u) != 0x7c00u) { *out = f16_to_f32(code); return true; }
+    if ((code & 0x7c00u) != 0x7c00u) { *out = finite_f16_to_f32(code); return true; }
     const u32 payload = code & 0x3ffu;
     if (payload > F16X_MAX_ESCAPE) return false;
     const int k = (int)(payload >> 3);
@@ -1117,6 +1129,16 @@ extern "C" __global__ void kvc_turboquant_decode(const Params P, const void* src
 #define FAULT_INT_SCALE_NEGATIVE 9u
 #define FAULT_INT_LEVEL 10u
 
+// The scale of an int group from its 16-bit code, with in *fault the CPU's reason when the
+// code is one no encoder writes (an escape past the table: scale 0; a negative scale: kept),
+// else 0.
+__device__ __forceinline__ float int_scale_of(u32 code, u32* fault) {
+    float s;
+    if (!f16x_decode(code, &s)) { *fault = FAULT_F16X_ESCAPE; return 0.0f; }
+    *fault = sign_negative(s) ? FAULT_INT_SCALE_NEGATIVE : 0u;
+    return s;
+}
+
 // Bit position of value i of a vector in a grouped layout: per group a 16-bit scale, then
 // the group's values of vbits bits each.
 __device__ __forceinline__ u32 grouped_pos(const Params& P, u32 i) {
@@ -1299,8 +1321,9 @@ extern "C" __global__ void kvc_scalar_decode(const Params P, const void* src, vo
                     if (!finite_f(s)) { if (reporter) fault(status, v, at_scale, FAULT_SCALE_NOT_FINITE); s = 0.0f; }
                 }
             } else {
-                if (!f16x_decode(code, &s)) { if (reporter) fault(status, v, at_scale, FAULT_F16X_ESCAPE); s = 0.0f; }
-                else if (sign_negative(s)) { if (reporter) fault(status, v, at_scale, FAULT_INT_SCALE_NEGATIVE); }
+                u32 f;
+                s = int_scale_of(code, &f);
+                if (f != 0u && reporter) fault(status, v, at_scale, f);
             }
             // The thread's 8 values lie in one group, back to back: one read of 8 * vbits bits.
             const u64 raws = get_bits(smem, pos + at0, 8u * P.vbits);
