@@ -118,25 +118,27 @@ impl<'a> BitReader<'a> {
                 available: self.data.len(),
             });
         }
+        if bits == 0 {
+            return Ok(0);
+        }
+        // A 16-byte little-endian window holds any 64 bits from any bit offset. Near the end
+        // of the data the window is its last 16 bytes, which hold every bit from `pos` on
+        // (no copy: a per-vector reader spends a fifth of its reads there).
         let byte = self.pos / 8;
-        if let Some(window) = self.data.get(byte..byte + 16) {
+        let (w, shift) = if let Some(window) = self.data.get(byte..byte + 16) {
             let w = u128::from_le_bytes(window.try_into().expect("16 bytes"));
-            let value = (w >> (self.pos % 8)) & ((1u128 << bits) - 1);
-            self.pos = end;
-            return Ok(value as u64);
-        }
-        let mut value = 0u64;
-        let mut done = 0usize;
-        while done < bits as usize {
-            let byte = self.pos / 8;
-            let offset = self.pos % 8;
-            let take = (8 - offset).min(bits as usize - done);
-            let chunk = (u64::from(self.data[byte]) >> offset) & ((1 << take) - 1);
-            value |= chunk << done;
-            done += take;
-            self.pos += take;
-        }
-        Ok(value)
+            (w, self.pos % 8)
+        } else if let Some(start) = self.data.len().checked_sub(16) {
+            let w = u128::from_le_bytes(self.data[start..].try_into().expect("16 bytes"));
+            (w, self.pos - 8 * start)
+        } else {
+            let mut window = [0u8; 16];
+            window[..self.data.len()].copy_from_slice(self.data);
+            (u128::from_le_bytes(window), self.pos)
+        };
+        let value = (w >> shift) & ((1u128 << bits) - 1);
+        self.pos = end;
+        Ok(value as u64)
     }
 
     /// Reads the next `bits` bits into `out` (zeroed first), starting at its bit 0.

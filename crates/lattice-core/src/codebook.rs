@@ -10,9 +10,11 @@
 use crate::error::Error;
 use core::marker::PhantomData;
 
+use wide::f32x8;
+
 use crate::lattice::{
     Lattice, Point, basis_coordinates, dn_nearest_in_range, e8_nearest_in_range,
-    from_basis_coordinates, round_ties_even,
+    from_basis_coordinates, from_lanes, round_ties_even, to_lanes,
 };
 
 /// A finite set of lattice points with a quantiser and a bijection to `0..size()`.
@@ -507,19 +509,47 @@ impl<L: Lattice<N>, const N: usize> VoronoiCodebook<L, N> {
     /// # Panics
     /// Panics if a coordinate is not below q.
     pub fn points_of_coordinates(&self, c: &[[u32; N]; 8]) -> [[f32; N]; 8] {
-        // Loops over the arrays in place: `array::map` of these arrays was not inlined and
-        // copied them through memory.
-        let mut lambdas = [[0f32; N]; 8];
-        let mut shrunk = [[0f32; N]; 8];
-        for ((lambda, small), ci) in lambdas.iter_mut().zip(&mut shrunk).zip(c) {
-            *lambda = self.canonical(ci);
-            *small = self.shrink(lambda);
+        let coords = c.map(|block| block.map(|ci| ci as f32));
+        from_lanes(&self.points_of_coordinates_in_lanes(&to_lanes(&coords)))
+    }
+
+    /// [`VoronoiCodebook::points_of_coordinates`] with the eight cosets in lanes (see
+    /// [`Lattice::closest_points_in_lanes`]): lane b of `c[i]` is basis coordinate i of coset
+    /// b, an integer in `0..q` held as f32, and lane b of `result[i]` is coordinate i of its
+    /// point. The canonical member's coordinates are sums of small integer multiples of the
+    /// basis, exact in f32, so the points are those of the one-coset path bit for bit.
+    ///
+    /// # Panics
+    /// Panics if a coordinate is not an integer in `0..q`.
+    #[inline]
+    pub fn points_of_coordinates_in_lanes(&self, c: &[f32x8; N]) -> [f32x8; N] {
+        let q = f32x8::splat(self.q as f32);
+        assert!(
+            c.iter().all(
+                |&ci| (ci.simd_ge(f32x8::ZERO) & ci.simd_lt(q) & ci.round().simd_eq(ci)).all()
+            ),
+            "coset coordinates {c:?} not integers below q = {}",
+            self.q
+        );
+        // λ = ½·Σᵢ cᵢ·BASIS_TWICE[i]: the basis is lower triangular and sparse, and the zero
+        // entries (constants once the loops unroll) are skipped rather than multiplied.
+        let mut lambda = [f32x8::ZERO; N];
+        for (i, &ci) in c.iter().enumerate() {
+            for (j, l) in lambda.iter_mut().enumerate().take(i + 1) {
+                let b = L::BASIS_TWICE[i][j];
+                if b != 0 {
+                    *l += ci * f32x8::splat(b as f32);
+                }
+            }
         }
-        let centres = L::closest_points(&shrunk);
-        for (lambda, centre) in lambdas.iter_mut().zip(&centres) {
-            *lambda = self.recentre(lambda, centre);
-        }
-        lambdas
+        let lambda = lambda.map(|l| l * f32x8::splat(0.5));
+        let shrunk = if self.q.is_power_of_two() {
+            lambda.map(|l| l * f32x8::splat(self.inv_q))
+        } else {
+            lambda.map(|l| l / q)
+        };
+        let centres = L::closest_points_in_lanes(&shrunk);
+        std::array::from_fn(|i| lambda[i] - q * centres[i])
     }
 
     /// Whether the lattice point `lambda` is the codebook point of its own coset, i.e.

@@ -108,6 +108,15 @@ pub trait Lattice<const N: usize>: Copy + Debug + Default + Send + Sync + 'stati
         x.map(|block| Self::closest_point(&block))
     }
 
+    /// [`Lattice::closest_points`] with the eight inputs in lanes (structure of arrays):
+    /// lane b of `x[i]` is coordinate i of input b, and so for the result. Callers that
+    /// already hold blocks this way skip two transposes where the lattice decodes side by
+    /// side (E8 overrides it); the default goes through [`Lattice::closest_points`].
+    #[inline]
+    fn closest_points_in_lanes(x: &[f32x8; N]) -> [f32x8; N] {
+        to_lanes(&Self::closest_points(&from_lanes(x)))
+    }
+
     /// [`Lattice::cell_gauge`] of eight inputs, bit for bit.
     #[inline]
     fn cell_gauges(x: &[[f32; N]; 8]) -> [f32; 8] {
@@ -237,13 +246,27 @@ impl Lattice<8> for E8 {
         (a1 + a2).max(half)
     }
 
+    #[inline]
+    fn closest_points(x: &[[f32; 8]; 8]) -> [[f32; 8]; 8] {
+        let points = Self::closest_points_in_lanes(&f32x8::transpose(x.map(f32x8::from)));
+        f32x8::transpose(points).map(|p| p.to_array())
+    }
+
     /// The eight blocks are decoded side by side, one per SIMD lane (structure of arrays), so
     /// that no step needs a horizontal operation: several times faster than block by block.
-    fn closest_points(x: &[[f32; 8]; 8]) -> [[f32; 8]; 8] {
-        let coords = f32x8::transpose(x.map(f32x8::from));
+    #[inline]
+    fn closest_points_in_lanes(coords: &[f32x8; 8]) -> [f32x8; 8] {
         let half = f32x8::splat(0.5);
-        let p0 = d8_nearest_lanes(&coords);
-        let p1 = d8_nearest_lanes(&coords.map(|c| c - half)).map(|c| c + half);
+        let p0 = d8_nearest_lanes(coords);
+        // Loops rather than `array::map`, which was not inlined here.
+        let mut shifted = *coords;
+        for c in &mut shifted {
+            *c -= half;
+        }
+        let mut p1 = d8_nearest_lanes(&shifted);
+        for p in &mut p1 {
+            *p += half;
+        }
         // Squared distances summed in index order, as `dist2` does for one block.
         let (mut s0, mut s1) = (f32x8::ZERO, f32x8::ZERO);
         for i in 0..8 {
@@ -252,8 +275,7 @@ impl Lattice<8> for E8 {
             s1 += e1 * e1;
         }
         let take_half = s1.simd_lt(s0);
-        let points: [f32x8; 8] = std::array::from_fn(|i| take_half.bitselect(p1[i], p0[i]));
-        f32x8::transpose(points).map(|p| p.to_array())
+        std::array::from_fn(|i| take_half.select(p1[i], p0[i]))
     }
 
     /// One block per lane, with the same operations in the same order as `cell_gauge`.
@@ -266,13 +288,13 @@ impl Lattice<8> for E8 {
         for &c in &coords {
             let a = c.abs();
             let above_first = a.simd_gt(a1);
-            a2 = above_first.bitselect(a1, a.simd_gt(a2).bitselect(a, a2));
-            a1 = above_first.bitselect(a, a1);
+            a2 = above_first.select(a1, a.simd_gt(a2).select(a, a2));
+            a1 = above_first.select(a, a1);
             sum += a;
             smallest = smallest.min(a);
             odd ^= c.simd_lt(f32x8::ZERO);
         }
-        let half = f32x8::splat(0.5) * odd.bitselect(sum - f32x8::splat(2.0) * smallest, sum);
+        let half = f32x8::splat(0.5) * odd.select(sum - f32x8::splat(2.0) * smallest, sum);
         (a1 + a2).max(half).to_array()
     }
 
@@ -364,11 +386,19 @@ pub(crate) fn dist2<const N: usize>(a: &[f32; N], b: &[f32; N]) -> f32 {
 /// [`round_ties_even`] on eight lanes.
 #[inline(always)]
 fn round_ties_even_x8(x: f32x8) -> f32x8 {
+    // With AVX the lanes' `f32::round_ties_even` compiles to one vroundps (same bits).
+    if cfg!(target_feature = "avx") {
+        let mut lanes = x.to_array();
+        for v in &mut lanes {
+            *v = v.round_ties_even();
+        }
+        return f32x8::from(lanes);
+    }
     let two_pow_23 = f32x8::splat(8_388_608.0);
     let a = x.abs();
     let sign = x & f32x8::splat(-0.0);
     let rounded = ((a + two_pow_23) - two_pow_23) | sign;
-    a.simd_lt(two_pow_23).bitselect(rounded, x)
+    a.simd_lt(two_pow_23).select(rounded, x)
 }
 
 /// [`dn_nearest_in_range`] for N = 8 on eight SIMD lanes: the same operations per coordinate
@@ -390,10 +420,10 @@ fn d8_nearest_in_range(x: f32x8, lo: f32, hi: f32) -> f32x8 {
     if parity == 0 {
         return r;
     }
-    let alt = go_up.bitselect(r + one, r - one);
+    let alt = go_up.select(r + one, r - one);
     // Larger key = cheaper flip: +|err| towards x's side, −|err| where the box forces the
     // far side.
-    let key = (go_up ^ want_up).bitselect(-err.abs(), err.abs());
+    let key = (go_up ^ want_up).select(-err.abs(), err.abs());
     let keys = key.to_array();
     let max_key = keys[1..]
         .iter()
@@ -403,7 +433,7 @@ fn d8_nearest_in_range(x: f32x8, lo: f32, hi: f32) -> f32x8 {
         .to_bitmask()
         .trailing_zeros();
     let lane = f32x8::from([0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0]);
-    lane.simd_eq(f32x8::splat(first as f32)).bitselect(alt, r)
+    lane.simd_eq(f32x8::splat(first as f32)).select(alt, r)
 }
 
 /// Nearest point of E8 ∩ [lo, hi]^8 to `x`, for integer `lo < hi` (or infinite bounds).
@@ -429,27 +459,41 @@ pub(crate) fn e8_nearest_in_range(x: &[f32; 8], lo: f32, hi: f32) -> [f32; 8] {
 #[inline(always)]
 fn d8_nearest_lanes(coords: &[f32x8; 8]) -> [f32x8; 8] {
     let one = f32x8::ONE;
-    let mut r = coords.map(round_ties_even_x8);
+    let mut r = [f32x8::ZERO; 8];
     let mut sum = i32x8::ZERO;
     // The first largest |error| per lane, and where it is.
     let mut max_key = f32x8::splat(-1.0);
     let mut flip_at = f32x8::ZERO;
     let mut alt = [f32x8::ZERO; 8];
     for i in 0..8 {
+        r[i] = round_ties_even_x8(coords[i]);
         let err = coords[i] - r[i];
-        alt[i] = err.simd_ge(f32x8::ZERO).bitselect(r[i] + one, r[i] - one);
+        alt[i] = err.simd_ge(f32x8::ZERO).select(r[i] + one, r[i] - one);
         let key = err.abs();
         let larger = key.simd_gt(max_key);
-        max_key = larger.bitselect(key, max_key);
-        flip_at = larger.bitselect(f32x8::splat(i as f32), flip_at);
+        max_key = larger.select(key, max_key);
+        flip_at = larger.select(f32x8::splat(i as f32), flip_at);
         sum += r[i].trunc_int();
     }
     let odd = (sum & i32x8::ONE).round_float().simd_eq(f32x8::ONE);
     for (i, ri) in r.iter_mut().enumerate() {
         let flip = odd & flip_at.simd_eq(f32x8::splat(i as f32));
-        *ri = flip.bitselect(alt[i], *ri);
+        *ri = flip.select(alt[i], *ri);
     }
     r
+}
+
+/// Eight N-dimensional blocks in lanes: lane b of `result[i]` is coordinate i of block b.
+#[inline]
+pub fn to_lanes<const N: usize>(blocks: &[[f32; N]; 8]) -> [f32x8; N] {
+    std::array::from_fn(|i| f32x8::new(std::array::from_fn(|b| blocks[b][i])))
+}
+
+/// The blocks of [`to_lanes`] back, one array per block.
+#[inline]
+pub fn from_lanes<const N: usize>(lanes: &[f32x8; N]) -> [[f32; N]; 8] {
+    let columns = lanes.map(|l| l.to_array());
+    std::array::from_fn(|b| std::array::from_fn(|i| columns[i][b]))
 }
 
 /// Coordinates of the lattice point `p` in the basis `L::BASIS_TWICE` (exact integers).

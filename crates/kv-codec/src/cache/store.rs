@@ -208,15 +208,38 @@ impl<C: VectorCoder> PageFormat for Packed<C> {
         scratch: &mut Scratch,
     ) -> Result<(), ReadError> {
         let bits = self.0.bits();
-        for (i, o) in out.chunks_exact_mut(self.0.head_dim()).enumerate() {
-            let at = (slot + i) * bits;
-            // Whole-byte vectors are decoded in place; others are shifted out first.
-            let bytes = if bits.is_multiple_of(8) {
-                &page[at / 8..(at + bits) / 8]
-            } else {
-                extract_bits(page, at, bits, &mut scratch.bytes);
-                &scratch.bytes[..]
-            };
+        let d = self.0.head_dim();
+        if bits.is_multiple_of(8) {
+            // Whole-byte vectors are decoded in place.
+            for (i, o) in out.chunks_exact_mut(d).enumerate() {
+                let at = (slot + i) * bits;
+                self.0
+                    .decode(
+                        &page[at / 8..(at + bits) / 8],
+                        o,
+                        rotated,
+                        &mut scratch.floats,
+                    )
+                    .map_err(|reason| (i, reason))?;
+            }
+            return Ok(());
+        }
+        // Others are shifted out to whole bytes first, all of them before the first decode:
+        // a decoder's wide loads straddle the byte stores of the shift, which cannot forward
+        // to them, and a load waits for such stores to reach the cache.
+        let stride = bits.div_ceil(8);
+        let n = out.len() / d;
+        if scratch.bytes.len() < n * stride {
+            scratch.bytes.resize(n * stride, 0);
+        }
+        for (i, bytes) in scratch.bytes.chunks_exact_mut(stride).take(n).enumerate() {
+            extract_bits(page, (slot + i) * bits, bits, bytes);
+        }
+        for (i, (o, bytes)) in out
+            .chunks_exact_mut(d)
+            .zip(scratch.bytes.chunks_exact(stride))
+            .enumerate()
+        {
             self.0
                 .decode(bytes, o, rotated, &mut scratch.floats)
                 .map_err(|reason| (i, reason))?;

@@ -25,7 +25,7 @@ use std::sync::Arc;
 
 use hadamard::Fwht;
 use lattice_core::{E8, Lattice, MixedRadix, VoronoiCodebook};
-use wide::f32x8;
+use wide::{f32x8, i32x8};
 
 use crate::bits::{BitReader, BitWriter};
 use crate::codec::{VectorCodec, safe_prescale, sum_of_squares};
@@ -510,37 +510,56 @@ impl VoronoiCodec {
         };
         let sigma = sigma / n;
         let blocks = self.blocks();
-        // Blocks are reconstructed eight at a time (the E8 decoder runs them side by side);
-        // `fields` holds each block's (choice, coset coordinates). Every field read is in
-        // range: raw digits have log2 q bits, and the mixed-radix decoder rejects digits at
-        // or above their radix. Lanes past the last block keep earlier, valid coordinates.
-        let mut fields = [(0usize, [0u32; 8]); 8];
-        let place = |y: &mut [f32], fields: &[(usize, [u32; 8]); 8]| {
-            let points = self.book.points_of_coordinates(&fields.map(|f| f.1));
-            for ((block, point), &(choice, _)) in y.chunks_exact_mut(8).zip(&points).zip(fields) {
-                let s = sigma * self.alphas[choice];
-                for i in 0..8 {
-                    block[i] = s * point[i];
-                }
+        // Blocks are reconstructed eight at a time, block b in SIMD lane b (the E8 decoder
+        // runs them side by side): `lanes[i]` holds coordinate i of the blocks' cosets,
+        // `scales` σ times each block's chosen α. Every field read is in range: raw digits
+        // have log2 q bits, and the mixed-radix decoder rejects digits at or above their
+        // radix. Lanes past the last block keep earlier, valid fields.
+        let mut scales = [0f32; 8];
+        let place = |y: &mut [f32], lanes: &[f32x8; 8], scales: &[f32; 8]| {
+            let points = self.book.points_of_coordinates_in_lanes(lanes);
+            let s = f32x8::from(*scales);
+            let blocks = f32x8::transpose(points.map(|p| s * p));
+            for (block, values) in y.chunks_exact_mut(8).zip(&blocks) {
+                block.copy_from_slice(values.as_array());
             }
         };
+        let scale_of = |choice: u64| sigma * self.alphas[choice as usize];
         match &self.packing {
             Packing::Raw {
                 choice_bits,
                 index_bits,
             } => {
+                // Coordinates 2j and 2j+1 of block b (2·log2 q ≤ 32 bits) in lane b of
+                // `pairs[j]`, cut apart in lanes: no per-coordinate scalar work.
+                let b = index_bits / 8;
+                let mask = i32x8::splat((1 << b) - 1);
+                let mut pairs = [[0i32; 8]; 4];
+                let field_bits = choice_bits + index_bits;
+                let mut read = |bits| r.read(bits).map_err(|_| "truncated");
                 for group in y.chunks_mut(64) {
-                    let b = index_bits / 8;
-                    for field in &mut fields[..group.len() / 8] {
-                        field.0 = r.read(*choice_bits).map_err(|_| "truncated")? as usize;
-                        for quad in field.1.chunks_exact_mut(4) {
-                            let packed = r.read(4 * b).map_err(|_| "truncated")?;
-                            for (i, ci) in quad.iter_mut().enumerate() {
-                                *ci = ((packed >> (i as u32 * b)) & ((1 << b) - 1)) as u32;
-                            }
+                    for k in 0..group.len() / 8 {
+                        // A block's field in one read where it fits in 64 bits (q ≤ 2^7).
+                        let (choice, quads) = if field_bits <= 64 {
+                            let field = read(field_bits)?;
+                            let index = field >> choice_bits;
+                            let low = index & ((1 << (4 * b)) - 1);
+                            (field & ((1 << choice_bits) - 1), [low, index >> (4 * b)])
+                        } else {
+                            (read(*choice_bits)?, [read(4 * b)?, read(4 * b)?])
+                        };
+                        scales[k] = scale_of(choice);
+                        for (j, quad) in quads.into_iter().enumerate() {
+                            pairs[2 * j][k] = (quad & ((1 << (2 * b)) - 1)) as i32;
+                            pairs[2 * j + 1][k] = (quad >> (2 * b)) as i32;
                         }
                     }
-                    place(group, &fields);
+                    let pairs = pairs.map(i32x8::from);
+                    // The arithmetic shift's sign copies land at bit 32 − b ≥ b: masked off.
+                    let lanes = std::array::from_fn(|i| {
+                        ((pairs[i / 2] >> (b * (i as u32 % 2))) & mask).round_float()
+                    });
+                    place(group, &lanes, &scales);
                 }
             }
             Packing::Joint(m) => with_joint_buffers(blocks, |digits, limbs, spare| {
@@ -548,11 +567,14 @@ impl VoronoiCodec {
                 r.read_limbs(limbs, m.bits()).map_err(|_| "truncated")?;
                 m.decode(limbs, digits, spare)
                     .map_err(|_| "joint index out of range")?;
+                let mut coords = [[0f32; 8]; 8];
                 for (group, pairs) in y.chunks_mut(64).zip(digits.chunks(16)) {
-                    for (field, pair) in fields.iter_mut().zip(pairs.chunks_exact(2)) {
-                        *field = (pair[0] as usize, self.coordinates_of_digit(pair[1]));
+                    let fields = coords.iter_mut().zip(&mut scales);
+                    for ((block, scale), pair) in fields.zip(pairs.chunks_exact(2)) {
+                        *scale = scale_of(pair[0]);
+                        *block = self.coordinates_of_digit(pair[1]).map(|ci| ci as f32);
                     }
-                    place(group, &fields);
+                    place(group, &f32x8::transpose(coords.map(f32x8::from)), &scales);
                 }
                 Ok::<(), &'static str>(())
             })?,
