@@ -17,6 +17,7 @@
 //! every query head of its GQA group at every query position.
 
 use rayon::prelude::*;
+use wide::f32x8;
 
 use super::Kv;
 use super::layer::Layer;
@@ -75,16 +76,18 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
 /// [`dot`] of each of `Q` queries with one key, the key read once for all of them; every
 /// sum is [`dot`]'s, in the same order.
 fn dots<const Q: usize>(qs: [&[f32]; Q], k: &[f32]) -> [f32; Q] {
-    let mut lanes = [[0f32; 8]; Q];
+    // Partial sum l of each query in lane l (written with `wide`: the compiler left the
+    // plain-array form of these loops scalar).
+    let mut lanes = [f32x8::ZERO; Q];
     let head = k.len() / 8 * 8;
     for (c, y) in k[..head].chunks_exact(8).enumerate() {
+        let y = f32x8::from(<[f32; 8]>::try_from(y).expect("eight values"));
         for (lane, q) in lanes.iter_mut().zip(&qs) {
-            let x = &q[8 * c..8 * c + 8];
-            for l in 0..8 {
-                lane[l] += x[l] * y[l];
-            }
+            let x = <[f32; 8]>::try_from(&q[8 * c..8 * c + 8]).expect("eight values");
+            *lane += f32x8::from(x) * y;
         }
     }
+    let lanes = lanes.map(f32x8::to_array);
     core::array::from_fn(|i| {
         let (l, q) = (&lanes[i], qs[i]);
         let tail: f32 = q[head..].iter().zip(&k[head..]).map(|(x, y)| x * y).sum();
@@ -406,6 +409,20 @@ mod tests {
             let together = dots(qs, &k);
             for (i, s) in together.iter().enumerate() {
                 assert_eq!(s.to_bits(), dot(qs[i], &k).to_bits(), "d={d} query {i}");
+                // The documented order, written as plain scalar loops.
+                let head = d / 8 * 8;
+                let mut l = [0f32; 8];
+                for (j, (x, y)) in qs[i][..head].iter().zip(&k).enumerate() {
+                    l[j % 8] += x * y;
+                }
+                let tail: f32 = qs[i][head..]
+                    .iter()
+                    .zip(&k[head..])
+                    .map(|(x, y)| x * y)
+                    .sum();
+                let plain =
+                    ((l[0] + l[4]) + (l[2] + l[6])) + ((l[1] + l[5]) + (l[3] + l[7])) + tail;
+                assert_eq!(s.to_bits(), plain.to_bits(), "d={d} query {i}: plain loops");
             }
         }
     }
