@@ -27,7 +27,7 @@
 //! `(d/n) · 16 + 8d`.
 
 use super::{absmax, check_grouped_head_dim, saturate};
-use crate::bits::{BitReader, BitWriter};
+use crate::bits::BitWriter;
 use crate::codec::VectorCodec;
 use crate::error::Error;
 use crate::scale::scale16;
@@ -158,6 +158,14 @@ pub mod e4m3 {
         sign | code as u8
     }
 
+    /// [`decode`] of every code, indexed by the code, with NaN for the two NaN codes.
+    pub(crate) fn values() -> &'static [f32; 256] {
+        static VALUES: std::sync::LazyLock<[f32; 256]> = std::sync::LazyLock::new(|| {
+            std::array::from_fn(|c| decode(c as u8).unwrap_or(f32::NAN))
+        });
+        &VALUES
+    }
+
     /// The value of a code, or `None` for the two NaN codes (`0x7f`, `0xff`).
     pub fn decode(code: u8) -> Option<f32> {
         let e = i32::from((code >> 3) & 0xf);
@@ -258,16 +266,31 @@ impl VectorCodec for Fp8Codec {
         out: &mut [f32],
         _scratch: &mut [f32],
     ) -> Result<(), &'static str> {
-        let mut r = BitReader::new(bytes);
-        for g in out.chunks_exact_mut(self.group) {
-            let code = r.read(16).map_err(|_| "truncated")? as u16;
+        // Every field is whole bytes: a group is its 16-bit scale, then one byte per value.
+        let stride = 2 + self.group;
+        if bytes.len() < self.d / self.group * stride {
+            return Err("truncated");
+        }
+        for (g, field) in out
+            .chunks_exact_mut(self.group)
+            .zip(bytes.chunks_exact(stride))
+        {
+            let code = u16::from_le_bytes([field[0], field[1]]);
             if code & 0x8000 != 0 {
                 return Err("scale has its sign bit set");
             }
             let s = scale16::decode(code).ok_or("scale is not finite")?;
-            for o in g.iter_mut() {
-                let c = r.read(8).map_err(|_| "truncated")? as u8;
-                *o = saturate(s * e4m3::decode(c).ok_or("fp8 NaN code")?);
+            // Values by table, then one check for the NaN codes (which the table holds as
+            // NaN): an early exit per value kept the loop from being vectorised.
+            let values = e4m3::values();
+            let mut nan = false;
+            for (o, &c) in g.iter_mut().zip(&field[2..]) {
+                let v = values[usize::from(c)];
+                nan |= v.is_nan();
+                *o = saturate(s * v);
+            }
+            if nan {
+                return Err("fp8 NaN code");
             }
         }
         Ok(())
@@ -291,5 +314,31 @@ mod tests {
             -bf16::MAX.to_f32()
         );
         assert_eq!(bf16_bits(1.0), bf16::ONE.to_bits());
+    }
+
+    #[test]
+    fn fp8_decodes_by_table_as_by_hand_and_refuses_nan_codes() {
+        for c in 0..=255u8 {
+            let v = e4m3::values()[usize::from(c)];
+            match e4m3::decode(c) {
+                Some(x) => assert_eq!(v.to_bits(), x.to_bits(), "{c:#04x}"),
+                None => assert!(v.is_nan(), "{c:#04x}"),
+            }
+        }
+        let codec = Fp8Codec::new(CodecSpec::Fp8E4m3 { group: 8 }, 16).unwrap();
+        let mut bytes = vec![0u8; codec.bits_per_vector() as usize / 8];
+        codec.encode_vector(&[1.0; 16], &mut bytes, &mut []);
+        let mut out = [0f32; 16];
+        assert!(codec.decode_vector(&bytes, &mut out, &mut []).is_ok());
+        // The last value of the second group: scale (2 bytes) + 8 codes each.
+        bytes[19] = 0xff;
+        assert_eq!(
+            codec.decode_vector(&bytes, &mut out, &mut []),
+            Err("fp8 NaN code")
+        );
+        assert_eq!(
+            codec.decode_vector(&bytes[..19], &mut out, &mut []),
+            Err("truncated")
+        );
     }
 }
