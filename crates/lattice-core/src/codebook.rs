@@ -493,6 +493,42 @@ impl<L: Lattice<N>, const N: usize> VoronoiCodebook<L, N> {
         }
     }
 
+    /// [`VoronoiCodebook::coset_coordinates`] of eight lattice points in lanes (lane b of
+    /// `lambda[i]` is coordinate i of point b), as f32 integers in `0..q`: the same
+    /// back-substitution in f32, exact for these small integers (the basis's diagonal is
+    /// powers of two, so each step multiplies by an exact reciprocal).
+    ///
+    /// # Panics
+    /// Panics if a point is not a point of the lattice.
+    #[inline]
+    pub fn coset_coordinates_in_lanes(&self, lambda: &[f32x8; N]) -> [f32x8; N] {
+        let mut c = [f32x8::ZERO; N];
+        for j in (0..N).rev() {
+            let mut rest = lambda[j] * f32x8::splat(2.0);
+            for (i, &ci) in c.iter().enumerate().skip(j + 1) {
+                let b = L::BASIS_TWICE[i][j];
+                if b != 0 {
+                    rest -= ci * f32x8::splat(b as f32);
+                }
+            }
+            c[j] = rest * f32x8::splat(1.0 / L::BASIS_TWICE[j][j] as f32);
+        }
+        assert!(
+            c.iter().all(|&ci| ci.round().simd_eq(ci).all()),
+            "points {lambda:?} are not all in {}",
+            L::NAME
+        );
+        let q = f32x8::splat(self.q as f32);
+        c.map(|ci| {
+            let quotient = if self.q.is_power_of_two() {
+                ci * f32x8::splat(self.inv_q)
+            } else {
+                ci / q
+            };
+            ci - q * quotient.floor()
+        })
+    }
+
     /// The codebook point of the coset with basis coordinates `c` (each in `0..q`).
     ///
     /// # Panics
@@ -580,17 +616,17 @@ impl<L: Lattice<N>, const N: usize> VoronoiCodebook<L, N> {
         let gauges = L::cell_gauges(lambdas);
         let mut answers = gauges.map(|g| g < q);
         if gauges.contains(&q) {
-            let coords = std::array::from_fn(|b| {
-                if gauges[b] == q {
-                    self.coset_coordinates(&lambdas[b])
-                } else {
-                    [0; N]
-                }
+            // On the boundary: whether the coset's point is the point itself, all eight at
+            // once (the others' answers stand).
+            let lanes = to_lanes(lambdas);
+            let points =
+                self.points_of_coordinates_in_lanes(&self.coset_coordinates_in_lanes(&lanes));
+            let same = (0..N).fold(f32x8::splat(f32::from_bits(u32::MAX)), |all, i| {
+                all & points[i].simd_eq(lanes[i])
             });
-            let points = self.points_of_coordinates(&coords);
-            for b in 0..8 {
+            for (b, same) in same.to_array().into_iter().enumerate() {
                 if gauges[b] == q {
-                    answers[b] = points[b] == lambdas[b];
+                    answers[b] = same.to_bits() != 0;
                 }
             }
         }

@@ -7,6 +7,7 @@
 
 use std::collections::HashSet;
 
+use lattice_core::lattice::to_lanes;
 use lattice_core::{
     Codebook, D4, D4Box, D8Box, DBox, E8, E8Box, Error, Lattice, MAX_BOX_Q, Point, VoronoiCodebook,
     ZBox,
@@ -336,6 +337,21 @@ proptest! {
         let together = book.points_of_coordinates(&coords);
         for (c, p) in coords.iter().zip(&together) {
             prop_assert_eq!(p.map(f32::to_bits), book.point_of_coordinates(c).map(f32::to_bits));
+        }
+    }
+
+    #[test]
+    fn eight_coset_coordinates_at_once_are_one_at_a_time(
+        x in prop::array::uniform8(prop::array::uniform8(-600f32..600.0)),
+        q in 2u32..300,
+    ) {
+        let book = VoronoiCodebook::<E8, 8>::new(q).unwrap();
+        let points = x.map(|block| E8::closest_point(&block));
+        let lanes = book.coset_coordinates_in_lanes(&to_lanes(&points));
+        for (b, point) in points.iter().enumerate() {
+            let one = book.coset_coordinates(point);
+            let together: [u32; 8] = std::array::from_fn(|i| lanes[i].to_array()[b] as u32);
+            prop_assert_eq!(together, one);
         }
     }
 }

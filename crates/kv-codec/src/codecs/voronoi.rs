@@ -275,10 +275,20 @@ impl VoronoiCodec {
                 offer(&mut best[b], j, &points[lane], errors[lane]);
             }
         }
-        chosen.extend(
-            best.iter()
-                .map(|&(j, point, _)| (j, self.book.coset_coordinates(&point))),
-        );
+        // The chosen points' coset coordinates, eight blocks at a time (padding: the origin).
+        for group in best.chunks(8) {
+            let mut points = [[0f32; 8]; 8];
+            for (p, &(_, point, _)) in points.iter_mut().zip(group) {
+                *p = point;
+            }
+            let coords = f32x8::transpose(self.book.coset_coordinates_in_lanes(&lanes(&points)));
+            chosen.extend(
+                group
+                    .iter()
+                    .zip(coords)
+                    .map(|(&(j, _, _), c)| (j, c.to_array().map(|ci| ci as u32))),
+            );
+        }
     }
 
     /// The codebook points for eight overloaded blocks `v` (their nearest E8 points are not
