@@ -56,6 +56,12 @@ Usage:
       `kvc rd --json` sweep instead of sweeping (no audit).
   kvc slice --input FILE --tokens N --out FILE
       Write the first N tokens of every k.*/v.* tensor of FILE to a new safetensors file.
+  kvc eval [verify | eval | iso | sensitivity | needle | table] [OPTIONS]
+      End-to-end quality on the real model (perplexity, KL, top-1, iso-quality table,
+      needle in a haystack), with progress bars: runs the `kv-eval` binary, found beside
+      kvc or on PATH (`cargo build --release -p kv-eval` puts it beside kvc), with these
+      arguments; without a subcommand, `eval` (`kvc eval --codec SPEC` is `kv-eval eval
+      --codec SPEC`). `kvc eval help` shows its options.
   kvc help
       Show this text (also -h, --help).
 
@@ -269,6 +275,59 @@ pub enum Command {
     Report(ReportArgs),
     /// Cut a file down to its first tokens.
     Slice(SliceArgs),
+    /// `kv-eval` with these arguments (its subcommand first).
+    Eval(Vec<String>),
+}
+
+/// The subcommands of `kv-eval` that `kvc eval` passes on as they are; anything else is
+/// `kv-eval eval`'s options.
+const EVAL_SUBCOMMANDS: [&str; 9] = [
+    "verify",
+    "eval",
+    "iso",
+    "sensitivity",
+    "needle",
+    "table",
+    "help",
+    "-h",
+    "--help",
+];
+
+/// The `kv-eval` binary: beside `kvc` (`exe_dir`, where cargo builds both), else the first on
+/// `path` (the `PATH` variable's value).
+pub fn find_eval_tool(exe_dir: &Path, path: Option<&std::ffi::OsStr>) -> Option<PathBuf> {
+    let name = format!("kv-eval{}", std::env::consts::EXE_SUFFIX);
+    std::iter::once(exe_dir.to_path_buf())
+        .chain(
+            path.map(|p| std::env::split_paths(p).collect::<Vec<_>>())
+                .unwrap_or_default(),
+        )
+        .map(|dir| dir.join(&name))
+        .find(|candidate| candidate.is_file())
+}
+
+/// Runs `kv-eval` with `args`, its output and progress going straight to this terminal.
+fn run_eval(args: &[String]) -> Result<()> {
+    let exe = std::env::current_exe().map_err(|source| Error::Io {
+        action: "cannot locate",
+        path: PathBuf::from("kvc"),
+        source,
+    })?;
+    let exe_dir = exe.parent().unwrap_or(Path::new(".")).to_path_buf();
+    let path = find_eval_tool(&exe_dir, std::env::var_os("PATH").as_deref())
+        .ok_or(Error::EvalToolMissing { beside: exe_dir })?;
+    let status = std::process::Command::new(&path)
+        .args(args)
+        .status()
+        .map_err(|source| Error::EvalToolStart {
+            path: path.clone(),
+            source,
+        })?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(Error::EvalToolFailed { path, status })
+    }
 }
 
 /// Options and their values, one at a time, accepting `--opt value` and `--opt=value`.
@@ -669,11 +728,22 @@ where
         "plan" => parse_plan(args),
         "report" => parse_report(args),
         "slice" => parse_slice(args),
+        "eval" => {
+            let mut rest: Vec<String> = args.collect();
+            if rest
+                .first()
+                .is_none_or(|a| !EVAL_SUBCOMMANDS.contains(&a.as_str()))
+            {
+                rest.insert(0, "eval".into());
+            }
+            Ok(Command::Eval(rest))
+        }
         _ => Err(Error::UnknownCommand { command }),
     }
 }
 
-/// Runs a command, printing to `out`.
+/// Runs a command, printing to `out` (but `eval`, whose `kv-eval` prints to this process's
+/// own standard output and error).
 ///
 /// # Errors
 /// I/O, data and codec errors of the command.
@@ -692,6 +762,7 @@ pub fn run(command: &Command, out: &mut dyn Write) -> Result<()> {
         Command::Audit(args) => run_audit(args, out),
         Command::Plan(args) => run_plan(args, out),
         Command::Report(args) => run_report(args, out),
+        Command::Eval(args) => run_eval(args),
         Command::Slice(args) => {
             let s = slice_file(&args.input, args.tokens, &args.out)?;
             writeln!(

@@ -290,6 +290,36 @@ pub enum Error {
     /// Writing the JSON report failed.
     #[error("cannot serialise the report: {0}")]
     Json(#[source] serde_json::Error),
+
+    // --- `kvc eval` ---
+    /// The `kv-eval` binary is neither beside `kvc` nor on `PATH`.
+    #[error(
+        "`kvc eval` runs the model runner `kv-eval`, a binary of its own (kvc stays free of the \
+         model runtime), found neither beside kvc ({}) nor on PATH: build it with \
+         `cargo build --release -p kv-eval` (or run `cargo run --release -p kv-eval -- ...`)",
+        beside.display()
+    )]
+    EvalToolMissing {
+        /// Where it was looked for first.
+        beside: PathBuf,
+    },
+    /// `kv-eval` could not be started.
+    #[error("cannot run {}: {source}", path.display())]
+    EvalToolStart {
+        /// The binary.
+        path: PathBuf,
+        /// The operating system's error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// `kv-eval` ran and failed (it printed why).
+    #[error("{} exited with {status}", path.display())]
+    EvalToolFailed {
+        /// The binary.
+        path: PathBuf,
+        /// Its exit status.
+        status: std::process::ExitStatus,
+    },
 }
 
 impl Error {

@@ -6,7 +6,7 @@ use std::process::Command as Process;
 
 use kv_audit::Error;
 use kv_audit::cli::{
-    AuditArgs, Command, PlanArgs, RdArgs, ReportArgs, SliceArgs, SourceArgs, parse,
+    AuditArgs, Command, PlanArgs, RdArgs, ReportArgs, SliceArgs, SourceArgs, find_eval_tool, parse,
 };
 use kv_audit::plan::{DEFAULT_PROBE_TOKENS, Objective};
 use kv_codec::CodecSpec;
@@ -34,6 +34,47 @@ fn simple_commands_parse() {
         );
     }
     assert_eq!(parse(["rd"]).unwrap(), Command::Rd(RdArgs::default()));
+}
+
+#[test]
+fn eval_passes_its_arguments_to_kv_eval() {
+    let eval = |args: &[&str]| {
+        let mut all = vec!["eval"];
+        all.extend_from_slice(args);
+        parse(all).unwrap()
+    };
+    let owned = |args: &[&str]| Command::Eval(args.iter().map(|a| (*a).to_string()).collect());
+    assert_eq!(eval(&[]), owned(&["eval"]));
+    assert_eq!(
+        eval(&["--codec", "int4", "--passages", "2"]),
+        owned(&["eval", "--codec", "int4", "--passages", "2"])
+    );
+    assert_eq!(eval(&["iso", "--defaults"]), owned(&["iso", "--defaults"]));
+    assert_eq!(eval(&["needle"]), owned(&["needle"]));
+    assert_eq!(eval(&["help"]), owned(&["help"]));
+}
+
+#[test]
+fn the_eval_tool_is_found_beside_kvc_before_path() {
+    let root = std::env::temp_dir().join(format!("kvc-eval-tool-{}", std::process::id()));
+    let (beside, on_path, empty) = (root.join("beside"), root.join("path"), root.join("empty"));
+    for dir in [&beside, &on_path, &empty] {
+        std::fs::create_dir_all(dir).unwrap();
+    }
+    let name = format!("kv-eval{}", std::env::consts::EXE_SUFFIX);
+    std::fs::write(on_path.join(&name), b"").unwrap();
+    let path = std::env::join_paths([&empty, &on_path]).unwrap();
+    assert_eq!(
+        find_eval_tool(&beside, Some(&path)),
+        Some(on_path.join(&name))
+    );
+    std::fs::write(beside.join(&name), b"").unwrap();
+    assert_eq!(
+        find_eval_tool(&beside, Some(&path)),
+        Some(beside.join(&name))
+    );
+    assert_eq!(find_eval_tool(&empty, None), None);
+    std::fs::remove_dir_all(&root).unwrap();
 }
 
 #[test]

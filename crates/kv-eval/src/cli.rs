@@ -1,8 +1,7 @@
 //! The `kv-eval` command line: parsing (std only) into a typed [`Command`], and running one.
 //!
-//! `kvc eval` (kv-audit's binary) can forward to [`parse`] and [`run`] once kv-audit may
-//! depend on this crate's runner; until then `kv-eval` is its own binary so the two tools
-//! evolve without touching each other's files.
+//! `kvc eval` (kv-audit's binary) runs this crate's `kv-eval` binary with its arguments:
+//! kv-audit cannot call [`parse`] and [`run`] itself, since this crate depends on it.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
