@@ -607,28 +607,58 @@ __device__ __forceinline__ void e8_closest(const float x[8], float out[8]) { e8_
 // ---------------------------------------------------------------------------------------------
 
 // Basis coordinates of the E8 point `lam`, reduced mod q.
-__device__ __forceinline__ void coset_coords(const Params& P, const float lam[8], u32 c[8]) {
+// The fields of Params that coset_coords and point_of_coords read (either takes a Params or
+// this), which the out-of-line boundary test receives by value.
+struct VoronoiQ {
+    u32 q, q_pow2;
+    float qf, inv_q;
+};
+
+// The loops are unrolled so that the arrays stay in registers and the basis's zeros fold
+// away (inside the out-of-line boundary test they were not, and went through local memory).
+template <class Q>
+__device__ __forceinline__ void coset_coords(const Q& P, const float lam[8], u32 c[8]) {
     int tw[8], cc[8];
+    #pragma unroll
     for (int i = 0; i < 8; ++i) tw[i] = (int)(lam[i] * 2.0f);
+    #pragma unroll
     for (int j = 7; j >= 0; --j) {
         int rest = tw[j];
+        #pragma unroll
         for (int i = j + 1; i < 8; ++i) rest -= cc[i] * E8_BASIS_TWICE[i][j];
         cc[j] = rest >> E8_DIAG_SHIFT[j];
     }
     const int q = (int)P.q;
-    for (int i = 0; i < 8; ++i) c[i] = P.q_pow2 ? (u32)(cc[i] & (q - 1)) : (u32)(((cc[i] % q) + q) % q);
+    if (P.q_pow2) {
+        #pragma unroll
+        for (int i = 0; i < 8; ++i) c[i] = (u32)(cc[i] & (q - 1));
+    } else {
+        #pragma unroll
+        for (int i = 0; i < 8; ++i) {
+            const int r = cc[i] % q;
+            c[i] = (u32)(r < 0 ? r + q : r);
+        }
+    }
 }
 
 // The codebook point of the coset with coordinates c: lambda - q * Q_E8(lambda / q).
-__device__ __forceinline__ void point_of_coords(const Params& P, const u32 c[8], float out[8]) {
+template <class Q>
+__device__ __forceinline__ void point_of_coords(const Q& P, const u32 c[8], float out[8]) {
     int tw[8];
+    #pragma unroll
     for (int j = 0; j < 8; ++j) tw[j] = 0;
-    for (int i = 0; i < 8; ++i)
+    #pragma unroll
+    for (int i = 0; i < 8; ++i) {
+        #pragma unroll
         for (int j = 0; j <= i; ++j) tw[j] += (int)c[i] * E8_BASIS_TWICE[i][j];
+    }
     float lam[8], sc[8], ce[8];
+    #pragma unroll
     for (int j = 0; j < 8; ++j) lam[j] = (float)tw[j] * 0.5f;
+    #pragma unroll
     for (int j = 0; j < 8; ++j) sc[j] = P.q_pow2 ? lam[j] * P.inv_q : lam[j] / P.qf;
     e8_closest(sc, ce);
+    #pragma unroll
     for (int j = 0; j < 8; ++j) out[j] = lam[j] - P.qf * ce[j];
 }
 
@@ -658,14 +688,20 @@ __device__ __forceinline__ float e8_gauge(const float x[8]) {
 }
 
 // Whether the coset's codebook point of the E8 point lam is lam itself (lam on the boundary
-// of the cell of qE8, which is rare): out of line, so that the callers' loops stay small
-// enough for the instruction cache.
-__device__ __noinline__ bool is_own_representative(const Params& P, const float lam[8]) {
+// of the cell of qE8: rare per block, but ncu counts about eight per warp of the encoder):
+// out of line, so that the callers' loops stay small enough for the instruction cache.
+__device__ __noinline__ bool is_own_representative(u32 q, u32 q_pow2, float qf, float inv_q, float l0, float l1,
+                                                   float l2, float l3, float l4, float l5, float l6, float l7) {
+    // Scalars, not a Params reference and an array: an out-of-line function's reference and
+    // array arguments go through local memory.
+    const VoronoiQ V = {q, q_pow2, qf, inv_q};
+    const float lam[8] = {l0, l1, l2, l3, l4, l5, l6, l7};
     u32 c[8];
     float pt[8];
-    coset_coords(P, lam, c);
-    point_of_coords(P, c, pt);
+    coset_coords(V, lam, c);
+    point_of_coords(V, c, pt);
     bool same = true;
+    #pragma unroll
     for (int i = 0; i < 8; ++i) same = same && (pt[i] == lam[i]);
     return same;
 }
@@ -675,7 +711,7 @@ __device__ __noinline__ bool is_own_representative(const Params& P, const float 
 __device__ __forceinline__ bool is_codeword(const Params& P, const float lam[8]) {
     const float g = e8_gauge(lam);
     if (g != P.qf) return g < P.qf;
-    return is_own_representative(P, lam);
+    return is_own_representative(P.q, P.q_pow2, P.qf, P.inv_q, lam[0], lam[1], lam[2], lam[3], lam[4], lam[5], lam[6], lam[7]);
 }
 
 // Whether the nearest E8 point of y is a codeword, as is_codeword(e8_closest(y)) answers, or
