@@ -351,6 +351,58 @@ mod tests {
     }
 
     #[test]
+    fn decode_matches_long_division_by_each_radix() {
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let special = [1, 2, 3, 7, 10, 255, 1 << 32, (1 << 63) + 1, u64::MAX];
+        for case in 0..2000 {
+            let count = 1 + (next() % 24) as usize;
+            let radices: Vec<u64> = (0..count)
+                .map(|_| match next() % 3 {
+                    0 => special[(next() % special.len() as u64) as usize],
+                    1 => 1 + next() % 300,
+                    _ => (next() >> (next() % 64)).max(1),
+                })
+                .collect();
+            let m = MixedRadix::new(&radices).unwrap();
+            let mut limbs: Vec<u64> = (0..m.limbs()).map(|_| next()).collect();
+            // Mostly indices within the width, so that many are in range.
+            if case % 4 != 0
+                && let Some(top) = limbs.last_mut()
+                && !m.bits().is_multiple_of(64)
+            {
+                *top &= (1 << (m.bits() % 64)) - 1;
+            }
+            // Reference: schoolbook long division by one radix after another, with u128.
+            let mut value = limbs.clone();
+            let mut want = Vec::new();
+            for &r in &radices {
+                let mut rem = 0u128;
+                for limb in value.iter_mut().rev() {
+                    let cur = (rem << 64) | u128::from(*limb);
+                    *limb = (cur / u128::from(r)) as u64;
+                    rem = cur % u128::from(r);
+                }
+                want.push(rem as u64);
+            }
+            let mut digits = vec![0; count];
+            let mut scratch = vec![0; m.limbs()];
+            let got = m.decode(&limbs, &mut digits, &mut scratch);
+            if value.iter().all(|&l| l == 0) {
+                assert_eq!(got, Ok(()), "radices {radices:?}, limbs {limbs:?}");
+                assert_eq!(digits, want, "radices {radices:?}, limbs {limbs:?}");
+            } else {
+                assert!(got.is_err(), "radices {radices:?}, limbs {limbs:?}");
+            }
+        }
+    }
+
+    #[test]
     fn out_of_range_joint_index_is_an_error() {
         let m = MixedRadix::new(&[3, 5]).unwrap(); // 15 values in 4 bits
         let mut digits = [0; 2];
