@@ -118,17 +118,53 @@ impl<'a> BitReader<'a> {
                 available: self.data.len(),
             });
         }
-        if bits == 0 {
-            return Ok(0);
-        }
-        // A 16-byte little-endian window holds any 64 bits from any bit offset. Near the end
-        // of the data the window is its last 16 bytes, which hold every bit from `pos` on
-        // (no copy: a per-vector reader spends a fifth of its reads there).
+        // A 16-byte little-endian window holds any 64 bits from any bit offset.
         let byte = self.pos / 8;
-        let (w, shift) = if let Some(window) = self.data.get(byte..byte + 16) {
-            let w = u128::from_le_bytes(window.try_into().expect("16 bytes"));
-            (w, self.pos % 8)
-        } else if let Some(start) = self.data.len().checked_sub(16) {
+        let value = match self.data.get(byte..byte + 16) {
+            Some(window) => {
+                let w = u128::from_le_bytes(window.try_into().expect("16 bytes"));
+                (w >> (self.pos % 8)) & ((1u128 << bits) - 1)
+            }
+            None => self.near_the_end(bits),
+        };
+        self.pos = end;
+        Ok(value as u64)
+    }
+
+    /// Reads `count` fields of `bits` bits each (1 to 32) and passes them in order to
+    /// `f(k, field)`, taking ⌊64 / bits⌋ fields per read instead of one read each.
+    ///
+    /// # Errors
+    /// [`Error::Truncated`] if fewer than `count · bits` bits remain (fields of the reads
+    /// before the missing bits have been passed by then).
+    pub fn read_fields(
+        &mut self,
+        bits: u32,
+        count: usize,
+        mut f: impl FnMut(usize, u64),
+    ) -> Result<(), Error> {
+        debug_assert!((1..=32).contains(&bits));
+        let per_read = (64 / bits) as usize;
+        let mask = (1u64 << bits) - 1;
+        for first in (0..count).step_by(per_read) {
+            let n = per_read.min(count - first);
+            let mut word = self.read(bits * n as u32)?;
+            for k in first..first + n {
+                f(k, word & mask);
+                word >>= bits;
+            }
+        }
+        Ok(())
+    }
+
+    /// The `bits` bits at `pos` where fewer than 16 bytes are left (they are there): the
+    /// window is then the data's last 16 bytes, which hold every bit from `pos` on (no copy:
+    /// a per-vector reader spends a fifth of its reads here), or the data zero-padded.
+    fn near_the_end(&self, bits: u32) -> u128 {
+        if bits == 0 {
+            return 0;
+        }
+        let (w, shift) = if let Some(start) = self.data.len().checked_sub(16) {
             let w = u128::from_le_bytes(self.data[start..].try_into().expect("16 bytes"));
             (w, self.pos - 8 * start)
         } else {
@@ -136,9 +172,7 @@ impl<'a> BitReader<'a> {
             window[..self.data.len()].copy_from_slice(self.data);
             (u128::from_le_bytes(window), self.pos)
         };
-        let value = (w >> shift) & ((1u128 << bits) - 1);
-        self.pos = end;
-        Ok(value as u64)
+        (w >> shift) & ((1u128 << bits) - 1)
     }
 
     /// Reads the next `bits` bits into `out` (zeroed first), starting at its bit 0.
@@ -301,6 +335,29 @@ mod tests {
         assert_eq!(b, [0xff, 0x07, 0]);
         clear_bits_from(&mut b, 24);
         assert_eq!(b, [0xff, 0x07, 0]);
+    }
+
+    #[test]
+    fn fields_read_many_at_once_are_the_single_reads() {
+        let data: Vec<u8> = (0..97u32)
+            .map(|i| (i.wrapping_mul(0x9e37_79b9) >> 13) as u8)
+            .collect();
+        for bits in 1..=32u32 {
+            for offset in [0u32, 3, 13] {
+                let count = (data.len() * 8 - offset as usize) / bits as usize;
+                let mut one = BitReader::new(&data);
+                one.read(offset).unwrap();
+                let want: Vec<u64> = (0..count).map(|_| one.read(bits).unwrap()).collect();
+                let mut many = BitReader::new(&data);
+                many.read(offset).unwrap();
+                let mut got = vec![u64::MAX; count];
+                many.read_fields(bits, count, |k, field| got[k] = field)
+                    .unwrap();
+                assert_eq!(got, want, "{bits} bits from bit {offset}");
+                // Fewer than `bits` bits are left.
+                assert!(many.read_fields(bits, 1, |_, _| {}).is_err());
+            }
+        }
     }
 
     #[test]

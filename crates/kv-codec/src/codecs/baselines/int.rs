@@ -116,14 +116,17 @@ impl VectorCodec for IntCodec {
             if d.is_sign_negative() {
                 return Err("scale is negative");
             }
-            for o in g.iter_mut() {
-                let raw = r.read(self.bits).map_err(|_| "truncated")?;
+            // Every level first, then one check for the one never written.
+            let mut lowest = false;
+            r.read_fields(self.bits, g.len(), |k, raw| {
                 // Sign-extend the b-bit two's complement value.
                 let q = ((raw << shift) as i64) >> shift;
-                if q == -(1 << (self.bits - 1)) {
-                    return Err("integer level −2^(b−1) is never written");
-                }
-                *o = saturate(q as f32 * d);
+                lowest |= q == -(1 << (self.bits - 1));
+                g[k] = saturate(q as f32 * d);
+            })
+            .map_err(|_| "truncated")?;
+            if lowest {
+                return Err("integer level −2^(b−1) is never written");
             }
         }
         Ok(())

@@ -159,12 +159,16 @@ impl StrawmanCodec {
         }
         let l = self.levels();
         let step = a / l as f32;
-        for v in y.iter_mut() {
-            let k = r.read(self.bits).map_err(|_| "truncated")? as i32;
-            if k > 2 * l {
-                return Err("index 2^b − 1 is never written");
-            }
-            *v = (k - l) as f32 * step;
+        // Every value first, then one check for the index never written.
+        let mut unwritten = false;
+        r.read_fields(self.bits, y.len(), |i, k| {
+            let k = k as i32;
+            unwritten |= k > 2 * l;
+            y[i] = (k - l) as f32 * step;
+        })
+        .map_err(|_| "truncated")?;
+        if unwritten {
+            return Err("index 2^b − 1 is never written");
         }
         Ok(n)
     }

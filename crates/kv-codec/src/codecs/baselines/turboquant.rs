@@ -181,10 +181,11 @@ impl TurboQuantCodec {
             return Err("norm has its sign bit set");
         }
         let n = scale16::decode(code).ok_or("norm is not finite")?;
-        for v in y.iter_mut() {
-            // Every b-bit index names a level.
-            *v = self.levels[r.read(self.bits).map_err(|_| "truncated")? as usize];
-        }
+        // Every b-bit index names a level.
+        r.read_fields(self.bits, y.len(), |k, index| {
+            y[k] = self.levels[index as usize];
+        })
+        .map_err(|_| "truncated")?;
         Ok(n)
     }
 }
