@@ -317,15 +317,32 @@ mod tests {
         assert_eq!(MixedRadix::uniform(1 << 32, 3).unwrap().bits(), 96);
     }
 
-    #[test]
-    fn reciprocal_division_matches_u128_division() {
+    /// A xorshift64 generator: the tests' pseudo-random words.
+    fn xorshift() -> impl FnMut() -> u64 {
         let mut state = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = move || {
+        move || {
             state ^= state << 13;
             state ^= state >> 7;
             state ^= state << 17;
             state
-        };
+        }
+    }
+
+    /// The reference: schoolbook long division of the little-endian limbs by `r` with u128,
+    /// in place; returns the remainder.
+    fn long_division(limbs: &mut [u64], r: u64) -> u64 {
+        let mut rem = 0u128;
+        for limb in limbs.iter_mut().rev() {
+            let cur = (rem << 64) | u128::from(*limb);
+            *limb = (cur / u128::from(r)) as u64;
+            rem = cur % u128::from(r);
+        }
+        rem as u64
+    }
+
+    #[test]
+    fn reciprocal_division_matches_u128_division() {
+        let mut next = xorshift();
         let mut radices = vec![1, 2, 3, 7, 10, 255, 1 << 32, (1 << 63) + 1, u64::MAX];
         radices.extend((0..200).map(|i| next() >> (i % 64)).filter(|&r| r > 0));
         for r in radices {
@@ -333,32 +350,16 @@ mod tests {
                 let limbs = [next(), next(), next() >> (next() % 64)];
                 let mut value = limbs;
                 let rem = div_rem_prefix(&mut value, 3, &Divisor::new(r));
-                // Reference: schoolbook long division with u128.
                 let mut expect = limbs;
-                let mut want = 0u128;
-                for limb in expect.iter_mut().rev() {
-                    let cur = (want << 64) | u128::from(*limb);
-                    *limb = (cur / u128::from(r)) as u64;
-                    want = cur % u128::from(r);
-                }
-                assert_eq!(
-                    (value, rem),
-                    (expect, want as u64),
-                    "radix {r}, limbs {limbs:?}"
-                );
+                let want = long_division(&mut expect, r);
+                assert_eq!((value, rem), (expect, want), "radix {r}, limbs {limbs:?}");
             }
         }
     }
 
     #[test]
     fn decode_matches_long_division_by_each_radix() {
-        let mut state = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut next = xorshift();
         let special = [1, 2, 3, 7, 10, 255, 1 << 32, (1 << 63) + 1, u64::MAX];
         for case in 0..2000 {
             let count = 1 + (next() % 24) as usize;
@@ -378,18 +379,12 @@ mod tests {
             {
                 *top &= (1 << (m.bits() % 64)) - 1;
             }
-            // Reference: schoolbook long division by one radix after another, with u128.
+            // Reference: long division by one radix after another.
             let mut value = limbs.clone();
-            let mut want = Vec::new();
-            for &r in &radices {
-                let mut rem = 0u128;
-                for limb in value.iter_mut().rev() {
-                    let cur = (rem << 64) | u128::from(*limb);
-                    *limb = (cur / u128::from(r)) as u64;
-                    rem = cur % u128::from(r);
-                }
-                want.push(rem as u64);
-            }
+            let want: Vec<u64> = radices
+                .iter()
+                .map(|&r| long_division(&mut value, r))
+                .collect();
             let mut digits = vec![0; count];
             let mut scratch = vec![0; m.limbs()];
             let got = m.decode(&limbs, &mut digits, &mut scratch);

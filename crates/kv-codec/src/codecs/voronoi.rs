@@ -584,7 +584,7 @@ impl VoronoiCodec {
                         *scale = scale_of(pair[0]);
                         *block = self.coordinates_of_digit(pair[1]).map(|ci| ci as f32);
                     }
-                    place(group, &f32x8::transpose(coords.map(f32x8::from)), &scales);
+                    place(group, &lanes(&coords), &scales);
                 }
                 Ok::<(), &'static str>(())
             })?,
