@@ -3,9 +3,9 @@
 //!
 //! * `decode_attention_b{batch}_t{tokens}`: one decode step (`attend` of one query
 //!   position) over `tokens` tokens of context, d = 128, 8 KV heads, 32 query heads, batch
-//!   1 and 8, for the default codec (`voronoi-e8-q16-s4`, 4.3 bits per value), two
-//!   compressed baselines (llama.cpp `q4_0` after rotation, KIVI-2) and uncompressed f32
-//!   and bf16 pages, all in one run so that their ratios compare like with like.
+//!   1 and 8, for the formats of `common::formats` (the default codec, compressed
+//!   baselines, uncompressed f32 and bf16 pages), all in one run so that their ratios
+//!   compare like with like.
 //! * `append_{prefill,decode}`: tokens per second appended as one 1024-token prefill chunk
 //!   and token by token.
 //!

@@ -13,8 +13,9 @@ pub const KV_HEADS: usize = 8;
 /// Query heads per layer (GQA groups of 4).
 pub const Q_HEADS: usize = 32;
 
-/// The formats compared, by name: the default codec at 4.3 bits per value, two compressed
-/// baselines (llama.cpp `q4_0` after rotation, KIVI-2) and uncompressed f32 and bf16 pages.
+/// The formats compared, by name: the default codec at 4.3 bits per value, three compressed
+/// baselines (llama.cpp `q4_0` after rotation, per-token `int4` as the GPU's tensor-core
+/// attention takes it, KIVI-2) and uncompressed f32 and bf16 pages.
 pub fn formats() -> Vec<(&'static str, LayerPolicy)> {
     let codec = |s: &str| {
         let spec = s.parse().expect("a valid spec");
@@ -23,6 +24,7 @@ pub fn formats() -> Vec<(&'static str, LayerPolicy)> {
     vec![
         ("voronoi-e8-q16-s4", codec("voronoi-e8-q16-s4")),
         ("q4_0", codec("q4_0")),
+        ("int4", codec("int4")),
         ("kivi-2", LayerPolicy::Kivi(Kivi::KIVI2)),
         ("f32", LayerPolicy::uncompressed(Dtype::F32)),
         ("bf16", LayerPolicy::uncompressed(Dtype::Bf16)),
