@@ -23,8 +23,8 @@
 // size and per codec family of K and V (the Voronoi decoder, or the per-value decoders:
 // turboquant, bf16, fp8, int), so that each holds only the decoders it runs:
 // kvc_attn_partial_<k><v>_g<G>, <k> and <v> each `v` or `s`.
-// Int pages of one scale per vector take kvc_attn_mma_<kb><vb>_d<D> instead, which does the
-// products on the tensor cores (see its section below); both write the same partial states.
+// Int pages of one scale per vector take kvc_attn_mma_<kb><vb>_d<D>_h<H> instead, which does
+// the products on the tensor cores (see its section below); both write the same partial states.
 // kvc_attn_combine merges the ranges of each query head and rotates the result back.
 
 #define NEG_INF_F __uint_as_float(0xff800000u)
@@ -566,8 +566,8 @@ ATTN_PARTIALS(8)
 // ---- Tensor-core partial kernel: int pages of one scale per vector -------------------------
 //
 // Pages whose K and V are both the int codec with one scale per vector (4 or 8 bits per
-// level, d = 64 or 128) are taken by kvc_attn_mma_<kb><vb>_d<D>, which does the products on
-// the tensor cores (mma.sync m16n8k16 with f32 accumulation; sm_80 and later): the CUDA-core
+// level, d = 64 or 128) are taken by kvc_attn_mma_<kb><vb>_d<D>_h<H>, which does the products
+// on the tensor cores (mma.sync m16n8k16 with f32 accumulation; sm_80 and later): the CUDA-core
 // kernels above spend several instructions per value on decoding and products, more than the
 // memory system leaves them at 4 bits per value. Levels are small integers, exact in f16 and
 // bf16. Scores: each query is scaled by a power of two that brings its largest magnitude to
@@ -583,13 +583,16 @@ ATTN_PARTIALS(8)
 // A warp takes tiles of 16 tokens of the staged chunk (tile i of a chunk by warp i mod W) and
 // keeps its own running maxima, sums and value sums; the warps' states are merged at the end
 // of the block's range. With g = lane / 4 and c = lane % 4 (mma's fragment coordinates):
-//  - scores S[token][head] = K Q^T: A is 16 tokens by 16 dims, B 16 dims by 8 heads (heads
-//    past the group are zero). The dims of a k-step need not be consecutive, only the same in
-//    A and B: lane c takes its share of every key from the dims c d/4 .. (c+1) d/4, as pairs
+//  - scores S[token][head] = K Q^T: A is 16 tokens by 16 dims, B 16 dims by 8 columns: with
+//    H = 8, 8 heads (heads past the group are zero) and a product per limb; with H = 4 (GQA
+//    groups of at most 4 heads), the 4 heads' high limbs and then their low limbs, one
+//    product for both (half the products, and half the registers for the queries). The dims
+//    of a k-step need not be consecutive, only the same in A and B: lane c takes its share of every key from the dims c d/4 .. (c+1) d/4, as pairs
 //    that a logic operation or a byte permute cuts from a packed word (pair_dims), for tokens
 //    g and g + 8;
-//  - values O^T[dim][head] += V^T P^T: A is 16 dims by 16 tokens, B 16 tokens by 8 heads (the
-//    weights times each value's scale, moved from the score layout through shared memory).
+//  - values O^T[dim][head] += V^T P^T: A is 16 dims by 16 tokens, B 16 tokens by 8 columns
+//    laid out as the scores' (the weights times each value's scale, moved from the score
+//    layout through shared memory).
 //    Lane g takes dims g d/8 .. (g+1) d/8 of tokens 2c, 2c+1, 2c+8, 2c+9: m-tile mt's rows g
 //    and g + 8 are that range's dims 2mt and 2mt + 1.
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
@@ -707,7 +710,7 @@ __device__ __forceinline__ bool has_low_level(u32 zeros) {
 }
 #endif
 
-template <int KB, int VB, int D>
+template <int KB, int VB, int D, int H>
 __device__ __forceinline__ void attn_mma(const AttnParams& A, const float* qrot, const unsigned char* kpool,
                                          const unsigned char* vpool, const u32* table, float* pacc, float* pml,
                                          u64* status) {
@@ -729,13 +732,20 @@ __device__ __forceinline__ void attn_mma(const AttnParams& A, const float* qrot,
     // The weights of a tile on their way from the score layout to the value layout: 16 tokens
     // by 8 heads per warp, after the staging buffers.
     float* wt = (float*)(smem + 2u * A.stage_words) + 128u * warp;
-    // B of the scores: head g's query times 2^k at the dims of pairs 2s and 2s + 1 of lane c's
-    // share, two f16 limbs; unscale0/1 = 2^-k of heads 2c and 2c + 1 (the scores' columns).
-    u32 qf[STEPS][2][2];
+    // B of the scores: a head's query times 2^k at the dims of pairs 2s and 2s + 1 of lane c's
+    // share, as f16 limbs. H = 8: column g of B holds head g, and each limb takes a product of
+    // its own. H = 4 (groups of at most four heads): column g holds limb g / 4 of head g % 4,
+    // so that one product takes both limbs (half the products), whose sums meet in lanes c
+    // and c ^ 2. unscale0/1 = 2^-k of the heads of the lane's score columns, 2c and 2c + 1
+    // (H = 4: 2(c % 2) and 2(c % 2) + 1; lanes c and c ^ 2 then hold the same heads).
+    constexpr bool H4 = H == 4;
+    constexpr u32 LIMBS = H4 ? 1u : 2u;
+    u32 qf[STEPS][2][LIMBS];
     float unscale0, unscale1;
     {
-        const bool real = g < A.group;
-        const float* q = qrot + (u64)(b * A.q_heads + h * A.group + (real ? g : 0u)) * D + c * (D / 4u);
+        const u32 head = H4 ? g & 3u : g;
+        const bool real = head < A.group;
+        const float* q = qrot + (u64)(b * A.q_heads + h * A.group + (real ? head : 0u)) * D + c * (D / 4u);
         float x[D / 4u];
         float top = 0.0f;
         #pragma unroll
@@ -753,15 +763,23 @@ __device__ __forceinline__ void attn_mma(const AttnParams& A, const float* qrot,
         for (u32 j = 0u; j < 2u * STEPS; ++j) {
             u32 lo, hi;
             pair_dims<KB>(j, &lo, &hi);
-            split_f16(x[lo] * up, x[hi] * up, qf[j / 2u][j % 2u]);
+            u32 limb[2];
+            split_f16(x[lo] * up, x[hi] * up, limb);
+            if (H4) qf[j / 2u][j % 2u][0] = (g & 4u) ? limb[1] : limb[0];
+            else {
+                qf[j / 2u][j % 2u][0] = limb[0];
+                qf[j / 2u][j % 2u][LIMBS - 1u] = limb[1];
+            }
         }
         const float down = 1.0f / up;
-        unscale0 = shfl_f(down, 8u * c);
-        unscale1 = shfl_f(down, 8u * c + 4u);
+        const u32 c0 = H4 ? c & 1u : c;
+        unscale0 = shfl_f(down, 8u * c0);
+        unscale1 = shfl_f(down, 8u * c0 + 4u);
     }
-    // Running maxima and sums of heads 2c and 2c + 1 (the sums are this lane's tokens'; the
-    // maxima are the warp's), and the value sums (C of m-tile mt: dims 2mt and 2mt + 1 of
-    // lane g's range, heads 2c and 2c + 1).
+    // Running maxima and sums of the heads of columns 2c and 2c + 1 (the sums are this lane's
+    // tokens'; the maxima are the warp's), and the value sums (C of m-tile mt: dims 2mt and
+    // 2mt + 1 of lane g's range, columns 2c and 2c + 1: with H = 4, lanes c >= 2 hold the
+    // low limbs' share).
     float m0 = NEG_INF_F, m1 = NEG_INF_F, l0 = 0.0f, l1 = 0.0f;
     float o[STEPS][4];
     #pragma unroll
@@ -777,80 +795,128 @@ __device__ __forceinline__ void attn_mma(const AttnParams& A, const float* qrot,
             float acc[4][4];
             #pragma unroll
             for (u32 i = 0u; i < 4u; ++i) acc[i][0] = acc[i][1] = acc[i][2] = acc[i][3] = 0.0f;
+            // The scales of tokens g and g + 8, K's then V's: lane c of the quad decodes scale c
+            // and passes it round, an escape as NaN (f16x codes decode to finite values only)
+            // and a negative scale as it is, so that each lane recovers the fault
+            // int_scale_of gives from the value.
             float ks[2], vs[2];
+            u32 fk[2], fv[2];
+            {
+                const u32 tok = tb + g + 8u * (c & 1u);
+                const bool key = c < 2u;
+                u32 f;
+                float mine = int_scale_of(page_bits(key ? kw : vw, key ? kpos0 + tok * KBITS : vpos0 + tok * VBITS, 16u), &f);
+                if (f == FAULT_F16X_ESCAPE) mine = __uint_as_float(0x7fc00000u);
+                #pragma unroll
+                for (u32 i = 0u; i < 4u; ++i) {
+                    float sc = shfl_f(mine, 4u * g + i);
+                    u32 fault = 0u;
+                    if (sc != sc) { fault = FAULT_F16X_ESCAPE; sc = 0.0f; }
+                    else if (sign_negative(sc)) fault = FAULT_INT_SCALE_NEGATIVE;
+                    if (i < 2u) { ks[i] = sc; fk[i] = fault; }
+                    else { vs[i - 2u] = sc; fv[i - 2u] = fault; }
+                }
+            }
             bool valid[2];
-            u32 kl[2][KW];
+            u32 kl[2][KW], tf[2];
             #pragma unroll
             for (u32 r = 0u; r < 2u; ++r) {
                 const u32 tok = tb + g + 8u * r;
                 valid[r] = tok < cnt;
-                u32 fk, fv, zeros = 0u;
-                const u32 kp = kpos0 + tok * KBITS;
-                ks[r] = int_scale_of(page_bits(kw, kp, 16u), &fk);
-                level_words<KB, KW>(kw, kp + 16u + c * (D / 4u) * KB, kl[r], &zeros);
-                vs[r] = int_scale_of(page_bits(vw, vpos0 + tok * VBITS, 16u), &fv);
-                const u32 f = fv != 0u ? fv : has_low_level<KB>(zeros) ? FAULT_INT_LEVEL : fk;
-                if (f != 0u && valid[r] && cur.c0 + tok < bad_tok) { bad = f; bad_tok = cur.c0 + tok; }
+                u32 zeros = 0u;
+                level_words<KB, KW>(kw, kpos0 + tok * KBITS + 16u + c * (D / 4u) * KB, kl[r], &zeros);
+                tf[r] = fv[r] != 0u ? fv[r] : has_low_level<KB>(zeros) ? FAULT_INT_LEVEL : fk[r];
+            }
+            // Faults are rare: one test per tile, the bookkeeping only where one turned up.
+            if ((tf[0] | tf[1]) != 0u) {
+                #pragma unroll
+                for (u32 r = 0u; r < 2u; ++r) {
+                    const u32 tok = tb + g + 8u * r;
+                    if (tf[r] != 0u && valid[r] && cur.c0 + tok < bad_tok) { bad = tf[r]; bad_tok = cur.c0 + tok; }
+                }
             }
             #pragma unroll
             for (u32 s = 0u; s < STEPS; ++s) {
                 const u32 a0 = key_pair<KB>(kl[0], 2u * s), a1 = key_pair<KB>(kl[1], 2u * s);
                 const u32 a2 = key_pair<KB>(kl[0], 2u * s + 1u), a3 = key_pair<KB>(kl[1], 2u * s + 1u);
-                mma_f16(acc[(2u * s) % 4u], a0, a1, a2, a3, qf[s][0][0], qf[s][1][0]);
-                mma_f16(acc[(2u * s + 1u) % 4u], a0, a1, a2, a3, qf[s][0][1], qf[s][1][1]);
+                if (H4) mma_f16(acc[s % 4u], a0, a1, a2, a3, qf[s][0][0], qf[s][1][0]);
+                else {
+                    mma_f16(acc[(2u * s) % 4u], a0, a1, a2, a3, qf[s][0][0], qf[s][1][0]);
+                    mma_f16(acc[(2u * s + 1u) % 4u], a0, a1, a2, a3, qf[s][0][LIMBS - 1u], qf[s][1][LIMBS - 1u]);
+                }
             }
             #pragma unroll
-            for (u32 i = 0u; i < 4u; ++i) acc[0][i] = (acc[0][i] + acc[1][i]) + (acc[2][i] + acc[3][i]);
+            for (u32 i = 0u; i < 4u; ++i) {
+                acc[0][i] = (acc[0][i] + acc[1][i]) + (acc[2][i] + acc[3][i]);
+                if (H4) acc[0][i] += shfl_xor_f(acc[0][i], 2u);
+            }
             const float k0 = ks[0] * unscale0, k1 = ks[0] * unscale1, k2 = ks[1] * unscale0, k3 = ks[1] * unscale1;
             const float s00 = valid[0] ? acc[0][0] * k0 : NEG_INF_F, s01 = valid[0] ? acc[0][1] * k1 : NEG_INF_F;
             const float s10 = valid[1] ? acc[0][2] * k2 : NEG_INF_F, s11 = valid[1] ? acc[0][3] * k3 : NEG_INF_F;
+            // The running maxima change only when a score of the tile passes them (on the
+            // first tiles, then rarely): only then does the warp reduce the tile's maxima and
+            // rescale its sums. Otherwise every factor would be exp(0) = 1, so the sums are
+            // the same either way.
             float x0 = fmaxf(s00, s10), x1 = fmaxf(s01, s11);
-            #pragma unroll
-            for (u32 k = 4u; k < 32u; k <<= 1) {
-                x0 = fmaxf(x0, shfl_xor_f(x0, k));
-                x1 = fmaxf(x1, shfl_xor_f(x1, k));
-            }
-            // Token tb is in the chunk, so both maxima are finite (but for the scales above
-            // 2^121 of the section's comment).
-            const float n0 = fmaxf(m0, x0), n1 = fmaxf(m1, x1);
-            const float r0 = __expf(m0 - n0), r1 = __expf(m1 - n1);
-            m0 = n0;
-            m1 = n1;
-            const float p00 = __expf(s00 - n0), p01 = __expf(s01 - n1), p10 = __expf(s10 - n0), p11 = __expf(s11 - n1);
-            l0 = fmaf(l0, r0, p00 + p10);
-            l1 = fmaf(l1, r1, p01 + p11);
-            if (!__all_sync(FULL_MASK, r0 == 1.0f && r1 == 1.0f)) {
+            if (__any_sync(FULL_MASK, x0 > m0 || x1 > m1)) {
+                #pragma unroll
+                for (u32 k = 4u; k < 32u; k <<= 1) {
+                    x0 = fmaxf(x0, shfl_xor_f(x0, k));
+                    x1 = fmaxf(x1, shfl_xor_f(x1, k));
+                }
+                // Token tb is in the chunk, so both maxima are finite (but for the scales above
+                // 2^121 of the section's comment).
+                const float n0 = fmaxf(m0, x0), n1 = fmaxf(m1, x1);
+                const float r0 = __expf(m0 - n0), r1 = __expf(m1 - n1);
+                m0 = n0;
+                m1 = n1;
+                l0 *= r0;
+                l1 *= r1;
                 #pragma unroll
                 for (u32 mt = 0u; mt < STEPS; ++mt) {
                     o[mt][0] *= r0; o[mt][1] *= r1; o[mt][2] *= r0; o[mt][3] *= r1;
                 }
             }
+            const float p00 = __expf(s00 - m0), p01 = __expf(s01 - m1), p10 = __expf(s10 - m0), p11 = __expf(s11 - m1);
+            l0 += p00 + p10;
+            l1 += p01 + p11;
             // The weights times the values' scales, tokens by heads, then read back as B of the
-            // value product (tokens 2c, 2c + 1 and 2c + 8, 2c + 9 of head g).
+            // value product (tokens 2c, 2c + 1 and 2c + 8, 2c + 9 of column g's head).
             wt[8u * g + 2u * c] = valid[0] ? p00 * vs[0] : 0.0f;
             wt[8u * g + 2u * c + 1u] = valid[0] ? p01 * vs[0] : 0.0f;
             wt[8u * (g + 8u) + 2u * c] = valid[1] ? p10 * vs[1] : 0.0f;
             wt[8u * (g + 8u) + 2u * c + 1u] = valid[1] ? p11 * vs[1] : 0.0f;
             __syncwarp();
             u32 pb0[2], pb1[2];
-            split_bf16(wt[8u * (2u * c) + g], wt[8u * (2u * c + 1u) + g], pb0);
-            split_bf16(wt[8u * (2u * c + 8u) + g], wt[8u * (2u * c + 9u) + g], pb1);
+            const u32 col = H4 ? g & 3u : g;
+            split_bf16(wt[8u * (2u * c) + col], wt[8u * (2u * c + 1u) + col], pb0);
+            split_bf16(wt[8u * (2u * c + 8u) + col], wt[8u * (2u * c + 9u) + col], pb1);
             __syncwarp();
             // Values: lane g's dims of tokens 2c, 2c + 1, 2c + 8, 2c + 9.
-            u32 vl[4][VW];
+            u32 vl[4][VW], low = 0u;
             #pragma unroll
             for (u32 r = 0u; r < 4u; ++r) {
                 const u32 tok = tb + 2u * c + (r & 1u) + 8u * (r >> 1);
                 u32 zeros = 0u;
                 level_words<VB, VW>(vw, vpos0 + tok * VBITS + 16u + g * (D / 8u) * VB, vl[r], &zeros);
-                if (has_low_level<VB>(zeros) && tok < cnt && cur.c0 + tok < bad_tok) { bad = FAULT_INT_LEVEL; bad_tok = cur.c0 + tok; }
+                if (has_low_level<VB>(zeros)) low |= 1u << r;
+            }
+            if (low != 0u) {
+                #pragma unroll
+                for (u32 r = 0u; r < 4u; ++r) {
+                    const u32 tok = tb + 2u * c + (r & 1u) + 8u * (r >> 1);
+                    if ((low >> r) & 1u && tok < cnt && cur.c0 + tok < bad_tok) { bad = FAULT_INT_LEVEL; bad_tok = cur.c0 + tok; }
+                }
             }
             #pragma unroll
             for (u32 mt = 0u; mt < STEPS; ++mt) {
                 const u32 a0 = value_pair<VB>(vl[0], vl[1], 2u * mt), a1 = value_pair<VB>(vl[0], vl[1], 2u * mt + 1u);
                 const u32 a2 = value_pair<VB>(vl[2], vl[3], 2u * mt), a3 = value_pair<VB>(vl[2], vl[3], 2u * mt + 1u);
-                mma_bf16(o[mt], a0, a1, a2, a3, pb0[0], pb1[0]);
-                mma_bf16(o[mt], a0, a1, a2, a3, pb0[1], pb1[1]);
+                if (H4) mma_bf16(o[mt], a0, a1, a2, a3, (g & 4u) ? pb0[1] : pb0[0], (g & 4u) ? pb1[1] : pb1[0]);
+                else {
+                    mma_bf16(o[mt], a0, a1, a2, a3, pb0[0], pb1[0]);
+                    mma_bf16(o[mt], a0, a1, a2, a3, pb0[1], pb1[1]);
+                }
             }
         }
     });
@@ -865,15 +931,27 @@ __device__ __forceinline__ void attn_mma(const AttnParams& A, const float* qrot,
     float* wm = (float*)smem;
     float* wl = wm + 8u * W;
     float* wo = wl + 8u * W;
-    if (g == 0u) {
+    // With H4, lanes c and c ^ 2 hold the same heads: the high limbs' value sums meet the low
+    // ones' in lanes c < 2, which write them.
+    if (H4) {
+        #pragma unroll
+        for (u32 mt = 0u; mt < STEPS; ++mt) {
+            #pragma unroll
+            for (u32 i = 0u; i < 4u; ++i) o[mt][i] += shfl_xor_f(o[mt][i], 2u);
+        }
+    }
+    const bool writer = !H4 || c < 2u;
+    if (g == 0u && writer) {
         wm[8u * warp + 2u * c] = m0; wm[8u * warp + 2u * c + 1u] = m1;
         wl[8u * warp + 2u * c] = l0; wl[8u * warp + 2u * c + 1u] = l1;
     }
-    #pragma unroll
-    for (u32 mt = 0u; mt < STEPS; ++mt) {
-        const u32 dim = g * (D / 8u) + 2u * mt;
-        float* w0 = wo + (8u * warp + 2u * c) * D + dim;
-        w0[0] = o[mt][0]; w0[D] = o[mt][1]; w0[1] = o[mt][2]; w0[D + 1u] = o[mt][3];
+    if (writer) {
+        #pragma unroll
+        for (u32 mt = 0u; mt < STEPS; ++mt) {
+            const u32 dim = g * (D / 8u) + 2u * mt;
+            float* w0 = wo + (8u * warp + 2u * c) * D + dim;
+            w0[0] = o[mt][0]; w0[D] = o[mt][1]; w0[1] = o[mt][2]; w0[D + 1u] = o[mt][3];
+        }
     }
     __syncthreads();
     for (u32 idx = threadIdx.x; idx < A.group * D; idx += blockDim.x) {
@@ -898,16 +976,18 @@ __device__ __forceinline__ void attn_mma(const AttnParams& A, const float* qrot,
 #endif
 }
 
-#define ATTN_MMA(KB, VB, D)                                                                                       \
-    extern "C" __global__ void __launch_bounds__(MMA_THREADS) kvc_attn_mma_##KB##VB##_d##D(                      \
+#define ATTN_MMA(KB, VB, D, H)                                                                                    \
+    extern "C" __global__ void __launch_bounds__(MMA_THREADS) kvc_attn_mma_##KB##VB##_d##D##_h##H(               \
         const Params PK, const Params PV, const AttnParams A, const float* qrot, const unsigned char* kpool,      \
         const unsigned char* vpool, const u32* table, const u32* tabk, const u32* tabv, float* pacc, float* pml, \
         u64* status) {                                                                                            \
-        attn_mma<KB, VB, D>(A, qrot, kpool, vpool, table, pacc, pml, status);                                     \
+        attn_mma<KB, VB, D, H>(A, qrot, kpool, vpool, table, pacc, pml, status);                                  \
     }
-#define ATTN_MMAS(D) ATTN_MMA(4, 4, D) ATTN_MMA(4, 8, D) ATTN_MMA(8, 4, D) ATTN_MMA(8, 8, D)
-ATTN_MMAS(64)
-ATTN_MMAS(128)
+#define ATTN_MMAS(D, H) ATTN_MMA(4, 4, D, H) ATTN_MMA(4, 8, D, H) ATTN_MMA(8, 4, D, H) ATTN_MMA(8, 8, D, H)
+ATTN_MMAS(64, 4)
+ATTN_MMAS(64, 8)
+ATTN_MMAS(128, 4)
+ATTN_MMAS(128, 8)
 
 // Scales every query by A.scale and rotates it into K's rotated domain: qrot = R_K (q / sqrt d).
 extern "C" __global__ void kvc_attn_query(const Params PK, const AttnParams A, const float* q, float* qrot, const u32* tabk) {

@@ -358,7 +358,11 @@ pub fn plan_call(
         _ => "s",
     };
     let name = match mma_bits {
-        Some((kbits, vbits)) => format!("kvc_attn_mma_{kbits}{vbits}_d{d}"),
+        // Groups of at most four heads take both limbs of a query in one product.
+        Some((kbits, vbits)) => {
+            let heads = if group <= 4 { 4 } else { 8 };
+            format!("kvc_attn_mma_{kbits}{vbits}_d{d}_h{heads}")
+        }
         None => format!("kvc_attn_partial_{}{}_g{g}", family(k), family(v)),
     };
     let partial_kernel = PARTIAL_KERNELS
@@ -500,7 +504,7 @@ mod tests {
         };
         let (int4, int8) = (int(4, 128, 128), int(8, 128, 128));
         let c = plan_call(&int4, &int8, shape(1), 32768, 32, true).unwrap();
-        assert_eq!(c.partial_kernel, "kvc_attn_mma_48_d128");
+        assert_eq!(c.partial_kernel, "kvc_attn_mma_48_d128_h4");
         assert_eq!(c.partial_block, 32 * MMA_WARPS);
         // Two staging buffers of 64-token chunks (528- and 1040-bit vectors), each warp's
         // 16 × 8 weights; the end-of-range merge (2 × (16 + 8 × 128) floats) fits below that.
@@ -511,7 +515,12 @@ mod tests {
         );
         assert_eq!(c.acc_floats, 8 * c.params.get("splits") as usize * 4 * 128);
         let c = plan_call(&int(8, 64, 64), &int(4, 64, 64), shape(2), 100, 8, true).unwrap();
-        assert_eq!(c.partial_kernel, "kvc_attn_mma_84_d64");
+        assert_eq!(c.partial_kernel, "kvc_attn_mma_84_d64_h4");
+        // GQA groups of five to eight heads take a product per limb.
+        let c = plan_call(&int4, &int8, shape(1), 32768, 64, true).unwrap();
+        assert_eq!(c.partial_kernel, "kvc_attn_mma_48_d128_h8");
+        let c = plan_call(&int4, &int4, shape(1), 32768, 40, true).unwrap();
+        assert_eq!(c.partial_kernel, "kvc_attn_mma_44_d128_h8");
         // Without tensor cores, with groups, other widths or another codec on either side:
         // the CUDA-core kernels.
         let c = plan_call(&int4, &int4, shape(1), 100, 32, false).unwrap();

@@ -29,7 +29,7 @@ pub(crate) const KERNELS: [&str; 8] = [
 
 /// The attention kernels and the page writer, by entry point name (their signatures are
 /// their own; see `attention.cu` and `launch.rs`).
-pub(crate) const ATTENTION_KERNELS: [&str; 27] = [
+pub(crate) const ATTENTION_KERNELS: [&str; 35] = [
     "kvc_attn_query",
     "kvc_attn_partial_vv_g1",
     "kvc_attn_partial_vs_g1",
@@ -47,14 +47,22 @@ pub(crate) const ATTENTION_KERNELS: [&str; 27] = [
     "kvc_attn_partial_vs_g8",
     "kvc_attn_partial_sv_g8",
     "kvc_attn_partial_ss_g8",
-    "kvc_attn_mma_44_d64",
-    "kvc_attn_mma_48_d64",
-    "kvc_attn_mma_84_d64",
-    "kvc_attn_mma_88_d64",
-    "kvc_attn_mma_44_d128",
-    "kvc_attn_mma_48_d128",
-    "kvc_attn_mma_84_d128",
-    "kvc_attn_mma_88_d128",
+    "kvc_attn_mma_44_d64_h4",
+    "kvc_attn_mma_48_d64_h4",
+    "kvc_attn_mma_84_d64_h4",
+    "kvc_attn_mma_88_d64_h4",
+    "kvc_attn_mma_44_d64_h8",
+    "kvc_attn_mma_48_d64_h8",
+    "kvc_attn_mma_84_d64_h8",
+    "kvc_attn_mma_88_d64_h8",
+    "kvc_attn_mma_44_d128_h4",
+    "kvc_attn_mma_48_d128_h4",
+    "kvc_attn_mma_84_d128_h4",
+    "kvc_attn_mma_88_d128_h4",
+    "kvc_attn_mma_44_d128_h8",
+    "kvc_attn_mma_48_d128_h8",
+    "kvc_attn_mma_84_d128_h8",
+    "kvc_attn_mma_88_d128_h8",
     "kvc_attn_combine",
     "kvc_pages_write",
 ];
@@ -124,7 +132,7 @@ mod tests {
                 .count()
         };
         let (partials, mmas) = (stamped("kvc_attn_partial_"), stamped("kvc_attn_mma_"));
-        assert_eq!((partials, mmas), (16, 8));
+        assert_eq!((partials, mmas), (16, 16));
         assert_eq!(
             src.matches("extern \"C\" __global__").count(),
             KERNELS.len() + ATTENTION_KERNELS.len() - partials - mmas + 2
@@ -138,11 +146,13 @@ mod tests {
                 assert!(src.contains(&format!("ATTN_PARTIAL({k}, {v}, ")), "{name}");
                 assert!(src.contains(&format!("ATTN_PARTIALS({g})")), "{name}");
             } else if let Some(rest) = name.strip_prefix("kvc_attn_mma_") {
-                // kvc_attn_mma_<kb><vb>_d<D>: ATTN_MMA(<kb>, <vb>, D) inside ATTN_MMAS(<D>).
-                let (bits, d) = rest.split_once("_d").expect("bits and head_dim");
+                // kvc_attn_mma_<kb><vb>_d<D>_h<H>: ATTN_MMA(<kb>, <vb>, D, H) inside
+                // ATTN_MMAS(<D>, <H>).
+                let (bits, dh) = rest.split_once("_d").expect("bits and head_dim");
+                let (d, h) = dh.split_once("_h").expect("head_dim and heads");
                 let (k, v) = bits.split_at(1);
-                assert!(src.contains(&format!("ATTN_MMA({k}, {v}, D)")), "{name}");
-                assert!(src.contains(&format!("ATTN_MMAS({d})")), "{name}");
+                assert!(src.contains(&format!("ATTN_MMA({k}, {v}, D, H)")), "{name}");
+                assert!(src.contains(&format!("ATTN_MMAS({d}, {h})")), "{name}");
             } else {
                 let decl = format!("extern \"C\" __global__ void {name}(");
                 assert!(src.contains(&decl), "{name}");
