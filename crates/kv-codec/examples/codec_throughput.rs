@@ -95,6 +95,8 @@ fn main() {
                 "compat-e8-q10",
                 "turboquant-b4",
                 "q4_0",
+                "int4",
+                "int8",
                 "fp8-e4m3",
                 "bf16",
             ]

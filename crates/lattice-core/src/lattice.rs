@@ -383,9 +383,9 @@ pub(crate) fn dist2<const N: usize>(a: &[f32; N], b: &[f32; N]) -> f32 {
     s
 }
 
-/// [`round_ties_even`] on eight lanes.
+/// [`round_ties_even`] on eight lanes (the same bits as each lane's `f32::round_ties_even`).
 #[inline(always)]
-fn round_ties_even_x8(x: f32x8) -> f32x8 {
+pub fn round_ties_even_x8(x: f32x8) -> f32x8 {
     // With AVX the lanes' `f32::round_ties_even` compiles to one vroundps (same bits).
     if cfg!(target_feature = "avx") {
         let mut lanes = x.to_array();

@@ -35,5 +35,7 @@ pub mod mixed_radix;
 
 pub use codebook::{Codebook, D4Box, D8Box, DBox, E8Box, MAX_BOX_Q, VoronoiCodebook, ZBox};
 pub use error::Error;
-pub use lattice::{D4, D8, Dn, E8, Lattice, MAX_ABS_COORD, Point, Zn, round_ties_even};
+pub use lattice::{
+    D4, D8, Dn, E8, Lattice, MAX_ABS_COORD, Point, Zn, round_ties_even, round_ties_even_x8,
+};
 pub use mixed_radix::{MixedRadix, limbs_for_bits};

@@ -25,6 +25,7 @@ use crate::bits::{BitReader, BitWriter};
 use crate::codec::VectorCodec;
 use crate::error::Error;
 use crate::spec::CodecSpec;
+use lattice_core::round_ties_even_x8;
 use wide::{f32x8, i16x8, i32x8, u8x16};
 
 /// Symmetric absmax integers per group (see the module docs).
@@ -83,6 +84,32 @@ impl VectorCodec for IntCodec {
     }
 
     fn encode_vector(&self, x: &[f32], out: &mut [u8], _scratch: &mut [f32]) {
+        match self.bits {
+            2 => self.encode_bytewise::<2>(x, out),
+            4 => self.encode_bytewise::<4>(x, out),
+            8 => self.encode_bytewise::<8>(x, out),
+            _ => self.encode_fields(x, out),
+        }
+    }
+
+    fn decode_vector(
+        &self,
+        bytes: &[u8],
+        out: &mut [f32],
+        _scratch: &mut [f32],
+    ) -> Result<(), &'static str> {
+        match self.bits {
+            2 => self.decode_bytewise::<2>(bytes, out),
+            4 => self.decode_bytewise::<4>(bytes, out),
+            8 => self.decode_bytewise::<8>(bytes, out),
+            _ => self.decode_fields(bytes, out),
+        }
+    }
+}
+
+impl IntCodec {
+    /// Encodes value by value through a [`BitWriter`]: any width and group.
+    fn encode_fields(&self, x: &[f32], out: &mut [u8]) {
         let l = self.levels();
         let mask = (1u64 << self.bits) - 1;
         let mut w = BitWriter::new(out);
@@ -103,22 +130,37 @@ impl VectorCodec for IntCodec {
         }
     }
 
-    fn decode_vector(
-        &self,
-        bytes: &[u8],
-        out: &mut [f32],
-        _scratch: &mut [f32],
-    ) -> Result<(), &'static str> {
-        match self.bits {
-            2 => self.decode_bytewise::<2>(bytes, out),
-            4 => self.decode_bytewise::<4>(bytes, out),
-            8 => self.decode_bytewise::<8>(bytes, out),
-            _ => self.decode_fields(bytes, out),
+    /// [`IntCodec::encode_fields`] for `B` = 2, 4 or 8 bits when groups are whole sets of
+    /// eight levels (see [`IntCodec::decode_bytewise`]): each eight values are divided,
+    /// rounded and clamped in SIMD lanes and their levels written as `B` whole bytes. The
+    /// same bytes (the same IEEE quotients and roundings); other groups take the bit writer.
+    fn encode_bytewise<const B: u32>(&self, x: &[f32], out: &mut [u8]) {
+        if !self.group.is_multiple_of(8) {
+            return self.encode_fields(x, out);
+        }
+        let l = self.levels() as f32;
+        let stride = 2 + self.group * B as usize / 8;
+        for (g, o) in x.chunks_exact(self.group).zip(out.chunks_exact_mut(stride)) {
+            let code = f16x::encode(absmax(g) / l);
+            o[..2].copy_from_slice(&code.to_le_bytes());
+            let d = f16x::decode(code).expect("encode writes decodable codes");
+            for (v, bytes) in g.chunks_exact(8).zip(o[2..].chunks_exact_mut(B as usize)) {
+                // A scale that rounded to zero (a group below f16's range) codes zeros.
+                let q = if d > 0.0 {
+                    let v = f32x8::from(<[f32; 8]>::try_from(v).expect("eight values"));
+                    let (lo, hi) = (f32x8::splat(-l), f32x8::splat(l));
+                    round_ties_even_x8(v / f32x8::splat(d))
+                        .fast_max(lo)
+                        .fast_min(hi)
+                        .trunc_int()
+                } else {
+                    i32x8::ZERO
+                };
+                bytes.copy_from_slice(&pack8::<B>(q)[..B as usize]);
+            }
         }
     }
-}
 
-impl IntCodec {
     /// Decodes field by field through a [`BitReader`]: any width and group.
     fn decode_fields(&self, bytes: &[u8], out: &mut [f32]) -> Result<(), &'static str> {
         let shift = 64 - self.bits;
@@ -204,6 +246,17 @@ fn levels8<const B: u32>(raw: &[u8]) -> (f32x8, bool) {
     )
 }
 
+/// Eight levels as `B`-bit two's complement fields packed low bits first (the inverse of
+/// [`levels8`]): `B` bytes of the result.
+fn pack8<const B: u32>(q: i32x8) -> [u8; 8] {
+    let q = q.to_array();
+    let mut packed = 0u64;
+    for (k, &level) in q.iter().enumerate() {
+        packed |= (u64::from(level as u32) & ((1 << B) - 1)) << (B * k as u32);
+    }
+    packed.to_le_bytes()
+}
+
 /// The error of a level no encoder writes.
 const LOWEST: &str = "integer level −2^(b−1) is never written";
 
@@ -219,6 +272,59 @@ fn group_scale(code: u16) -> Result<f32, &'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The bytewise encoders write the bit writer's bytes, for every width they take and
+    /// groups of odd and whole bytes: random values at many magnitudes (zero, subnormal and
+    /// escaped scales included) and halfway quotients (ties round to even).
+    #[test]
+    fn bytewise_encode_is_the_bit_writers() {
+        let mut s = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            s
+        };
+        for (bits, group, d) in [
+            (8, 0, 128),
+            (8, 32, 64),
+            (4, 0, 128),
+            (4, 16, 64),
+            (4, 3, 12),
+            (2, 0, 64),
+            (2, 8, 64),
+        ] {
+            let codec = IntCodec::new(CodecSpec::Int { bits, group }, d).expect("valid spec");
+            let l = codec.levels() as f32;
+            let len = (codec.bits_per_vector() as usize).div_ceil(8);
+            for case in 0..3000 {
+                let x: Vec<f32> = match case % 3 {
+                    // Uniform in ±1 at a magnitude from 2^-140 to 2^120.
+                    0 | 1 => {
+                        let m = 2f32.powi((next() % 261) as i32 - 140);
+                        (0..d)
+                            .map(|_| ((next() >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * m)
+                            .collect()
+                    }
+                    // Halves in ±l with l itself in every group: the scale is exactly 1, so
+                    // quotients fall on ties.
+                    _ => (0..d)
+                        .map(|i| {
+                            if i % codec.group == 0 {
+                                l
+                            } else {
+                                ((next() % (4 * l as u64 + 1)) as f32 - 2.0 * l) / 2.0
+                            }
+                        })
+                        .collect(),
+                };
+                let (mut fast, mut slow) = (vec![0xa5u8; len], vec![0x5au8; len]);
+                codec.encode_vector(&x, &mut fast, &mut []);
+                codec.encode_fields(&x, &mut slow);
+                assert_eq!(fast, slow, "int{bits} g{group} d{d} case {case}");
+            }
+        }
+    }
 
     /// The bytewise decoders return what the field reader returns, values bit for bit and
     /// errors alike, on random bytes (corrupt scales and lowest levels included), for
