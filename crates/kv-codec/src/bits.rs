@@ -33,6 +33,27 @@ impl<'a> BitWriter<'a> {
         }
     }
 
+    /// Appends `count` fields of `bits` bits each (1 to 32), field `k` being `f(k)`, with
+    /// ⌊64 / bits⌋ fields per write instead of one write each (the mirror of
+    /// [`BitReader::read_fields`]).
+    ///
+    /// # Panics
+    /// As [`BitWriter::write`], if a field has bits set above `bits` or the slice is full.
+    pub fn write_fields(&mut self, bits: u32, count: usize, mut f: impl FnMut(usize) -> u64) {
+        debug_assert!((1..=32).contains(&bits));
+        let per_write = (64 / bits) as usize;
+        for first in (0..count).step_by(per_write) {
+            let n = per_write.min(count - first);
+            let mut word = 0u64;
+            for k in 0..n {
+                let field = f(first + k);
+                assert!(field >> bits == 0, "field {field} does not fit {bits} bits");
+                word |= field << (bits * k as u32);
+            }
+            self.write(word, bits * n as u32);
+        }
+    }
+
     /// Appends the low `bits` bits of `value`.
     ///
     /// # Panics
@@ -356,6 +377,27 @@ mod tests {
                 assert_eq!(got, want, "{bits} bits from bit {offset}");
                 // Fewer than `bits` bits are left.
                 assert!(many.read_fields(bits, 1, |_, _| {}).is_err());
+            }
+        }
+    }
+
+    #[test]
+    fn fields_written_many_at_once_are_the_single_writes() {
+        let value =
+            |k: usize, bits: u32| (k as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - bits);
+        for bits in 1..=32u32 {
+            for offset in [0u32, 3, 13] {
+                let count = (97 * 8 - offset as usize) / bits as usize;
+                let (mut a, mut b) = ([0u8; 97], [0u8; 97]);
+                // A lead of `offset` bits, so that fields start inside a byte.
+                let lead = 0b1_0110_1101_0101u64 & ((1 << offset) - 1);
+                let mut one = BitWriter::new(&mut a);
+                one.write(lead, offset);
+                (0..count).for_each(|k| one.write(value(k, bits), bits));
+                let mut many = BitWriter::new(&mut b);
+                many.write(lead, offset);
+                many.write_fields(bits, count, |k| value(k, bits));
+                assert_eq!(a, b, "{bits} bits from bit {offset}");
             }
         }
     }

@@ -251,12 +251,11 @@ impl VectorCodec for Fp8Codec {
             let code = fp8_scale_code(absmax(g));
             w.write(u64::from(code), 16);
             let s = scale16::decode(code).expect("encode writes finite codes");
-            for &v in g {
-                // s ≥ absmax / 448 up to rounding, so v / s stays near [−448, 448]; the
-                // conversion saturates what rounding pushes past it. A zero group has s = 0.
-                let c = if s > 0.0 { e4m3::encode(v / s) } else { 0 };
-                w.write(u64::from(c), 8);
-            }
+            // s ≥ absmax / 448 up to rounding, so v / s stays near [−448, 448]; the
+            // conversion saturates what rounding pushes past it. A zero group has s = 0.
+            w.write_fields(8, g.len(), |k| {
+                u64::from(if s > 0.0 { e4m3::encode(g[k] / s) } else { 0 })
+            });
         }
     }
 

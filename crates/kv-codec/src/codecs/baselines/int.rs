@@ -108,7 +108,7 @@ impl VectorCodec for IntCodec {
 }
 
 impl IntCodec {
-    /// Encodes value by value through a [`BitWriter`]: any width and group.
+    /// Encodes through a [`BitWriter`]: any width and group.
     fn encode_fields(&self, x: &[f32], out: &mut [u8]) {
         let l = self.levels();
         let mask = (1u64 << self.bits) - 1;
@@ -117,16 +117,16 @@ impl IntCodec {
             let code = f16x::encode(absmax(g) / l as f32);
             w.write(u64::from(code), 16);
             let d = f16x::decode(code).expect("encode writes decodable codes");
-            for &v in g {
-                // A scale that rounded to zero (a group below f16's range) codes zeros, as
-                // an engine's f16 scale would.
+            // A scale that rounded to zero (a group below f16's range) codes zeros, as an
+            // engine's f16 scale would.
+            w.write_fields(self.bits, g.len(), |k| {
                 let q = if d > 0.0 {
-                    (v / d).round_ties_even().clamp(-l as f32, l as f32) as i32
+                    (g[k] / d).round_ties_even().clamp(-l as f32, l as f32) as i32
                 } else {
                     0
                 };
-                w.write(q as u64 & mask, self.bits);
-            }
+                q as u64 & mask
+            });
         }
     }
 

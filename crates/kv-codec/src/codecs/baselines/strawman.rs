@@ -111,14 +111,14 @@ impl VectorCodec for StrawmanCodec {
         let mut w = BitWriter::new(out);
         w.write(u64::from(norm_code), 16);
         w.write(u64::from(a.to_bits()), 16);
-        for &v in y.iter() {
+        w.write_fields(self.bits, self.d, |i| {
             let k = if step > 0.0 {
-                (v / step).round_ties_even().clamp(-l as f32, l as f32) as i32
+                (y[i] / step).round_ties_even().clamp(-l as f32, l as f32) as i32
             } else {
                 0
             };
-            w.write((k + l) as u64, self.bits);
-        }
+            (k + l) as u64
+        });
     }
 
     fn decode_vector(

@@ -139,11 +139,10 @@ impl VectorCodec for TurboQuantCodec {
         self.fwht.forward_inplace(y);
         let mut w = BitWriter::new(out);
         w.write(u64::from(code), 16);
-        for &v in y.iter() {
-            // Cell k holds thresholds[k − 1] < v ≤ thresholds[k].
-            let k = self.thresholds.partition_point(|&t| t < v);
-            w.write(k as u64, self.bits);
-        }
+        // Cell k holds thresholds[k − 1] < v ≤ thresholds[k].
+        w.write_fields(self.bits, self.d, |i| {
+            self.thresholds.partition_point(|&t| t < y[i]) as u64
+        });
     }
 
     fn decode_vector(
