@@ -480,7 +480,12 @@ __device__ __forceinline__ float absmax_threads(const Params& P, const Lane& L, 
     // a power of two starting on a multiple of it (the same for the whole warp, from P
     // alone), a butterfly takes log2(threads) shuffles; otherwise one per lane.
     if ((threads & (threads - 1u)) == 0u && P.t_per_vec % threads == 0u) {
-        for (u32 s = 1u; s < threads; s <<= 1) m = fmaxf(m, shfl_xor_f(m, s));
+        // Unrolled over every possible step (threads is at most 32), each taken or not as a
+        // whole warp: no loop branches.
+        #pragma unroll
+        for (u32 s = 1u; s < 32u; s <<= 1) {
+            if (s < threads) m = fmaxf(m, shfl_xor_f(m, s));
+        }
         return m;
     }
     float r = 0.0f;
@@ -1251,12 +1256,10 @@ __device__ __forceinline__ u64 e4m3_quotients(const float x[8], float s, float r
     return codes;
 }
 
-extern "C" __global__ void kvc_scalar_encode(const Params P, const void* src, void* dst, const u32* tab, u64* status) {
-    extern __shared__ u32 smem[];
-    const Lane L = lane_of(P);
-    const u32 chunk = blockIdx.x;
-    zero_words(smem, chunk_words(P));
-    __syncthreads();
+// The rounds of kvc_scalar_encode for one codec, fixed at compile time so that the loop
+// holds only that codec's code and no branches on it.
+template <u32 CODEC>
+__device__ __forceinline__ void scalar_encode_rounds(const Params& P, const Lane& L, u32 chunk, const void* src, u32* smem, u64* status) {
     const u32 per_round = (blockDim.x >> 5) * P.vpw;
     const u32 gt = P.group >> 3;  // threads per group
     // The first thread of the thread's group, whether it is that thread (which writes the
@@ -1274,7 +1277,7 @@ extern "C" __global__ void kvc_scalar_encode(const Params P, const void* src, vo
         load8(P, src, v, L.t, active, x);
         if (active && !all_finite8(x)) fault(status, v, 0u, 0u);
         const u32 pos = lv * P.bits;
-        if (P.codec == CODEC_BF16) {
+        if (CODEC == CODEC_BF16) {
             if (active) {
                 // Four values per 64-bit write.
                 u64 quads[2] = {0ull, 0ull};
@@ -1290,7 +1293,7 @@ extern "C" __global__ void kvc_scalar_encode(const Params P, const void* src, vo
         const float m = absmax_threads(P, L, x, group_t0, gt);
         u32 code;
         float s;
-        if (P.codec == CODEC_FP8) {
+        if (CODEC == CODEC_FP8) {
             code = m == 0.0f ? 0u : scale_encode(m / 448.0f, 7u);
             if (m != 0.0f && code == 0u) code = 1u;
             s = scale_value(code, 7u);
@@ -1306,7 +1309,7 @@ extern "C" __global__ void kvc_scalar_encode(const Params P, const void* src, vo
             const bool fast = reciprocal_ok(s);
             const float r = fast ? 1.0f / s : 0.0f;
             u64 packed = 0ull;
-            if (P.codec == CODEC_FP8) {
+            if (CODEC == CODEC_FP8) {
                 packed = s > 0.0f ? e4m3_quotients(x, s, r, fast) : 0ull;
             } else {
                 packed = s > 0.0f ? int_quotients(x, s, r, fast, P.vbits) : 0ull;
@@ -1314,6 +1317,17 @@ extern "C" __global__ void kvc_scalar_encode(const Params P, const void* src, vo
             put_bits(smem, pos + at_values, packed, 8u * P.vbits);
         }
     }
+}
+
+extern "C" __global__ void kvc_scalar_encode(const Params P, const void* src, void* dst, const u32* tab, u64* status) {
+    extern __shared__ u32 smem[];
+    const Lane L = lane_of(P);
+    const u32 chunk = blockIdx.x;
+    zero_words(smem, chunk_words(P));
+    __syncthreads();
+    if (P.codec == CODEC_BF16) scalar_encode_rounds<CODEC_BF16>(P, L, chunk, src, smem, status);
+    else if (P.codec == CODEC_FP8) scalar_encode_rounds<CODEC_FP8>(P, L, chunk, src, smem, status);
+    else scalar_encode_rounds<CODEC_INT>(P, L, chunk, src, smem, status);
     __syncthreads();
     store_chunk(P, smem, (unsigned char*)dst, chunk);
 }
