@@ -120,6 +120,63 @@ fn accumulate(acc: &mut [f32], w: &[f32], v: &[f32], d: usize) {
     }
 }
 
+/// Replaces each score `s` of `w` by `e^(s − m)` (`m` at least every score) and returns
+/// their sum: eight lanes at a time with [`exp_nonpositive`], the sum taken lane by lane and
+/// then in a fixed order, so that it does not depend on the CPU or the build.
+fn exp_shifted(w: &mut [f32], m: f32) -> f32 {
+    let m8 = f32x8::splat(m);
+    let mut sums = f32x8::ZERO;
+    let mut chunks = w.chunks_exact_mut(8);
+    for chunk in &mut chunks {
+        let x = f32x8::from(<[f32; 8]>::try_from(&*chunk).expect("eight scores"));
+        let e = exp_nonpositive(x - m8);
+        chunk.copy_from_slice(e.as_array());
+        sums += e;
+    }
+    let tail = chunks.into_remainder();
+    if !tail.is_empty() {
+        // Lanes past the tail hold −∞, whose exponential is 0.
+        let mut x = [f32::NEG_INFINITY; 8];
+        x[..tail.len()].copy_from_slice(tail);
+        let e = exp_nonpositive(f32x8::from(x) - m8);
+        tail.copy_from_slice(&e.as_array()[..tail.len()]);
+        sums += e;
+    }
+    let l = sums.to_array();
+    ((l[0] + l[4]) + (l[2] + l[6])) + ((l[1] + l[5]) + (l[3] + l[7]))
+}
+
+/// `e^x` on eight lanes for `x ≤ 0` (NaN-free), within a few ulp of `f32::exp`, written
+/// with plain multiplications and additions (no fused multiply-add), so that every build
+/// and CPU computes the same bits; below −87, where `e^x` is under f32's smallest normal,
+/// it is 0. `x = n·ln 2 + r` with `|r| ≤ ln 2 / 2`, `e^r` by its Taylor polynomial to degree
+/// 7 (truncation under 2^-27), times `2^n` built in the exponent bits.
+fn exp_nonpositive(x: f32x8) -> f32x8 {
+    // ln 2 = LN2_HI + LN2_LO, LN2_HI with 8 significant bits, so that n·LN2_HI is exact.
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    let floor = f32x8::splat(-87.0);
+    let kept = x.simd_ge(floor);
+    let x = x.fast_max(floor);
+    let n = lattice_core::round_ties_even_x8(x * f32x8::splat(std::f32::consts::LOG2_E));
+    let r = (x - n * f32x8::splat(LN2_HI)) - n * f32x8::splat(LN2_LO);
+    let mut p = f32x8::splat(1.0 / 5040.0);
+    for c in [
+        1.0 / 720.0,
+        1.0 / 120.0,
+        1.0 / 24.0,
+        1.0 / 6.0,
+        0.5,
+        1.0,
+        1.0,
+    ] {
+        p = p * r + f32x8::splat(c);
+    }
+    let pow2 = (n.trunc_int() + wide::i32x8::splat(127)) << 23;
+    let e = p * wide::bytemuck::cast::<wide::i32x8, f32x8>(pow2);
+    kept.select(e, f32x8::ZERO)
+}
+
 /// Elements of a value sum held in registers at once (four AVX2 vectors).
 const ACC_DIMS: usize = 32;
 
@@ -352,11 +409,7 @@ fn chunk_state(
             let top = w.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
             let m = state.max[qi].max(top);
             let correction = (state.max[qi] - m).exp();
-            let mut sum = 0f32;
-            for wt in w.iter_mut() {
-                *wt = (*wt - m).exp();
-                sum += *wt;
-            }
+            let sum = exp_shifted(w, m);
             state.max[qi] = m;
             state.sum[qi] = state.sum[qi] * correction + sum;
             if correction != 1.0 {
@@ -425,6 +478,48 @@ mod tests {
                 assert_eq!(s.to_bits(), plain.to_bits(), "d={d} query {i}: plain loops");
             }
         }
+    }
+
+    /// The lanes' exponential stays within 2^-21 relative of f64's over [−87, 0] (a few
+    /// ulp), is exactly 1 at zero, and 0 below −87; exp_shifted sums what it writes.
+    #[test]
+    fn lane_exponentials_are_close_to_f64s() {
+        let exp8 = |x: [f32; 8]| exp_nonpositive(f32x8::from(x)).to_array();
+        let mut worst = 0f64;
+        for i in (0..870_000).step_by(8) {
+            let x: [f32; 8] = core::array::from_fn(|k| -((i + k) as f32) * 1e-4);
+            for (e, &x) in exp8(x).iter().zip(&x) {
+                let want = f64::from(x).exp();
+                worst = worst.max((f64::from(*e) - want).abs() / want);
+            }
+        }
+        assert!(
+            worst < 1.0 / f64::from(1u32 << 21),
+            "worst relative error {worst:e}"
+        );
+        let e = exp8([
+            0.0,
+            -0.0,
+            -87.5,
+            f32::NEG_INFINITY,
+            -1e30,
+            -87.0,
+            -1.0,
+            -0.5,
+        ]);
+        assert_eq!(&e[..5], &[1.0, 1.0, 0.0, 0.0, 0.0]);
+        assert!(e[5] > 0.0);
+        let mut w = values(21, 9);
+        let m = w.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+        let want: Vec<f32> = w.iter().map(|&s| (s - m).exp()).collect();
+        let sum = exp_shifted(&mut w, m);
+        for (got, want) in w.iter().zip(&want) {
+            assert!(
+                (got - want).abs() <= 4e-7 * want.max(1e-30),
+                "{got} vs {want}"
+            );
+        }
+        assert!((sum - w.iter().sum::<f32>()).abs() < 1e-5);
     }
 
     #[test]
