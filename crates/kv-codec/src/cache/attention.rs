@@ -87,12 +87,18 @@ fn dots<const Q: usize>(qs: [&[f32]; Q], k: &[f32]) -> [f32; Q] {
             *lane += f32x8::from(x) * y;
         }
     }
-    let lanes = lanes.map(f32x8::to_array);
     core::array::from_fn(|i| {
-        let (l, q) = (&lanes[i], qs[i]);
+        let q = qs[i];
         let tail: f32 = q[head..].iter().zip(&k[head..]).map(|(x, y)| x * y).sum();
-        ((l[0] + l[4]) + (l[2] + l[6])) + ((l[1] + l[5]) + (l[3] + l[7])) + tail
+        lane_sum(lanes[i]) + tail
     })
+}
+
+/// The sum of eight lanes in a fixed order (pairs four lanes apart, then the pairs' pairs),
+/// so that a sum taken in lanes does not depend on the CPU.
+fn lane_sum(lanes: f32x8) -> f32 {
+    let l = lanes.to_array();
+    ((l[0] + l[4]) + (l[2] + l[6])) + ((l[1] + l[5]) + (l[3] + l[7]))
 }
 
 /// `acc += Σₜ w[t]·v[t]` over rows of `d` values, each element summed in token order (the
@@ -122,7 +128,7 @@ fn accumulate(acc: &mut [f32], w: &[f32], v: &[f32], d: usize) {
 
 /// Replaces each score `s` of `w` by `e^(s − m)` (`m` at least every score) and returns
 /// their sum: eight lanes at a time with [`exp_nonpositive`], the sum taken lane by lane and
-/// then in a fixed order, so that it does not depend on the CPU or the build.
+/// then by [`lane_sum`], so that it does not depend on the CPU or the build.
 fn exp_shifted(w: &mut [f32], m: f32) -> f32 {
     let m8 = f32x8::splat(m);
     let mut sums = f32x8::ZERO;
@@ -142,8 +148,7 @@ fn exp_shifted(w: &mut [f32], m: f32) -> f32 {
         tail.copy_from_slice(&e.as_array()[..tail.len()]);
         sums += e;
     }
-    let l = sums.to_array();
-    ((l[0] + l[4]) + (l[2] + l[6])) + ((l[1] + l[5]) + (l[3] + l[7]))
+    lane_sum(sums)
 }
 
 /// `e^x` on eight lanes for `x ≤ 0` (NaN-free), within a few ulp of `f32::exp`, written

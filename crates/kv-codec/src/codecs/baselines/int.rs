@@ -108,15 +108,33 @@ impl VectorCodec for IntCodec {
 }
 
 impl IntCodec {
+    /// The scale code of group `g` and the scale it decodes to, which the encoders quantise
+    /// with.
+    fn group_code(&self, g: &[f32]) -> (u16, f32) {
+        let code = f16x::encode(absmax(g) / self.levels() as f32);
+        (
+            code,
+            f16x::decode(code).expect("encode writes decodable codes"),
+        )
+    }
+
+    /// Bytes per group when groups are whole sets of eight levels of `b` bits (b = 2, 4 or
+    /// 8): then every group starts on a byte and each eight levels fill `b` bytes, which the
+    /// bytewise coders need.
+    fn whole_byte_stride(&self, b: u32) -> Option<usize> {
+        self.group
+            .is_multiple_of(8)
+            .then(|| 2 + self.group * b as usize / 8)
+    }
+
     /// Encodes through a [`BitWriter`]: any width and group.
     fn encode_fields(&self, x: &[f32], out: &mut [u8]) {
         let l = self.levels();
         let mask = (1u64 << self.bits) - 1;
         let mut w = BitWriter::new(out);
         for g in x.chunks_exact(self.group) {
-            let code = f16x::encode(absmax(g) / l as f32);
+            let (code, d) = self.group_code(g);
             w.write(u64::from(code), 16);
-            let d = f16x::decode(code).expect("encode writes decodable codes");
             // A scale that rounded to zero (a group below f16's range) codes zeros, as an
             // engine's f16 scale would.
             w.write_fields(self.bits, g.len(), |k| {
@@ -131,19 +149,17 @@ impl IntCodec {
     }
 
     /// [`IntCodec::encode_fields`] for `B` = 2, 4 or 8 bits when groups are whole sets of
-    /// eight levels (see [`IntCodec::decode_bytewise`]): each eight values are divided,
+    /// eight levels ([`IntCodec::whole_byte_stride`]): each eight values are divided,
     /// rounded and clamped in SIMD lanes and their levels written as `B` whole bytes. The
     /// same bytes (the same IEEE quotients and roundings); other groups take the bit writer.
     fn encode_bytewise<const B: u32>(&self, x: &[f32], out: &mut [u8]) {
-        if !self.group.is_multiple_of(8) {
+        let Some(stride) = self.whole_byte_stride(B) else {
             return self.encode_fields(x, out);
-        }
+        };
         let l = self.levels() as f32;
-        let stride = 2 + self.group * B as usize / 8;
         for (g, o) in x.chunks_exact(self.group).zip(out.chunks_exact_mut(stride)) {
-            let code = f16x::encode(absmax(g) / l);
+            let (code, d) = self.group_code(g);
             o[..2].copy_from_slice(&code.to_le_bytes());
-            let d = f16x::decode(code).expect("encode writes decodable codes");
             for (v, bytes) in g.chunks_exact(8).zip(o[2..].chunks_exact_mut(B as usize)) {
                 // A scale that rounded to zero (a group below f16's range) codes zeros.
                 let q = if d > 0.0 {
@@ -184,8 +200,7 @@ impl IntCodec {
     }
 
     /// [`IntCodec::decode_fields`] for `B` = 2, 4 or 8 bits when groups are whole sets of
-    /// eight levels (the usual case: then every group starts on a byte and eight levels
-    /// fill `B` bytes): the eight are cut apart and scaled in SIMD lanes ([`levels8`])
+    /// eight levels (the usual case; [`IntCodec::whole_byte_stride`]): the eight are cut apart and scaled in SIMD lanes ([`levels8`])
     /// instead of one bit-reader step per level. Same values and errors; anything else (a
     /// short slice, other groups) takes the field reader.
     fn decode_bytewise<const B: u32>(
@@ -193,10 +208,10 @@ impl IntCodec {
         bytes: &[u8],
         out: &mut [f32],
     ) -> Result<(), &'static str> {
-        let stride = 2 + self.group * B as usize / 8;
-        if !self.group.is_multiple_of(8) || bytes.len() < out.len() / self.group * stride {
-            return self.decode_fields(bytes, out);
-        }
+        let stride = match self.whole_byte_stride(B) {
+            Some(stride) if bytes.len() >= out.len() / self.group * stride => stride,
+            _ => return self.decode_fields(bytes, out),
+        };
         for (g, group) in out
             .chunks_exact_mut(self.group)
             .zip(bytes.chunks_exact(stride))
@@ -273,27 +288,37 @@ fn group_scale(code: u16) -> Result<f32, &'static str> {
 mod tests {
     use super::*;
 
+    /// (bits, group, head_dim) of the bytewise tests: every width the bytewise coders take,
+    /// whole vectors and groups of whole bytes, and groups of odd bytes or of fewer than
+    /// eight levels (which take the bit reader and writer).
+    const SETTINGS: [(u32, u32, usize); 8] = [
+        (8, 0, 128),
+        (8, 32, 64),
+        (4, 0, 128),
+        (4, 16, 64),
+        (4, 3, 12),
+        (2, 0, 64),
+        (2, 8, 64),
+        (2, 2, 8),
+    ];
+
+    /// A xorshift generator of 64-bit words.
+    fn xorshift(mut s: u64) -> impl FnMut() -> u64 {
+        move || {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            s
+        }
+    }
+
     /// The bytewise encoders write the bit writer's bytes, for every width they take and
     /// groups of odd and whole bytes: random values at many magnitudes (zero, subnormal and
     /// escaped scales included) and halfway quotients (ties round to even).
     #[test]
     fn bytewise_encode_is_the_bit_writers() {
-        let mut s = 0x2545_f491_4f6c_dd1du64;
-        let mut next = move || {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            s
-        };
-        for (bits, group, d) in [
-            (8, 0, 128),
-            (8, 32, 64),
-            (4, 0, 128),
-            (4, 16, 64),
-            (4, 3, 12),
-            (2, 0, 64),
-            (2, 8, 64),
-        ] {
+        let mut next = xorshift(0x2545_f491_4f6c_dd1d);
+        for (bits, group, d) in SETTINGS {
             let codec = IntCodec::new(CodecSpec::Int { bits, group }, d).expect("valid spec");
             let l = codec.levels() as f32;
             let len = (codec.bits_per_vector() as usize).div_ceil(8);
@@ -331,24 +356,9 @@ mod tests {
     /// every width they take and groups of odd and whole bytes.
     #[test]
     fn bytewise_decode_is_the_field_readers() {
-        let mut s = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = move || {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            s
-        };
+        let mut next = xorshift(0x9e37_79b9_7f4a_7c15);
         let mut checked = 0;
-        for (bits, group, d) in [
-            (8, 0, 128),
-            (8, 32, 64),
-            (4, 0, 128),
-            (4, 16, 64),
-            (4, 3, 12),
-            (2, 0, 64),
-            (2, 8, 64),
-            (2, 2, 8),
-        ] {
+        for (bits, group, d) in SETTINGS {
             let codec = IntCodec::new(CodecSpec::Int { bits, group }, d).expect("valid spec");
             let len = (codec.bits_per_vector() as usize).div_ceil(8);
             for case in 0..2000 {
