@@ -29,6 +29,23 @@
 
 #define NEG_INF_F __uint_as_float(0xff800000u)
 
+// e^x for the x <= 0 of the softmax (a score less the running maximum): ex2.approx with
+// flush to zero, so a weight below 2^-126 of the largest counts as 0 (as the CPU's
+// exp_nonpositive drops weights below e^-87), where __expf spends three more instructions
+// per weight rescaling subnormal results.
+__device__ __forceinline__ float exp_nonpositive(float x) {
+#if defined(__CUDA_ARCH__)
+    float r;
+    asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(r) : "f"(x * 1.44269504088896341f));
+    return r;
+#else
+    // The host emulator (crates/kv-cuda/emu), which compiles these kernels but checks only
+    // the codecs, with the same flush.
+    const float r = __expf(x);
+    return r < 1.17549435e-38f ? 0.0f : r;
+#endif
+}
+
 // 32 bits of staged page words from bit `pos` on. Reads the word after the field's first
 // word too; staging copies one word past a chunk's last bit.
 __device__ __forceinline__ u32 page_bits32(const u32* w, u32 pos) {
@@ -460,14 +477,14 @@ __device__ __forceinline__ void attn_partial(const Params& PK, const Params& PV,
             #pragma unroll
             for (u32 o = 16u; o > 0u; o >>= 1) mx = fmaxf(mx, shfl_xor_f(mx, o));
             const float mn = fmaxf(m[g], mx);
-            const float r = m[g] == NEG_INF_F ? 0.0f : __expf(m[g] - mn);
+            const float r = m[g] == NEG_INF_F ? 0.0f : exp_nonpositive(m[g] - mn);
             m[g] = mn;
             float sum = 0.0f;
             #pragma unroll
             for (int k = 0; k < MAX_CHUNK_TOKENS / 32; ++k) {
                 const u32 tok = L.lane + 32u * (u32)k;
                 if (tok < cnt) {
-                    const float p = __expf(sc[k] - mn);
+                    const float p = exp_nonpositive(sc[k] - mn);
                     pw[tok * (u32)G + (u32)g] = p;
                     sum += p;
                 }
@@ -647,6 +664,16 @@ __device__ __forceinline__ u32 hfma2_bf16(u32 a, u32 b, u32 c) {
     return r;
 }
 
+// (x & MASK) | MAGIC in one logic operation: written as two, with both constants immediate,
+// ptxas emits an AND and an OR (a LOP3 takes one immediate), two instructions per pair of
+// levels in the loops that unpack them.
+template <u32 MASK, u32 MAGIC>
+__device__ __forceinline__ u32 mask_or(u32 x) {
+    u32 r;
+    asm("lop3.b32 %0, %1, %2, %3, 0xea;\n" : "=r"(r) : "r"(x), "n"(MASK), "n"(MAGIC));
+    return r;
+}
+
 // Pair j of a lane's share of a key: the two dims (from the share's first) that key_pair's
 // halves hold, low half first.
 template <int B>
@@ -662,8 +689,8 @@ template <int B>
 __device__ __forceinline__ u32 key_pair(const u32* w, u32 j) {
     if (B == 4) {
         const u32 x = (j & 2u) ? w[j / 4u] >> 8 : w[j / 4u];
-        if ((j & 1u) == 0u) return hfma2_f16((x & 0x000f000fu) | 0x64006400u, 0x3c003c00u, 0xe408e408u);  // 1, -1032
-        return hfma2_f16((x & 0x00f000f0u) | 0x64006400u, 0x2c002c00u, 0xd480d480u);                     // 1/16, -72
+        if ((j & 1u) == 0u) return hfma2_f16(mask_or<0x000f000fu, 0x64006400u>(x), 0x3c003c00u, 0xe408e408u);  // 1, -1032
+        return hfma2_f16(mask_or<0x00f000f0u, 0x64006400u>(x), 0x2c002c00u, 0xd480d480u);                     // 1/16, -72
     }
     return hfma2_f16(__byte_perm(w[j / 2u], 0x64646464u, (j & 1u) ? 0x4342u : 0x4140u), 0x3c003c00u, 0xe480e480u);  // 1, -1152
 }
@@ -680,7 +707,7 @@ __device__ __forceinline__ u32 value_pair(const u32* a, const u32* b, u32 o) {
     if (B == 4) {
         const u32 i = o / 8u, k = o % 8u;
         const u32 x = __byte_perm(a[i], b[i], k < 4u ? 0x5410u : 0x7632u) >> (4u * (k % 4u));
-        return hfma2_bf16((x & 0x000f000fu) | 0x43004300u, 0x3f803f80u, 0xc308c308u);  // 1, -136
+        return hfma2_bf16(mask_or<0x000f000fu, 0x43004300u>(x), 0x3f803f80u, 0xc308c308u);  // 1, -136
     }
     const u32 i = o / 4u, k = o % 4u;
     return pack_bf16(byte_level(a[i], k), byte_level(b[i], k));
@@ -867,7 +894,7 @@ __device__ __forceinline__ void attn_mma(const AttnParams& A, const float* qrot,
                 // Token tb is in the chunk, so both maxima are finite (but for the scales above
                 // 2^121 of the section's comment).
                 const float n0 = fmaxf(m0, x0), n1 = fmaxf(m1, x1);
-                const float r0 = __expf(m0 - n0), r1 = __expf(m1 - n1);
+                const float r0 = exp_nonpositive(m0 - n0), r1 = exp_nonpositive(m1 - n1);
                 m0 = n0;
                 m1 = n1;
                 l0 *= r0;
@@ -877,7 +904,7 @@ __device__ __forceinline__ void attn_mma(const AttnParams& A, const float* qrot,
                     o[mt][0] *= r0; o[mt][1] *= r1; o[mt][2] *= r0; o[mt][3] *= r1;
                 }
             }
-            const float p00 = __expf(s00 - m0), p01 = __expf(s01 - m1), p10 = __expf(s10 - m0), p11 = __expf(s11 - m1);
+            const float p00 = exp_nonpositive(s00 - m0), p01 = exp_nonpositive(s01 - m1), p10 = exp_nonpositive(s10 - m0), p11 = exp_nonpositive(s11 - m1);
             l0 += p00 + p10;
             l1 += p01 + p11;
             // The weights times the values' scales, tokens by heads, then read back as B of the
@@ -961,7 +988,7 @@ __device__ __forceinline__ void attn_mma(const AttnParams& A, const float* qrot,
         float at = 0.0f, tot = 0.0f;
         for (u32 w = 0u; w < W; ++w) {
             const float mw = wm[8u * w + hd];
-            const float e = mw == NEG_INF_F ? 0.0f : __expf(mw - mx);
+            const float e = mw == NEG_INF_F ? 0.0f : exp_nonpositive(mw - mx);
             at = fmaf(wo[(8u * w + hd) * D + j], e, at);
             tot = fmaf(wl[8u * w + hd], e, tot);
         }
@@ -1041,7 +1068,7 @@ extern "C" __global__ void kvc_attn_combine(const Params PV, const AttnParams A,
     for (u32 sp = warp; sp < A.splits; sp += COMBINE_WARPS) {
         const u64 item = first + (u64)sp * A.group;
         const float ms = pml[2u * item];
-        const float e = ms == NEG_INF_F ? 0.0f : __expf(ms - mx);
+        const float e = ms == NEG_INF_F ? 0.0f : exp_nonpositive(ms - mx);
         total = fmaf(pml[2u * item + 1u], e, total);
         #pragma unroll
         for (int k = 0; k < MAX_HEAD_DIM / 128; ++k) {
