@@ -823,43 +823,39 @@ __device__ __forceinline__ void attn_mma(const AttnParams& A, const float* qrot,
             #pragma unroll
             for (u32 i = 0u; i < 4u; ++i) acc[i][0] = acc[i][1] = acc[i][2] = acc[i][3] = 0.0f;
             // The scales of tokens g and g + 8, K's then V's: lane c of the quad decodes scale c
-            // and passes it round, an escape as NaN (f16x codes decode to finite values only)
-            // and a negative scale as it is, so that each lane recovers the fault
-            // int_scale_of gives from the value.
+            // (an escape as 0, a negative scale as it is) and passes it round.
             float ks[2], vs[2];
-            u32 fk[2], fv[2];
+            u32 scale_fault;
             {
                 const u32 tok = tb + g + 8u * (c & 1u);
                 const bool key = c < 2u;
-                u32 f;
-                float mine = int_scale_of(page_bits(key ? kw : vw, key ? kpos0 + tok * KBITS : vpos0 + tok * VBITS, 16u), &f);
-                if (f == FAULT_F16X_ESCAPE) mine = __uint_as_float(0x7fc00000u);
-                #pragma unroll
-                for (u32 i = 0u; i < 4u; ++i) {
-                    float sc = shfl_f(mine, 4u * g + i);
-                    u32 fault = 0u;
-                    if (sc != sc) { fault = FAULT_F16X_ESCAPE; sc = 0.0f; }
-                    else if (sign_negative(sc)) fault = FAULT_INT_SCALE_NEGATIVE;
-                    if (i < 2u) { ks[i] = sc; fk[i] = fault; }
-                    else { vs[i - 2u] = sc; fv[i - 2u] = fault; }
-                }
+                const float mine = int_scale_of(page_bits(key ? kw : vw, key ? kpos0 + tok * KBITS : vpos0 + tok * VBITS, 16u), &scale_fault);
+                ks[0] = shfl_f(mine, 4u * g);
+                ks[1] = shfl_f(mine, 4u * g + 1u);
+                vs[0] = shfl_f(mine, 4u * g + 2u);
+                vs[1] = shfl_f(mine, 4u * g + 3u);
             }
             bool valid[2];
-            u32 kl[2][KW], tf[2];
+            u32 kl[2][KW], kzeros[2];
             #pragma unroll
             for (u32 r = 0u; r < 2u; ++r) {
                 const u32 tok = tb + g + 8u * r;
                 valid[r] = tok < cnt;
-                u32 zeros = 0u;
-                level_words<KB, KW>(kw, kpos0 + tok * KBITS + 16u + c * (D / 4u) * KB, kl[r], &zeros);
-                tf[r] = fv[r] != 0u ? fv[r] : has_low_level<KB>(zeros) ? FAULT_INT_LEVEL : fk[r];
+                kzeros[r] = 0u;
+                level_words<KB, KW>(kw, kpos0 + tok * KBITS + 16u + c * (D / 4u) * KB, kl[r], &kzeros[r]);
             }
-            // Faults are rare: one test per tile, the bookkeeping only where one turned up.
-            if ((tf[0] | tf[1]) != 0u) {
+            // Faults are rare: one vote per tile; the quad's scale faults are passed round and
+            // the bookkeeping done only in a tile that has a fault. A token's fault is its V
+            // scale's, else its K levels', else its K scale's.
+            if (__any_sync(FULL_MASK, scale_fault != 0u || has_low_level<KB>(kzeros[0] | kzeros[1]))) {
+                u32 fault[4];
+                #pragma unroll
+                for (u32 i = 0u; i < 4u; ++i) fault[i] = shfl_u(scale_fault, 4u * g + i);
                 #pragma unroll
                 for (u32 r = 0u; r < 2u; ++r) {
                     const u32 tok = tb + g + 8u * r;
-                    if (tf[r] != 0u && valid[r] && cur.c0 + tok < bad_tok) { bad = tf[r]; bad_tok = cur.c0 + tok; }
+                    const u32 tf = fault[2u + r] != 0u ? fault[2u + r] : has_low_level<KB>(kzeros[r]) ? FAULT_INT_LEVEL : fault[r];
+                    if (tf != 0u && valid[r] && cur.c0 + tok < bad_tok) { bad = tf; bad_tok = cur.c0 + tok; }
                 }
             }
             #pragma unroll
@@ -920,19 +916,18 @@ __device__ __forceinline__ void attn_mma(const AttnParams& A, const float* qrot,
             split_bf16(wt[8u * (2u * c + 8u) + col], wt[8u * (2u * c + 9u) + col], pb1);
             __syncwarp();
             // Values: lane g's dims of tokens 2c, 2c + 1, 2c + 8, 2c + 9.
-            u32 vl[4][VW], low = 0u;
+            u32 vl[4][VW], vzeros[4];
             #pragma unroll
             for (u32 r = 0u; r < 4u; ++r) {
                 const u32 tok = tb + 2u * c + (r & 1u) + 8u * (r >> 1);
-                u32 zeros = 0u;
-                level_words<VB, VW>(vw, vpos0 + tok * VBITS + 16u + g * (D / 8u) * VB, vl[r], &zeros);
-                if (has_low_level<VB>(zeros)) low |= 1u << r;
+                vzeros[r] = 0u;
+                level_words<VB, VW>(vw, vpos0 + tok * VBITS + 16u + g * (D / 8u) * VB, vl[r], &vzeros[r]);
             }
-            if (low != 0u) {
+            if (__any_sync(FULL_MASK, has_low_level<VB>((vzeros[0] | vzeros[1]) | (vzeros[2] | vzeros[3])))) {
                 #pragma unroll
                 for (u32 r = 0u; r < 4u; ++r) {
                     const u32 tok = tb + 2u * c + (r & 1u) + 8u * (r >> 1);
-                    if ((low >> r) & 1u && tok < cnt && cur.c0 + tok < bad_tok) { bad = FAULT_INT_LEVEL; bad_tok = cur.c0 + tok; }
+                    if (has_low_level<VB>(vzeros[r]) && tok < cnt && cur.c0 + tok < bad_tok) { bad = FAULT_INT_LEVEL; bad_tok = cur.c0 + tok; }
                 }
             }
             #pragma unroll
