@@ -14,7 +14,8 @@
 #                             bench/plans/smollm2-{voronoi,turboquant}-R.json, which the iso
 #                             sweep evaluates as the "per-layer" families, and the same plans
 #                             with sinks and window held in int8 (-w8r16: 16 recent tokens,
-#                             -w8r32: 32), merged into the sweep as their own families
+#                             -w8r32: 32; -w8r32 also at budgets between, where the 1% line
+#                             is crossed), merged into the sweep as their own families
 #   eval-smollm2-protection-sweep.json  sinks / recent window / key centring of the default
 #                             codec at 4.5 and 3.5 bpv, 16 passages × 64 tokens
 #   eval-smollm2-needle.json  a fact at 5 depths of 4096 tokens, greedy retrieval
@@ -56,6 +57,16 @@ for family in voronoi-2.75 voronoi-3.0 voronoi-3.25 voronoi-3.5 voronoi-4.0 voro
             --protect 4:$recent:64:int8 --out $out
         int8+=(--plan $out)
     done
+done
+# Finer budgets around the 1% crossing, 32 recent tokens in int8 only.
+for family in voronoi-3.125 voronoi-3.375 turboquant-3.25 turboquant-3.75; do
+    r=${family#*-}
+    candidates=()
+    case $family in turboquant-*) candidates=(--candidates $tq) ;; esac
+    out=bench/plans/smollm2-$family-w8r32.json
+    ./target/release/kvc plan --budget-bpv $r "${sens[@]}" "${candidates[@]}" \
+        --protect 4:32:64:int8 --out $out
+    int8+=(--plan $out)
 done
 ./target/release/kv-eval iso --passages 32 --cont 96 "${int8[@]}" \
     --merge bench/results/eval-smollm2-iso.json --json bench/results/eval-smollm2-iso.json
