@@ -1202,20 +1202,37 @@ __device__ __forceinline__ u32 grouped_pos(const Params& P, u32 i) {
 __device__ __forceinline__ bool reciprocal_ok(float s) { return s >= pow2f(-125) && s <= pow2f(125); }
 
 // The integer codes rint(x[j] / s) for s > 0, clamped to [-l, l] with l = 2^(vbits-1) - 1,
-// as vbits-bit two's complement fields (value j at bit j * vbits), by the window above. The
-// window's roundings take rint_add (|y| < 2^22 checked; y is at most about 2l); where any
-// window's ends disagree, all eight values are divided (one rare branch per thread).
-__device__ __forceinline__ u64 int_quotients(const float x[8], float s, float r, bool fast, u32 vbits) {
+// as vbits-bit two's complement fields (value j at bit j * vbits), by the window above, with
+// vbits = VB where VB is not 0 (the widths in common use: constant shifts, and 4-bit fields
+// packed in one 32-bit word). Each value is rounded once, q = rint_add(y), and the window
+// [y (1 - 2^-20), y (1 + 2^-20)] lies strictly between the half-integers around q when
+// |y - q| + |y| 2^-20 < 1/2, which the test below ensures with margin for its own rounding
+// (|y - q| is exact; so is |y| 2^-19; 1/2 - |y| 2^-19 rounds by at most 2^-26), so the
+// quotient rounds to q. Above 2^18 the test fails, so rint_add's range is never exceeded;
+// where any value's test fails, all eight are divided (one rare branch per thread).
+template <u32 VB>
+__device__ __forceinline__ u64 int_quotients(const float x[8], float s, float r, bool fast, u32 runtime_vbits) {
+    const u32 vbits = VB != 0u ? VB : runtime_vbits;
     const float l = (float)((1 << (vbits - 1u)) - 1);
     float q[8];
     bool settled = fast;
     for (int j = 0; j < 8; ++j) {
         const float y = x[j] * r;
-        q[j] = rint_add(y * WINDOW_LOWER);
-        settled = settled && fabsf(y) < 4194304.0f && q[j] == rint_add(y * WINDOW_UPPER);
+        q[j] = rint_add(y);
+        settled = settled && fabsf(y - q[j]) < 0.5f - fabsf(y) * 1.9073486328125e-06f;  // 2^-19
     }
     if (!settled) {
         for (int j = 0; j < 8; ++j) q[j] = rintf(x[j] / s);
+    }
+    if (VB == 4u) {
+        u32 packed = 0u;
+        for (int j = 0; j < 8; ++j) packed |= (small_int_bits(fminf(fmaxf(q[j], -l), l)) & 0xfu) << (4u * (u32)j);
+        return packed;
+    }
+    if (VB == 8u) {
+        u32 half[2] = {0u, 0u};
+        for (int j = 0; j < 8; ++j) half[j >> 2] |= (small_int_bits(fminf(fmaxf(q[j], -l), l)) & 0xffu) << (8u * ((u32)j & 3u));
+        return (u64)half[0] | ((u64)half[1] << 32);
     }
     u64 packed = 0ull;
     for (int j = 0; j < 8; ++j) {
@@ -1258,7 +1275,7 @@ __device__ __forceinline__ u64 e4m3_quotients(const float x[8], float s, float r
 
 // The rounds of kvc_scalar_encode for one codec, fixed at compile time so that the loop
 // holds only that codec's code and no branches on it.
-template <u32 CODEC>
+template <u32 CODEC, u32 VB>
 __device__ __forceinline__ void scalar_encode_rounds(const Params& P, const Lane& L, u32 chunk, const void* src, u32* smem, u64* status) {
     const u32 per_round = (blockDim.x >> 5) * P.vpw;
     const u32 gt = P.group >> 3;  // threads per group
@@ -1298,7 +1315,7 @@ __device__ __forceinline__ void scalar_encode_rounds(const Params& P, const Lane
             if (m != 0.0f && code == 0u) code = 1u;
             s = scale_value(code, 7u);
         } else {
-            const int l = (1 << (P.vbits - 1u)) - 1;
+            const int l = (1 << ((VB != 0u ? VB : P.vbits) - 1u)) - 1;
             code = f16x_encode(m / (float)l);
             f16x_decode(code, &s);
         }
@@ -1312,9 +1329,9 @@ __device__ __forceinline__ void scalar_encode_rounds(const Params& P, const Lane
             if (CODEC == CODEC_FP8) {
                 packed = s > 0.0f ? e4m3_quotients(x, s, r, fast) : 0ull;
             } else {
-                packed = s > 0.0f ? int_quotients(x, s, r, fast, P.vbits) : 0ull;
+                packed = s > 0.0f ? int_quotients<VB>(x, s, r, fast, P.vbits) : 0ull;
             }
-            put_bits(smem, pos + at_values, packed, 8u * P.vbits);
+            put_bits(smem, pos + at_values, packed, 8u * (VB != 0u ? VB : P.vbits));
         }
     }
 }
@@ -1325,9 +1342,11 @@ extern "C" __global__ void kvc_scalar_encode(const Params P, const void* src, vo
     const u32 chunk = blockIdx.x;
     zero_words(smem, chunk_words(P));
     __syncthreads();
-    if (P.codec == CODEC_BF16) scalar_encode_rounds<CODEC_BF16>(P, L, chunk, src, smem, status);
-    else if (P.codec == CODEC_FP8) scalar_encode_rounds<CODEC_FP8>(P, L, chunk, src, smem, status);
-    else scalar_encode_rounds<CODEC_INT>(P, L, chunk, src, smem, status);
+    if (P.codec == CODEC_BF16) scalar_encode_rounds<CODEC_BF16, 0u>(P, L, chunk, src, smem, status);
+    else if (P.codec == CODEC_FP8) scalar_encode_rounds<CODEC_FP8, 0u>(P, L, chunk, src, smem, status);
+    else if (P.vbits == 4u) scalar_encode_rounds<CODEC_INT, 4u>(P, L, chunk, src, smem, status);
+    else if (P.vbits == 8u) scalar_encode_rounds<CODEC_INT, 8u>(P, L, chunk, src, smem, status);
+    else scalar_encode_rounds<CODEC_INT, 0u>(P, L, chunk, src, smem, status);
     __syncthreads();
     store_chunk(P, smem, (unsigned char*)dst, chunk);
 }
