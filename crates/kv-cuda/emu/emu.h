@@ -80,4 +80,5 @@ inline unsigned __funnelshift_l(unsigned lo, unsigned hi, unsigned shift) {
 }
 template <class T> T __ldg(const T* p) { return *p; }
 inline float __expf(float x) { return expf(x); }
+inline float __frcp_rn(float x) { return 1.0f / x; }
 inline unsigned min(unsigned a, unsigned b) { return a < b ? a : b; }

@@ -166,7 +166,16 @@ __device__ __forceinline__ float scale_value(u32 code, u32 m) { return __uint_as
 // kv-codec's f16x format (baselines): IEEE f16, with the infinity/NaN patterns as an escape.
 #define F16X_MAX_ESCAPE ((111u << 3) | 7u)
 __device__ __forceinline__ u32 f16x_encode(float v) {
+    // On the device one cvt.rn.f16.f32: the same bits as f32_to_f16 for every value but NaN,
+    // which comes out as another NaN pattern, and every non-finite result takes the escape
+    // below, computed from v.
+#if defined(__CUDA_ARCH__)
+    unsigned short converted;
+    asm("cvt.rn.f16.f32 %0, %1;" : "=h"(converted) : "f"(v));
+    const u32 h = converted;
+#else
     const u32 h = f32_to_f16(v);
+#endif
     if ((h & 0x7c00u) != 0x7c00u) return h;
     const u32 sign = sign_negative(v) ? 0x8000u : 0u;
     const u32 bits = __float_as_uint(v) & 0x7fffffffu;
@@ -1324,7 +1333,8 @@ __device__ __forceinline__ void scalar_encode_rounds(const Params& P, const Lane
             // The thread's 8 values lie in one group, back to back: assembled in a register
             // and written with one put_bits (a few shared-memory ORs, not one per value).
             const bool fast = reciprocal_ok(s);
-            const float r = fast ? 1.0f / s : 0.0f;
+            // 1/s rounded to nearest: rcp.rn, cheaper than the division routine.
+            const float r = fast ? __frcp_rn(s) : 0.0f;
             u64 packed = 0ull;
             if (CODEC == CODEC_FP8) {
                 packed = s > 0.0f ? e4m3_quotients(x, s, r, fast) : 0ull;
