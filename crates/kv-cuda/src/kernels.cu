@@ -37,7 +37,9 @@ typedef unsigned short u16;
 __device__ __forceinline__ float pow2f(int e) { return __uint_as_float((u32)(e + 127) << 23); }
 
 __device__ __forceinline__ bool finite_f(float x) {
-    return (__float_as_uint(x) & 0x7f800000u) != 0x7f800000u;
+    // One comparison (|x| < infinity is false for infinities and NaN), where the exponent
+    // test took a logic operation and an integer comparison.
+    return fabsf(x) < __uint_as_float(0x7f800000u);
 }
 
 __device__ __forceinline__ float saturate_f(float v) {
