@@ -123,6 +123,14 @@ pub trait Lattice<const N: usize>: Copy + Debug + Default + Send + Sync + 'stati
         x.map(|block| Self::cell_gauge(&block))
     }
 
+    /// [`Lattice::cell_gauges`] with the eight inputs in lanes (as
+    /// [`Lattice::closest_points_in_lanes`] takes them); lane b of the result is input b's.
+    /// E8 overrides it; the default goes through [`Lattice::cell_gauges`].
+    #[inline]
+    fn cell_gauges_in_lanes(x: &[f32x8; N]) -> f32x8 {
+        f32x8::from(Self::cell_gauges(&from_lanes(x)))
+    }
+
     /// Whether `p` belongs to the lattice.
     fn contains(p: &Point<N>) -> bool;
 }
@@ -278,14 +286,17 @@ impl Lattice<8> for E8 {
         std::array::from_fn(|i| take_half.select(p1[i], p0[i]))
     }
 
-    /// One block per lane, with the same operations in the same order as `cell_gauge`.
     fn cell_gauges(x: &[[f32; 8]; 8]) -> [f32; 8] {
-        let coords = f32x8::transpose(x.map(f32x8::from));
+        Self::cell_gauges_in_lanes(&f32x8::transpose(x.map(f32x8::from))).to_array()
+    }
+
+    /// One block per lane, with the same operations in the same order as `cell_gauge`.
+    fn cell_gauges_in_lanes(coords: &[f32x8; 8]) -> f32x8 {
         let (mut a1, mut a2) = (f32x8::ZERO, f32x8::ZERO);
         let (mut sum, mut smallest) = (f32x8::ZERO, f32x8::splat(f32::INFINITY));
         // Lane masks: all ones where an odd number of coordinates so far were negative.
         let mut odd = f32x8::ZERO;
-        for &c in &coords {
+        for &c in coords {
             let a = c.abs();
             let above_first = a.simd_gt(a1);
             a2 = above_first.select(a1, a.simd_gt(a2).select(a, a2));
@@ -295,7 +306,7 @@ impl Lattice<8> for E8 {
             odd ^= c.simd_lt(f32x8::ZERO);
         }
         let half = f32x8::splat(0.5) * odd.select(sum - f32x8::splat(2.0) * smallest, sum);
-        (a1 + a2).max(half).to_array()
+        (a1 + a2).max(half)
     }
 
     fn contains(p: &Point<8>) -> bool {

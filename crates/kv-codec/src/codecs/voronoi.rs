@@ -223,36 +223,49 @@ impl VoronoiCodec {
             let count = group.len();
             let mut zg = [[0f32; 8]; 8];
             zg[..count].copy_from_slice(group);
-            // The group's blocks one per lane, once for all the scale choices.
+            // The group's blocks one per lane, once for all the scale choices; each choice's
+            // points, codeword tests and errors stay in lanes, and the offers of the choices
+            // that need no clipping are kept in lanes too (`offer`'s rule, with "no choice
+            // yet" as an infinite choice), so the points are laid out per block once.
             let zt = lanes(&zg);
+            let (mut best_err, mut best_j) =
+                (f32x8::splat(f32::INFINITY), f32x8::splat(f32::INFINITY));
+            let mut best_points = [f32x8::ZERO; 8];
             for (j, &alpha) in self.alphas.iter().enumerate() {
-                let mut v = [[0f32; 8]; 8];
-                for (vb, zb) in v.iter_mut().zip(group) {
-                    for (vi, &zi) in vb.iter_mut().zip(zb) {
-                        *vi = zi / alpha;
-                    }
+                let a = f32x8::splat(alpha);
+                let vt: [f32x8; 8] = std::array::from_fn(|i| zt[i] / a);
+                let points = E8::closest_points_in_lanes(&vt);
+                let codewords = self.book.are_codewords_in_lanes(&points);
+                let errors = block_errors(&zt, a, &points);
+                let jv = f32x8::splat(j as f32);
+                let wins = lane_mask(codewords)
+                    & (errors.simd_lt(best_err) | (errors.simd_eq(best_err) & jv.simd_lt(best_j)));
+                best_err = wins.select(errors, best_err);
+                best_j = wins.select(jv, best_j);
+                for (b, p) in best_points.iter_mut().zip(&points) {
+                    *b = wins.select(*p, *b);
                 }
-                let lambdas = E8::closest_points(&v);
-                let codewords = self.book.are_codewords(&lambdas);
-                let errors = block_errors(&zt, [alpha; 8], &lambdas);
                 if codewords[..count].iter().all(|&c| c) {
-                    for b in 0..count {
-                        offer(&mut best[first + b], j as u32, &lambdas[b], errors[b]);
-                    }
                     continue;
                 }
-                let gauges = E8::cell_gauges(&v);
-                for b in 0..count {
-                    let err = errors[b];
-                    if codewords[b] {
-                        offer(&mut best[first + b], j as u32, &lambdas[b], err);
-                    } else {
-                        // Each facet of the cell of qE8 is {⟨x, r⟩ = q} for a root r of norm √2.
-                        let beyond = (gauges[b] - self.q as f32).max(0.0) * FRAC_1_SQRT_2;
-                        let bound = err.max(alpha * alpha * beyond * beyond);
-                        overloaded.push((first + b, j as u32, bound));
-                    }
+                let (gauges, errors) =
+                    (E8::cell_gauges_in_lanes(&vt).to_array(), errors.to_array());
+                for b in (0..count).filter(|&b| !codewords[b]) {
+                    // Each facet of the cell of qE8 is {⟨x, r⟩ = q} for a root r of norm √2.
+                    let beyond = (gauges[b] - self.q as f32).max(0.0) * FRAC_1_SQRT_2;
+                    let bound = errors[b].max(alpha * alpha * beyond * beyond);
+                    overloaded.push((first + b, j as u32, bound));
                 }
+            }
+            let points = f32x8::transpose(best_points);
+            let (errs, js) = (best_err.to_array(), best_j.to_array());
+            for b in 0..count {
+                let j = if js[b].is_finite() {
+                    js[b] as u32
+                } else {
+                    u32::MAX
+                };
+                best[first + b] = (j, points[b].to_array(), errs[b]);
             }
         }
         // The margin covers f32 rounding in the bound and in the errors compared.
@@ -260,19 +273,18 @@ impl VoronoiCodec {
             bound * (1.0 - 1e-4) - 1e-6 * sum_of_squares(&z[b]) <= best[b].2
         });
         for group in overloaded.chunks(8) {
-            let mut alphas = [0f32; 8];
-            let (mut v, mut zg) = ([[0f32; 8]; 8], [[0f32; 8]; 8]);
+            // Padding lanes: the origin, with α = 1.
+            let (mut alphas, mut zg) = ([1f32; 8], [[0f32; 8]; 8]);
             for (lane, &(b, j, _)) in group.iter().enumerate() {
                 alphas[lane] = self.alphas[j as usize];
                 zg[lane] = z[b];
-                for (vi, &zi) in v[lane].iter_mut().zip(&z[b]) {
-                    *vi = zi / alphas[lane];
-                }
             }
-            let points = self.clip_into_cell(&v);
-            let errors = block_errors(&lanes(&zg), alphas, &points);
+            let (zt, a) = (lanes(&zg), f32x8::from(alphas));
+            let points = self.clip_into_cell(&std::array::from_fn(|i| zt[i] / a));
+            let errors = block_errors(&zt, a, &points).to_array();
+            let points = f32x8::transpose(points);
             for (lane, &(b, j, _)) in group.iter().enumerate() {
-                offer(&mut best[b], j, &points[lane], errors[lane]);
+                offer(&mut best[b], j, points[lane].as_array(), errors[lane]);
             }
         }
         // The chosen points' coset coordinates, eight blocks at a time (padding: the origin).
@@ -291,8 +303,8 @@ impl VoronoiCodec {
         }
     }
 
-    /// The codebook points for eight overloaded blocks `v` (their nearest E8 points are not
-    /// codewords): per block, the nearest E8 point of `t·v` for the largest `t` on a grid of
+    /// The codebook points for eight overloaded blocks `v` (in lanes, as [`lanes`] lays them
+    /// out; their nearest E8 points are not codewords), in lanes too: per block, the nearest E8 point of `t·v` for the largest `t` on a grid of
     /// 1/2^[`CLIP_BISECTIONS`] found by bisection whose nearest point is a codeword (the
     /// origin always is), which keeps the clipping error small even at high rates. Each
     /// block bisects on its own; the eight run side by side.
@@ -304,14 +316,14 @@ impl VoronoiCodec {
     /// cover the rounding of the input's gauge). The points of the final `t` are decoded
     /// once at the end from the same products, so the result is the plain bisection's (the
     /// GPU encoder settles its steps the same way).
-    fn clip_into_cell(&self, v: &[[f32; 8]; 8]) -> [[f32; 8]; 8] {
+    fn clip_into_cell(&self, v: &[f32x8; 8]) -> [f32x8; 8] {
         let q = self.q as f32;
-        let scaled = |t: &[f32; 8]| std::array::from_fn(|b| v[b].map(|x| x * t[b]));
-        let (mut lo, mut hi) = ([0f32; 8], [1f32; 8]);
+        let scaled = |t: f32x8| -> [f32x8; 8] { std::array::from_fn(|i| v[i] * t) };
+        let (mut lo, mut hi) = (f32x8::ZERO, f32x8::ONE);
         for _ in 0..CLIP_BISECTIONS {
-            let mid: [f32; 8] = std::array::from_fn(|b| 0.5 * (lo[b] + hi[b]));
-            let inputs = scaled(&mid);
-            let by_gauge = E8::cell_gauges(&inputs).map(|g| {
+            let mid = f32x8::splat(0.5) * (lo + hi);
+            let inputs = scaled(mid);
+            let by_gauge = E8::cell_gauges_in_lanes(&inputs).to_array().map(|g| {
                 if g * 1.0001 < q - 1.0 {
                     Some(true)
                 } else if g * 0.9999 > q + 1.0 {
@@ -323,19 +335,17 @@ impl VoronoiCodec {
             let codewords = if by_gauge.iter().all(Option::is_some) {
                 by_gauge.map(|known| known == Some(true))
             } else {
-                self.book.are_codewords(&E8::closest_points(&inputs))
+                self.book
+                    .are_codewords_in_lanes(&E8::closest_points_in_lanes(&inputs))
             };
-            for b in 0..8 {
-                if codewords[b] {
-                    lo[b] = mid[b];
-                } else {
-                    hi[b] = mid[b];
-                }
-            }
+            let inside = lane_mask(codewords);
+            lo = inside.select(mid, lo);
+            hi = inside.select(hi, mid);
         }
-        let points = E8::closest_points(&scaled(&lo));
+        let points = E8::closest_points_in_lanes(&scaled(lo));
         // t = 0 is the origin, with +0 coordinates whatever the signs of v.
-        std::array::from_fn(|b| if lo[b] > 0.0 { points[b] } else { [0.0; 8] })
+        let moved = f32x8::ZERO.simd_lt(lo);
+        points.map(|p| moved.select(p, f32x8::ZERO))
     }
 
     /// The coset coordinates as one mixed-radix digit Σ cᵢ·q^i (joint packing: q^8 < 2^64).
@@ -599,18 +609,21 @@ fn lanes(blocks: &[[f32; 8]; 8]) -> [f32x8; 8] {
 }
 
 /// The squared error of each of eight blocks (`zt`, as [`lanes`] lays them out) against
-/// `alpha · point` (block b with `alphas[b]`): Σᵢ (zᵢ − α·pᵢ)² summed in index order, one
-/// block per SIMD lane, with the same operations in the same order in every lane (so the
-/// same bits as one block at a time).
-fn block_errors(zt: &[f32x8; 8], alphas: [f32; 8], points: &[[f32; 8]; 8]) -> [f32; 8] {
-    let pt = lanes(points);
-    let alpha = f32x8::from(alphas);
+/// `alpha · point` (lane b: block b, its α and its point): Σᵢ (zᵢ − α·pᵢ)² summed in index
+/// order, one block per SIMD lane, with the same operations in the same order in every lane
+/// (so the same bits as one block at a time).
+fn block_errors(zt: &[f32x8; 8], alpha: f32x8, points: &[f32x8; 8]) -> f32x8 {
     let mut err = f32x8::ZERO;
-    for i in 0..8 {
-        let e = zt[i] - alpha * pt[i];
+    for (&z, &p) in zt.iter().zip(points) {
+        let e = z - alpha * p;
         err += e * e;
     }
-    err.to_array()
+    err
+}
+
+/// Eight answers as a lane mask (all bits set where true).
+fn lane_mask(answers: [bool; 8]) -> f32x8 {
+    f32x8::from(answers.map(|a| f32::from_bits(if a { u32::MAX } else { 0 })))
 }
 
 /// Calls `f` with zeroed buffers for a joint index of `blocks` blocks: the (choice, index)
