@@ -16,6 +16,8 @@
 #                             with sinks and window held in int8 (-w8r16: 16 recent tokens,
 #                             -w8r32: 32; -w8r32 also at budgets between, where the 1% line
 #                             is crossed), merged into the sweep as their own families
+#   eval-smollm2-iso-1536.json  two settings each of the per-layer 4:32:64:int8 default codec
+#                             and TurboQuant-MSE after 1536-token prefixes (32 passages × 96)
 #   eval-smollm2-protection-sweep.json  sinks / recent window / key centring of the default
 #                             codec at 4.5 and 3.5 bpv, 16 passages × 64 tokens
 #   eval-smollm2-needle.json  a fact at 5 depths of 4096 tokens, greedy retrieval
@@ -70,6 +72,12 @@ for family in voronoi-3.125 voronoi-3.375 turboquant-3.25 turboquant-3.75; do
 done
 ./target/release/kv-eval iso --passages 32 --cont 96 "${int8[@]}" \
     --merge bench/results/eval-smollm2-iso.json --json bench/results/eval-smollm2-iso.json
+# The same protection at a longer context (1536-token prefixes), where the fixed protected
+# tokens weigh a third as much: two settings each of the default codec and TurboQuant-MSE.
+./target/release/kv-eval iso --passages 32 --prefix 1536 --cont 96 \
+    --plan bench/plans/smollm2-voronoi-3.125-w8r32.json --plan bench/plans/smollm2-voronoi-3.25-w8r32.json \
+    --plan bench/plans/smollm2-turboquant-3.75-w8r32.json --plan bench/plans/smollm2-turboquant-4.0-w8r32.json \
+    --json bench/results/eval-smollm2-iso-1536.json
 plans=()
 for c in voronoi-e8-q17-s3 voronoi-e8-q9-s2; do
     for p in "" ,protect=0:16:0 ,protect=4:16:0 ,protect=4:16:64 ,protect=4:8:64 \
