@@ -26,7 +26,10 @@ fn block_of(file: &str, families: usize) -> String {
 fn readme_shows_the_tables_of_the_committed_results() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
-    for (file, families) in [("eval-smollm2-iso.json", 5), ("eval-smollm2-iso-1536.json", 2)] {
+    for (file, families) in [
+        ("eval-smollm2-iso.json", 5),
+        ("eval-smollm2-iso-1536.json", 2),
+    ] {
         let block = block_of(file, families);
         assert!(
             readme.contains(&block),
