@@ -1237,34 +1237,25 @@ __device__ __forceinline__ u64 int_quotients(const float x[8], float s, float r,
     }
     // With s an f16 normal (the scale of the group's largest magnitude m over l, within 2^-11
     // of m / l), every |x / s| is at most l (1 + 2^-10) < l + 1/2, so every q is already in
-    // [-l, l] and the clamp below changes nothing: it is skipped. Subnormal and escaped
-    // scales, coarser, keep it, and so do the divided values (a non-finite input among them
-    // takes the clamp's bytes, as before).
-    if (settled && s >= 6.103515625e-05f && s <= 65504.0f) {
-        if (VB == 4u) {
-            u32 packed = 0u;
-            for (int j = 0; j < 8; ++j) packed |= (small_int_bits(q[j]) & 0xfu) << (4u * (u32)j);
-            return packed;
-        }
-        if (VB == 8u) {
-            u32 half[2] = {0u, 0u};
-            for (int j = 0; j < 8; ++j) half[j >> 2] |= (small_int_bits(q[j]) & 0xffu) << (8u * ((u32)j & 3u));
-            return (u64)half[0] | ((u64)half[1] << 32);
-        }
+    // [-l, l] and the clamp changes nothing: it is skipped. Subnormal and escaped scales,
+    // coarser, keep it, and so do the divided values (a non-finite input among them takes the
+    // clamp's bytes).
+    if (!(settled && s >= 6.103515625e-05f && s <= 65504.0f)) {
+        for (int j = 0; j < 8; ++j) q[j] = fminf(fmaxf(q[j], -l), l);
     }
     if (VB == 4u) {
         u32 packed = 0u;
-        for (int j = 0; j < 8; ++j) packed |= (small_int_bits(fminf(fmaxf(q[j], -l), l)) & 0xfu) << (4u * (u32)j);
+        for (int j = 0; j < 8; ++j) packed |= (small_int_bits(q[j]) & 0xfu) << (4u * (u32)j);
         return packed;
     }
     if (VB == 8u) {
         u32 half[2] = {0u, 0u};
-        for (int j = 0; j < 8; ++j) half[j >> 2] |= (small_int_bits(fminf(fmaxf(q[j], -l), l)) & 0xffu) << (8u * ((u32)j & 3u));
+        for (int j = 0; j < 8; ++j) half[j >> 2] |= (small_int_bits(q[j]) & 0xffu) << (8u * ((u32)j & 3u));
         return (u64)half[0] | ((u64)half[1] << 32);
     }
     u64 packed = 0ull;
     for (int j = 0; j < 8; ++j) {
-        const u32 c = small_int_bits(fminf(fmaxf(q[j], -l), l)) & low_mask(vbits);
+        const u32 c = small_int_bits(q[j]) & low_mask(vbits);
         packed |= (u64)c << ((u32)j * vbits);
     }
     return packed;
