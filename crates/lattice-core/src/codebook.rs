@@ -623,32 +623,32 @@ impl<L: Lattice<N>, const N: usize> VoronoiCodebook<L, N> {
     /// Panics if a point is not a point of the lattice.
     pub fn are_codewords(&self, lambdas: &[[f32; N]; 8]) -> [bool; 8] {
         self.are_codewords_in_lanes(&to_lanes(lambdas))
+            .to_array()
+            .map(|answer| answer.to_bits() != 0)
     }
 
     /// [`VoronoiCodebook::are_codewords`] of eight points held in lanes (lane b of
-    /// `lanes[i]` is coordinate i of point b), as the lattice's lane decoders return them.
+    /// `lanes[i]` is coordinate i of point b), as the lattice's lane decoders return them:
+    /// a lane mask, all bits set where the point is a codeword.
     ///
     /// # Panics
     /// Panics if a point is not a point of the lattice.
-    pub fn are_codewords_in_lanes(&self, lanes: &[f32x8; N]) -> [bool; 8] {
-        let q = self.q as f32;
-        let gauges = L::cell_gauges_in_lanes(lanes).to_array();
-        let mut answers = gauges.map(|g| g < q);
-        if gauges.contains(&q) {
-            // On the boundary: whether the coset's point is the point itself, all eight at
-            // once (the others' answers stand).
-            let points = self
-                .points_of_reduced_coordinates_in_lanes(&self.coset_coordinates_in_lanes(lanes));
-            let same = (0..N).fold(f32x8::splat(f32::from_bits(u32::MAX)), |all, i| {
-                all & points[i].simd_eq(lanes[i])
-            });
-            for (b, same) in same.to_array().into_iter().enumerate() {
-                if gauges[b] == q {
-                    answers[b] = same.to_bits() != 0;
-                }
-            }
+    pub fn are_codewords_in_lanes(&self, lanes: &[f32x8; N]) -> f32x8 {
+        let q = f32x8::splat(self.q as f32);
+        let gauges = L::cell_gauges_in_lanes(lanes);
+        let inside = gauges.simd_lt(q);
+        let on_boundary = gauges.simd_eq(q);
+        if !on_boundary.any() {
+            return inside;
         }
-        answers
+        // On the boundary: whether the coset's point is the point itself, all eight at once
+        // (the others' answers stand).
+        let points =
+            self.points_of_reduced_coordinates_in_lanes(&self.coset_coordinates_in_lanes(lanes));
+        let same = (0..N).fold(f32x8::splat(f32::from_bits(u32::MAX)), |all, i| {
+            all & points[i].simd_eq(lanes[i])
+        });
+        inside | (on_boundary & same)
     }
 
     /// Index of the coset of the lattice point `lambda`: [`VoronoiCodebook::coset_coordinates`]

@@ -238,19 +238,21 @@ impl VoronoiCodec {
                 let codewords = self.book.are_codewords_in_lanes(&points);
                 let errors = block_errors(&zt, a, &points);
                 let jv = f32x8::splat(j as f32);
-                let wins = lane_mask(codewords)
+                let wins = codewords
                     & (errors.simd_lt(best_err) | (errors.simd_eq(best_err) & jv.simd_lt(best_j)));
                 best_err = wins.select(errors, best_err);
                 best_j = wins.select(jv, best_j);
                 for (b, p) in best_points.iter_mut().zip(&points) {
                     *b = wins.select(*p, *b);
                 }
-                if codewords[..count].iter().all(|&c| c) {
+                // Lane b's answer in bit b.
+                let codewords = codewords.to_bitmask();
+                if (0..count).all(|b| codewords >> b & 1 != 0) {
                     continue;
                 }
                 let (gauges, errors) =
                     (E8::cell_gauges_in_lanes(&vt).to_array(), errors.to_array());
-                for b in (0..count).filter(|&b| !codewords[b]) {
+                for b in (0..count).filter(|&b| codewords >> b & 1 == 0) {
                     // Each facet of the cell of qE8 is {⟨x, r⟩ = q} for a root r of norm √2.
                     let beyond = (gauges[b] - self.q as f32).max(0.0) * FRAC_1_SQRT_2;
                     let bound = errors[b].max(alpha * alpha * beyond * beyond);
@@ -304,8 +306,9 @@ impl VoronoiCodec {
     }
 
     /// The codebook points for eight overloaded blocks `v` (in lanes, as [`lanes`] lays them
-    /// out; their nearest E8 points are not codewords), in lanes too: per block, the nearest E8 point of `t·v` for the largest `t` on a grid of
-    /// 1/2^[`CLIP_BISECTIONS`] found by bisection whose nearest point is a codeword (the
+    /// out; their nearest E8 points are not codewords), in lanes too: per block, the nearest
+    /// E8 point of `t·v` for the largest `t` on a grid of 1/2^[`CLIP_BISECTIONS`] found by
+    /// bisection whose nearest point is a codeword (the
     /// origin always is), which keeps the clipping error small even at high rates. Each
     /// block bisects on its own; the eight run side by side.
     ///
@@ -323,22 +326,15 @@ impl VoronoiCodec {
         for _ in 0..CLIP_BISECTIONS {
             let mid = f32x8::splat(0.5) * (lo + hi);
             let inputs = scaled(mid);
-            let by_gauge = E8::cell_gauges_in_lanes(&inputs).to_array().map(|g| {
-                if g * 1.0001 < q - 1.0 {
-                    Some(true)
-                } else if g * 0.9999 > q + 1.0 {
-                    Some(false)
-                } else {
-                    None
-                }
-            });
-            let codewords = if by_gauge.iter().all(Option::is_some) {
-                by_gauge.map(|known| known == Some(true))
+            let g = E8::cell_gauges_in_lanes(&inputs);
+            let surely_in = (g * f32x8::splat(1.0001)).simd_lt(f32x8::splat(q - 1.0));
+            let surely_out = (g * f32x8::splat(0.9999)).simd_gt(f32x8::splat(q + 1.0));
+            let inside = if (surely_in | surely_out).all() {
+                surely_in
             } else {
                 self.book
                     .are_codewords_in_lanes(&E8::closest_points_in_lanes(&inputs))
             };
-            let inside = lane_mask(codewords);
             lo = inside.select(mid, lo);
             hi = inside.select(hi, mid);
         }
@@ -619,11 +615,6 @@ fn block_errors(zt: &[f32x8; 8], alpha: f32x8, points: &[f32x8; 8]) -> f32x8 {
         err += e * e;
     }
     err
-}
-
-/// Eight answers as a lane mask (all bits set where true).
-fn lane_mask(answers: [bool; 8]) -> f32x8 {
-    f32x8::from(answers.map(|a| f32::from_bits(if a { u32::MAX } else { 0 })))
 }
 
 /// Calls `f` with zeroed buffers for a joint index of `blocks` blocks: the (choice, index)
